@@ -1,0 +1,10 @@
+//! What `lagerd` and `lager` must agree on: wire types, holder identities,
+//! version comparison. This crate does no IO and starts no threads, so both
+//! binaries (and their tests) can use it anywhere.
+
+pub mod holder;
+pub mod version;
+pub mod wire;
+
+/// The build version shared by `lager --version` and `lagerd`'s `/status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
