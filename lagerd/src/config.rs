@@ -1,0 +1,158 @@
+//! `lagerd`'s flags as typed (`Args`) and as validated (`Config`), and the
+//! errors that stop it from starting (locking.md A.1, A.9a).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::server::Limits;
+
+/// lagerd: the lager box daemon. Serves box locks, status and (later) the
+/// script runner and instruments on every --listen address.
+#[derive(FromArgs)]
+pub struct Args {
+    /// address to serve, host:port, repeatable; port 0 picks a free one
+    /// (default: 0.0.0.0:9000 and 0.0.0.0:5000)
+    #[argh(option)]
+    pub listen: Vec<String>,
+    /// state directory for lock.json and friends (default: $LAGERD_STATE_DIR,
+    /// else /etc/lager)
+    #[argh(option)]
+    pub state_dir: Option<PathBuf>,
+    /// serve simulated instruments instead of USB hardware
+    #[argh(switch)]
+    pub sim: bool,
+    /// require "Authorization: Bearer <token>" (token read from this file) on
+    /// every request that is not a GET
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// refuse runner and instrument requests from anyone but the lock holder
+    #[argh(switch)]
+    pub enforce_locks: bool,
+    /// most connections open at once; one more is answered 503 (default 4096)
+    #[argh(option)]
+    pub max_connections: Option<usize>,
+    /// log debug detail (RUST_LOG overrides)
+    #[argh(switch, short = 'v')]
+    pub verbose: bool,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub sim: bool,
+    pub token: Option<String>,
+    pub enforce_locks: bool,
+    pub limits: Limits,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    BadListen(String),
+    TokenFile {
+        path: PathBuf,
+        why: String,
+    },
+    StateDir {
+        path: PathBuf,
+        err: std::io::Error,
+    },
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
+    Io(std::io::Error),
+}
+
+impl StartError {
+    /// Exit status: 2 for configuration mistakes (A.9a), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::BadListen(_) | StartError::TokenFile { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::BadListen(text) => {
+                write!(f, "invalid --listen {text:?}: expected host:port, e.g. 0.0.0.0:9000 or 127.0.0.1:0")
+            }
+            StartError::TokenFile { path, why } => write!(
+                f,
+                "token file {}: {why}; put the bearer token in it or drop --token-file",
+                path.display()
+            ),
+            StartError::StateDir { path, err } => write!(
+                f,
+                "state dir {}: {err}; pick a writable one with --state-dir or LAGERD_STATE_DIR",
+                path.display()
+            ),
+            StartError::Bind { addr, err } => write!(
+                f,
+                "cannot listen on {addr}: {err}; is another lagerd running? choose another --listen"
+            ),
+            StartError::Io(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, StartError> {
+        let listen_text = if args.listen.is_empty() {
+            vec!["0.0.0.0:9000".to_string(), "0.0.0.0:5000".to_string()]
+        } else {
+            args.listen
+        };
+        let listen = listen_text
+            .iter()
+            .map(|text| {
+                text.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| StartError::BadListen(text.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let state_dir = args
+            .state_dir
+            .or_else(|| {
+                std::env::var_os("LAGERD_STATE_DIR")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("/etc/lager"));
+        let token = args.token_file.map(read_token).transpose()?;
+        let mut limits = Limits::default();
+        if let Some(max) = args.max_connections {
+            limits.max_connections = max.max(1);
+        }
+        Ok(Config {
+            listen,
+            state_dir,
+            sim: args.sim,
+            token,
+            enforce_locks: args.enforce_locks,
+            limits,
+        })
+    }
+}
+
+fn read_token(path: PathBuf) -> Result<String, StartError> {
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => Err(StartError::TokenFile {
+            path,
+            why: "it is empty".into(),
+        }),
+        Err(e) => Err(StartError::TokenFile {
+            path,
+            why: format!("cannot read it ({e})"),
+        }),
+    }
+}

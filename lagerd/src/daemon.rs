@@ -1,0 +1,111 @@
+//! Wires the parts together: lock state, listeners, the HTTP server, the
+//! reaper thread and signal handling. Returns when SIGTERM/SIGINT arrives
+//! and requests in flight have finished; state is already on disk.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use log::{error, info, warn};
+
+use crate::clock::SystemClock;
+use crate::config::{Config, StartError};
+use crate::http::{Api, BoxInfo};
+use crate::lockbox::LockBox;
+use crate::server::Server;
+use crate::signals::Signals;
+
+/// In-flight requests get this long to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(config: Config) -> Result<(), StartError> {
+    raise_fd_limit();
+    let lock_box = LockBox::open(&config.state_dir, Arc::new(SystemClock))
+        .map(Arc::new)
+        .map_err(|err| StartError::StateDir {
+            path: config.state_dir.clone(),
+            err,
+        })?;
+    let signals = Signals::install(&[libc::SIGTERM, libc::SIGINT]).map_err(StartError::Io)?;
+
+    let mut listeners = Vec::new();
+    let mut stdout = std::io::stdout().lock();
+    for addr in &config.listen {
+        let listener =
+            TcpListener::bind(addr).map_err(|err| StartError::Bind { addr: *addr, err })?;
+        let bound = listener.local_addr().map_err(StartError::Io)?;
+        // Tests and scripts read the bound address from this line.
+        let _ = writeln!(stdout, "listening on {bound}");
+        info!("listening on {bound}");
+        listeners.push(listener);
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+
+    let info = BoxInfo {
+        state_dir: config.state_dir.clone(),
+        sim: config.sim,
+        enforce_locks: config.enforce_locks,
+        token: config.token,
+    };
+    let api = Arc::new(Api::new(lock_box.clone(), info));
+    let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
+    info!(
+        "lagerd {} serving state dir {}",
+        common::VERSION,
+        config.state_dir.display()
+    );
+
+    let stop_reaper = Arc::new(AtomicBool::new(false));
+    let reaper = spawn_reaper(lock_box.clone(), stop_reaper.clone()).map_err(StartError::Io)?;
+
+    let signal = signals.wait();
+    info!("signal {signal} received: finishing requests in flight");
+    lock_box.shut_down();
+    server.stop(SHUTDOWN_GRACE);
+    stop_reaper.store(true, Ordering::SeqCst);
+    let _ = reaper.join();
+    info!("stopped");
+    Ok(())
+}
+
+/// A.7: frees an expired lock (and wakes the queue) even if nobody asks.
+fn spawn_reaper(
+    lock_box: Arc<LockBox>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("lock-reaper".into())
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(250));
+                if let Err(e) = lock_box.reap() {
+                    error!("reaper: {e}");
+                }
+            }
+        })
+}
+
+/// Idle keep-alive connections each hold a descriptor; the common soft
+/// limit of 1024 would cap them well below `--max-connections`.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max.min(65_536);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                warn!(
+                    "could not raise the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
