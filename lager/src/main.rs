@@ -1,1 +1,64 @@
-fn main() {}
+//! `lager`: parse arguments, start logging, run, turn the result into an
+//! exit code (0 ok, 1 failure, 2 usage error).
+
+use std::process::ExitCode;
+
+use lager::args::{self, EarlyExit};
+use lager::output::{self, Color};
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(argv) => argv,
+        Err(bad) => {
+            eprintln!(
+                "Error: argument {} is not valid UTF-8",
+                bad.to_string_lossy()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let invocation = match args::parse(&argv) {
+        Ok(invocation) => invocation,
+        Err(EarlyExit::Help(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(EarlyExit::Usage(text)) => {
+            eprintln!("{text}\nRun lager --help for more information.");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(invocation.verbose);
+    lager::autolock::install_panic_release();
+    let result = lager::run(invocation.command);
+    // Spec B.6: the process-wide lock guard releases on every way out.
+    lager::autolock::release();
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            output::tell(Color::Red, &err.to_string());
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// `warn` by default; each `-v` raises it; `RUST_LOG` overrides both.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    builder.init();
+}

@@ -1,0 +1,63 @@
+//! The `lager` CLI as a library: `main.rs` only parses arguments and maps
+//! [`run`]'s result to an exit code. Being a library also lets the
+//! integration tests drive [`autolock`] against a real `lagerd` before any
+//! command uses it.
+
+pub mod args;
+pub mod autolock;
+pub mod boxsel;
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod output;
+pub mod signals;
+pub mod skew;
+
+use std::process::ExitCode;
+
+use args::Command;
+pub use error::CliError;
+
+/// Runs one parsed command.
+pub fn run(command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Version => {
+            println!("lager {}", common::VERSION);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BoxesList { json } => cmd::boxes::list(json),
+        Command::BoxesAdd {
+            name,
+            ip,
+            user,
+            port,
+            version,
+            yes,
+        } => cmd::boxes::add(cmd::boxes::AddBox {
+            name: &name,
+            ip: &ip,
+            user: &user,
+            port,
+            version: version.as_deref(),
+            yes,
+        }),
+        Command::BoxesDelete { name, yes } => cmd::boxes::delete(&name, yes),
+        Command::BoxesLock {
+            box_name,
+            user,
+            json,
+        } => cmd::boxes::lock(&box_name, user.as_deref(), json),
+        Command::BoxesUnlock {
+            box_name,
+            force,
+            json,
+        } => cmd::boxes::unlock(&box_name, force, json),
+        Command::Hello { box_name } => cmd::hello::run(box_name.as_deref()),
+        Command::DefaultsList { json } => cmd::defaults::list(json),
+        Command::DefaultsAdd { settings } => cmd::defaults::add(&settings),
+        Command::DefaultsDelete { key, yes } => cmd::defaults::delete(&key, yes),
+        Command::DefaultsDeleteAll { yes } => cmd::defaults::delete_all(yes),
+    }
+}

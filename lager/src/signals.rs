@@ -1,0 +1,68 @@
+//! SIGINT, SIGTERM and SIGHUP while the CLI holds or waits for a lock
+//! (locking.md B.4 step 4, B.6). The handlers only write the signal number
+//! into a pipe, which is async-signal-safe; one watch thread reads it and
+//! runs the action, where HTTP is allowed.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
+
+/// Write end of the self-pipe; -1 until installed.
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signo: libc::c_int) {
+    let fd = PIPE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signo as u8;
+        // SAFETY: write(2) is async-signal-safe; the buffer is one local byte.
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+/// Routes SIGINT, SIGTERM and SIGHUP to `action(signo)` on a dedicated
+/// thread. Idempotent: the first caller's action wins.
+pub fn install(action: fn(i32)) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two-element array on success.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            log::warn!(
+                "cannot install signal handlers: {}; Ctrl+C will not release the box lock",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+        let [read_fd, write_fd] = fds;
+        PIPE_WRITE.store(write_fd, Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name("lager-signals".into())
+            .spawn(move || loop {
+                let mut byte = 0u8;
+                // SAFETY: reads one byte into a local.
+                let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
+                if n == 1 {
+                    action(i32::from(byte));
+                } else if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                } else {
+                    return;
+                }
+            });
+        if spawned.is_err() {
+            log::warn!("cannot start the signal thread; Ctrl+C will not release the box lock");
+            return;
+        }
+        for signo in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: a zeroed sigaction with a plain handler and SA_RESTART is valid.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(signo, &sa, std::ptr::null_mut());
+            }
+        }
+    });
+}
