@@ -33,6 +33,10 @@ pub struct Args {
     /// most connections open at once; one more is answered 503 (default 4096)
     #[argh(option)]
     pub max_connections: Option<usize>,
+    /// close a connection whose request line and headers take longer than
+    /// this, in milliseconds (default 10000)
+    #[argh(option)]
+    pub head_timeout_ms: Option<u64>,
     /// log debug detail (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -131,6 +135,10 @@ impl Config {
         let mut limits = Limits::default();
         if let Some(max) = args.max_connections {
             limits.max_connections = max.max(1);
+        }
+        if let Some(millis) = args.head_timeout_ms {
+            limits.head_timeout = std::time::Duration::from_millis(millis.max(1));
+            limits.read_timeout = limits.read_timeout.min(limits.head_timeout);
         }
         Ok(Config {
             listen,

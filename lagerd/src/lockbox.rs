@@ -136,6 +136,7 @@ impl LockBox {
         {
             let mut queue = lock_box.lock_queue();
             let _flock = Flock::exclusive(&lock_box.flock_handle)?;
+            lock_box.remove_stale_temp_files();
             match lock_box.load(&mut queue) {
                 Some(record) => info!(
                     "lock state: locked by {} ({})",
@@ -427,6 +428,22 @@ impl LockBox {
         let excess = copies.len().saturating_sub(CORRUPT_COPIES_KEPT);
         for (_, path) in copies.into_iter().take(excess) {
             let _ = fs::remove_file(path);
+        }
+    }
+
+    /// A crash between creating and renaming a temp file leaves it behind;
+    /// under the flock no other writer can own one, so they all go.
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".lock-") && name.ends_with(".json") {
+                warn!("removing {name}, left by an interrupted write");
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
 

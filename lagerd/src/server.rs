@@ -155,6 +155,8 @@ struct Conn {
     /// Bytes read but not yet consumed (pipelined requests).
     buf: Vec<u8>,
     parked_at: Instant,
+    /// When the first byte of a still-incomplete request head arrived.
+    head_started: Option<Instant>,
     /// Counts open connections; decremented when this one is dropped.
     open: Arc<AtomicUsize>,
 }
@@ -322,6 +324,10 @@ impl Shared {
                     debug!("connection from {} dropped: {e}", conn.peer);
                     return;
                 }
+                Err(Refusal::NotReady) => {
+                    self.park(conn);
+                    return;
+                }
             };
             let keep_alive = wants_keep_alive(&request) && !self.stopping.load(Ordering::SeqCst);
             let head_only = request.method == "HEAD";
@@ -348,15 +354,20 @@ impl Shared {
                 self.limits.linger
             };
             if !poll_readable(conn.stream.as_raw_fd(), linger) {
-                conn.parked_at = Instant::now();
-                self.returned
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(conn);
-                self.wake();
+                self.park(conn);
                 return;
             }
         }
+    }
+
+    /// Hands a quiet connection back to the poller.
+    fn park(&self, mut conn: Conn) {
+        conn.parked_at = Instant::now();
+        self.returned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+        self.wake();
     }
 }
 
@@ -394,7 +405,11 @@ impl Poller {
             fds.extend(self.listeners.iter().map(|l| watch(l.as_raw_fd())));
             fds.extend(self.parked.iter().map(|c| watch(c.stream.as_raw_fd())));
             fds.extend(self.draining.iter().map(|(s, _)| watch(s.as_raw_fd())));
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+            // Half-sent request heads must hear their 408 close to on time.
+            let partial = self.parked.iter().any(|c| c.head_started.is_some());
+            let timeout_ms = if partial { 50 } else { 1000 };
+            let ready =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
             if ready < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -489,9 +504,15 @@ impl Poller {
             peer,
             buf: Vec::new(),
             parked_at: Instant::now(),
+            head_started: None,
             open: self.shared.open.clone(),
         };
-        self.shared.dispatch(conn);
+        // A connection that has not sent anything yet costs no thread.
+        if poll_readable(conn.stream.as_raw_fd(), Duration::ZERO) {
+            self.shared.dispatch(conn);
+        } else {
+            self.parked.push(conn);
+        }
     }
 
     /// Over the connection cap: a clear 503, then a short drain so the
@@ -513,10 +534,22 @@ impl Poller {
         }
     }
 
+    /// Closes long-idle connections; sends overdue half-sent heads to a
+    /// worker, which answers 408.
     fn expire(&mut self) {
-        let idle_timeout = self.shared.limits.idle_timeout;
-        self.parked
-            .retain(|conn| conn.parked_at.elapsed() < idle_timeout);
+        let limits = &self.shared.limits;
+        let (mut overdue, mut kept) = (Vec::new(), Vec::new());
+        for conn in self.parked.drain(..) {
+            match conn.head_started {
+                Some(started) if started.elapsed() > limits.head_timeout => overdue.push(conn),
+                None if conn.parked_at.elapsed() >= limits.idle_timeout => {}
+                _ => kept.push(conn),
+            }
+        }
+        self.parked = kept;
+        for conn in overdue {
+            self.shared.dispatch(conn);
+        }
         self.draining
             .retain(|(_, since)| since.elapsed() < DRAIN_TIME);
     }
@@ -527,6 +560,8 @@ enum Refusal {
     Status(u16, String),
     /// The connection is unusable (reset, timeout mid-request): just close.
     Io(io::Error),
+    /// No complete request head and nothing to read now: park the connection.
+    NotReady,
 }
 
 impl From<io::Error> for Refusal {
@@ -541,9 +576,16 @@ fn read_request(
     limits: &Limits,
     service: &dyn Service,
 ) -> Result<Option<Request>, Refusal> {
-    let started = Instant::now();
+    // Workers never block waiting for a head: a client that sends nothing,
+    // or half a head, goes back to the poller until more bytes arrive.
     let head_end = loop {
         if let Some(end) = find_head_end(&conn.buf) {
+            if end > HEAD_MAX {
+                return Err(Refusal::Status(
+                    431,
+                    "Request header fields too large".into(),
+                ));
+            }
             break end;
         }
         if conn.buf.len() > HEAD_MAX {
@@ -552,25 +594,28 @@ fn read_request(
                 "Request header fields too large".into(),
             ));
         }
-        if started.elapsed() > limits.head_timeout {
+        if conn
+            .head_started
+            .is_some_and(|started| started.elapsed() > limits.head_timeout)
+        {
             return Err(Refusal::Status(
                 408,
                 "Request headers not received in time".into(),
             ));
         }
+        if !poll_readable(conn.stream.as_raw_fd(), Duration::ZERO) {
+            return Err(Refusal::NotReady);
+        }
         match fill(conn) {
             Ok(0) if conn.buf.iter().all(|b| b.is_ascii_whitespace()) => return Ok(None),
             Ok(0) => return Err(Refusal::Io(io::ErrorKind::UnexpectedEof.into())),
-            Ok(_) => {}
-            Err(e) if is_timeout(&e) && !conn.buf.is_empty() => {
-                return Err(Refusal::Status(
-                    408,
-                    "Request headers not received in time".into(),
-                ))
+            Ok(_) => {
+                conn.head_started.get_or_insert_with(Instant::now);
             }
             Err(e) => return Err(Refusal::Io(e)),
         }
     };
+    conn.head_started = None;
     let head = parse_head(&conn.buf[..head_end])
         .map_err(|why| Refusal::Status(400, format!("Bad request: {why}")))?;
     conn.buf.drain(..head_end);

@@ -193,7 +193,11 @@ pub fn json_of(reply: &Reply) -> serde_json_lite::Value {
 
 /// Reads one response (Content-Length, chunked or close-delimited).
 pub fn read_reply(stream: &mut impl Read) -> std::io::Result<Reply> {
-    let mut reader = BufReader::new(stream);
+    read_reply_buffered(&mut BufReader::new(stream))
+}
+
+/// `read_reply` on a reader kept across calls, for pipelined responses.
+pub fn read_reply_buffered(reader: &mut impl BufRead) -> std::io::Result<Reply> {
     let mut status_line = String::new();
     reader.read_line(&mut status_line)?;
     let status = status_line

@@ -1,0 +1,253 @@
+//! Bad input gets a clear error and loses nothing (locking.md A.5, issue 3).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use lager_testsupport::{raw_request, read_reply, request};
+use serde_json::json;
+
+use crate::start;
+
+#[test]
+fn malformed_bodies_get_the_spec_messages() {
+    let b = start("bodies", &[]);
+    b.call("POST", "/lock", Some(r#"{"user":"owner"}"#));
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("/lock", "", 400, "user is required"),
+        ("/lock", "not json", 400, "Invalid JSON"),
+        ("/lock", "{\"user\": \"a\"", 400, "Invalid JSON"),
+        ("/lock", "null", 400, "Expected a JSON object"),
+        ("/lock", "[\"user\"]", 400, "Expected a JSON object"),
+        ("/lock", "\"user\"", 400, "Expected a JSON object"),
+        ("/lock", "42", 400, "Expected a JSON object"),
+        ("/lock", r#"{"user": 42}"#, 400, "user must be a string"),
+        ("/lock", r#"{"user": ""}"#, 400, "user is required"),
+        (
+            "/lock",
+            r#"{"user": "a", "wait_seconds": "5"}"#,
+            400,
+            "wait_seconds must be an integer between 0 and 300",
+        ),
+        ("/lock/heartbeat", "[]", 400, "Expected a JSON object"),
+        (
+            "/unlock",
+            r#"{"user": "owner", "force": "false"}"#,
+            400,
+            "force must be a JSON boolean (true or false)",
+        ),
+        ("/unlock", r#"{"force": true}"#, 400, "user is required"),
+    ];
+    for (path, body, status, message) in cases {
+        let (got_status, got) = b.call("POST", path, Some(body));
+        assert_eq!(
+            (got_status, got["error"].as_str()),
+            (*status, Some(*message)),
+            "{path} {body:?}"
+        );
+    }
+    let invalid_utf8 = b"POST /lock HTTP/1.1\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"user\":\"\xff\"}";
+    assert_eq!(
+        raw_request(b.addr(), invalid_utf8).unwrap().text(),
+        r#"{"error":"Invalid JSON"}"#
+    );
+    // Nothing above changed the lock.
+    assert_eq!(b.call("GET", "/lock", None).1["user"], "owner");
+}
+
+#[test]
+fn oversized_bodies_are_refused_before_they_are_read() {
+    let b = start("oversized", &[]);
+    // Announce 10 MB and send none of it: the 413 must come anyway.
+    let mut stream = TcpStream::connect(b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"POST /lock HTTP/1.1\r\nContent-Length: 10485760\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut stream).unwrap();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (413, r#"{"error":"Request body too large"}"#)
+    );
+
+    // A client that sends the whole 10 MB still reads the 413, not a reset.
+    let big = vec![b'x'; 10 * 1024 * 1024];
+    let mut stream = TcpStream::connect(b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /unlock HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .unwrap();
+    let _ = stream.write_all(&big);
+    assert_eq!(read_reply(&mut stream).unwrap().status, 413);
+
+    // Chunked bodies are counted as they arrive.
+    let mut stream = TcpStream::connect(b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"POST /lock HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b' '; 40 * 1024];
+    for _ in 0..2 {
+        write!(stream, "{:x}\r\n", chunk.len()).unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    assert_eq!(read_reply(&mut stream).unwrap().status, 413);
+
+    // Exactly at the limit is fine (and is whitespace, so `{}`).
+    let body = format!("{{\"user\":\"edge\"}}{}", " ".repeat(64 * 1024 - 15));
+    assert_eq!(body.len(), 64 * 1024);
+    assert_eq!(request(b.addr(), "POST", "/lock", Some(&body)).status, 200);
+}
+
+#[test]
+fn a_small_chunked_body_is_accepted() {
+    let b = start("chunked", &[]);
+    let req = b"POST /lock HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{\"use\r\n9\r\nr\":\"ann\"}\r\n0\r\n\r\n";
+    let reply = raw_request(b.addr(), req).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(b.call("GET", "/lock", None).1["user"], "ann");
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_daemon_stays_up() {
+    let b = start("garbage", &[]);
+    let garbage: &[&[u8]] = &[
+        b"HELLO\r\n\r\n",
+        b"GET /lock HTTP/9.9\r\n\r\n",
+        b"GET /lock HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"POST /lock HTTP/1.1\r\nContent-Length: banana\r\n\r\n",
+        b"POST /lock HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"\x00\x01\x02\x03\r\n\r\n",
+    ];
+    for bytes in garbage {
+        let reply = raw_request(b.addr(), bytes).unwrap();
+        assert_eq!(
+            reply.status,
+            400,
+            "{:?} -> {}",
+            String::from_utf8_lossy(bytes),
+            reply.text()
+        );
+        assert!(
+            reply.text().starts_with(r#"{"error":"Bad request: "#),
+            "{}",
+            reply.text()
+        );
+    }
+    let huge_head = format!(
+        "GET /lock HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    assert_eq!(
+        raw_request(b.addr(), huge_head.as_bytes()).unwrap().status,
+        431
+    );
+    // Clients that connect and vanish, or send half a request and vanish.
+    for partial in [
+        &b""[..],
+        b"POST /lock HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"us",
+    ] {
+        let mut stream = TcpStream::connect(b.addr()).unwrap();
+        stream.write_all(partial).unwrap();
+    }
+    assert_eq!(
+        b.call("GET", "/lock", None),
+        (200, json!({"locked": false}))
+    );
+}
+
+#[test]
+fn slow_clients_are_cut_off() {
+    let b = start("slow", &["--head-timeout-ms", "300"]);
+    let mut stream = TcpStream::connect(b.addr()).unwrap();
+    stream
+        .write_all(b"GET /lock HTTP/1.1\r\nHost: slow")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let reply = read_reply(&mut stream).unwrap();
+    assert_eq!(reply.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Meanwhile everyone else is served.
+    assert_eq!(b.call("GET", "/lock", None).0, 200);
+
+    // A body that stops arriving is dropped too, without an answer to wait on.
+    let mut stream = TcpStream::connect(b.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"POST /lock HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"user\"")
+        .unwrap();
+    let mut rest = Vec::new();
+    let started = Instant::now();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "connection closed by the daemon"
+    );
+    assert_eq!(
+        b.call("GET", "/lock", None),
+        (200, json!({"locked": false}))
+    );
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_block_a_lock_request() {
+    let b = start("idle", &[]);
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(b.addr()).unwrap())
+        .collect();
+    // Half of them even started a keep-alive conversation and went quiet.
+    for stream in idle.iter().step_by(2) {
+        let mut s = stream;
+        s.write_all(b"GET /lock HTTP/1.1\r\n\r\n").unwrap();
+    }
+    let started = Instant::now();
+    let (status, got) = b.call("POST", "/lock", Some(r#"{"user":"busy-bench"}"#));
+    assert_eq!((status, got["user"].as_str()), (200, Some("busy-bench")));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn over_the_connection_cap_clients_get_a_clear_503() {
+    let b = start("cap", &["--max-connections", "8"]);
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(b.addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let reply = raw_request(b.addr(), b"GET /lock HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply
+            .text()
+            .contains("Too many open connections to this box (limit 8)"),
+        "{}",
+        reply.text()
+    );
+    drop(held);
+    assert!(lager_testsupport::wait_until(
+        Duration::from_secs(5),
+        || {
+            raw_request(b.addr(), b"GET /lock HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .is_ok_and(|r| r.status == 200)
+        }
+    ));
+}
