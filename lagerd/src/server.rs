@@ -744,13 +744,6 @@ fn discard_available(stream: &mut TcpStream) -> bool {
     matches!(stream.read(&mut sink), Ok(n) if n > 0)
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 fn poll_readable(fd: RawFd, wait: Duration) -> bool {
     let mut pfd = libc::pollfd {
         fd,

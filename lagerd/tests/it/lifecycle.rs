@@ -99,7 +99,7 @@ fn sigterm_finishes_requests_in_flight_and_exits_cleanly() {
     std::thread::sleep(Duration::from_millis(200));
     unsafe { libc::kill(daemon.pid(), libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(200));
-    stream.write_all(body[5..].as_bytes()).unwrap();
+    stream.write_all(&body.as_bytes()[5..]).unwrap();
     let reply = read_reply(&mut stream).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     let started = Instant::now();
