@@ -327,7 +327,14 @@ pub fn list(json: bool) -> Result<ExitCode, CliError> {
             paint_if(
                 color,
                 Color::Yellow,
-                &format!("{stale} {} need updating", plural(stale))
+                &format!(
+                    "{stale} {} updating",
+                    if stale == 1 {
+                        "box needs"
+                    } else {
+                        "boxes need"
+                    }
+                )
             )
         );
     }
