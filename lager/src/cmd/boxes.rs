@@ -6,11 +6,13 @@
 //! asks `GET /status` (5 s) first and then `GET /lock` (3 s) with whatever
 //! budget is left, skipping the lock probe when the box did not answer at
 //! all. So a dead box costs at most one budget, whatever its failure mode,
-//! and never delays the others.
+//! and never delays the others. The collecting thread enforces each box's
+//! deadline itself, because socket timeouts overshoot (kernel timer slack).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::holder::format_lock_user;
@@ -119,8 +121,18 @@ fn base_row(name: &str, entry: &BoxEntry) -> Row {
     }
 }
 
-/// Probes one box within `budget` (see the module comment).
-fn probe(name: &str, entry: &BoxEntry, budget: Duration) -> Row {
+/// What a probe worker reports to the collecting thread.
+enum Event {
+    /// Box `i` is being probed from this instant on.
+    Started(usize, Instant),
+    /// Box `i` answered `/status`; the row so far (no lock yet).
+    Status(usize, Row),
+    Done(usize, Row),
+}
+
+/// Probes one box within `budget` (see the module comment), reporting the
+/// row after `/status` so a hung lock probe cannot hide the status.
+fn probe(i: usize, name: &str, entry: &BoxEntry, budget: Duration, events: &Sender<Event>) -> Row {
     let mut row = base_row(name, entry);
     if entry.ip.is_empty() {
         return row;
@@ -154,6 +166,7 @@ fn probe(name: &str, entry: &BoxEntry, budget: Duration) -> Row {
             row.version_status = version_status;
         }
     }
+    let _ = events.send(Event::Status(i, row.clone()));
     let left = deadline.saturating_duration_since(Instant::now());
     if left >= Duration::from_millis(1) {
         let headers = [("Cache-Control", "no-cache")];
@@ -166,37 +179,85 @@ fn probe(name: &str, entry: &BoxEntry, budget: Duration) -> Row {
     row
 }
 
-/// Probes every box concurrently, at most [`MAX_PROBE_THREADS`] at a time.
-pub fn probe_all(boxes: &[(String, BoxEntry)], budget: Duration) -> Vec<Row> {
-    let results: Vec<Mutex<Option<Row>>> = boxes.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let workers = boxes.len().min(MAX_PROBE_THREADS);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
+/// Slack past a box's budget before the collector stops waiting for it.
+/// Socket timeouts run on the kernel's coarse timer wheel and overshoot
+/// by up to ~3% (150 ms on 5 s, measured); the collector's own wait is
+/// precise, so a hung box costs the budget plus this, not plus that.
+const COLLECT_SLACK: Duration = Duration::from_millis(20);
+
+/// Probes every box concurrently, at most [`MAX_PROBE_THREADS`] at a time,
+/// and returns by each box's deadline even if its worker is still stuck:
+/// a box without a row by then is a `timeout` (or keeps its `/status`).
+/// Stuck workers are detached; the process exits soon after anyway.
+pub fn probe_all(boxes: Vec<(String, BoxEntry)>, budget: Duration) -> Vec<Row> {
+    let count = boxes.len();
+    let boxes = Arc::new(boxes);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (events, inbox) = mpsc::channel();
+    for _ in 0..count.min(MAX_PROBE_THREADS) {
+        let (boxes, next, events) = (Arc::clone(&boxes), Arc::clone(&next), events.clone());
+        let spawned = std::thread::Builder::new()
+            .name("lager-probe".into())
+            .spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some((name, entry)) = boxes.get(i) else {
                     break;
                 };
-                let row = probe(name, entry, budget);
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(row);
+                let _ = events.send(Event::Started(i, Instant::now()));
+                let row = probe(i, name, entry, budget, &events);
+                let _ = events.send(Event::Done(i, row));
             });
+        if let Err(e) = spawned {
+            // Fewer workers only makes the listing slower.
+            log::warn!("cannot start a probe thread: {e}");
         }
-    });
-    results
-        .into_iter()
-        .zip(boxes)
-        .map(|(slot, (name, entry))| {
-            slot.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                // A worker can only miss a row if it panicked; show that box as failed.
-                .unwrap_or_else(|| {
-                    let mut row = base_row(name, entry);
-                    row.status = "error".into();
-                    row
-                })
-        })
-        .collect()
+    }
+    drop(events);
+    let mut rows: Vec<Option<Row>> = vec![None; count];
+    let mut partial: Vec<Option<Row>> = vec![None; count];
+    let mut started: Vec<Option<Instant>> = vec![None; count];
+    let failed = |i: usize, status: &str| {
+        let (name, entry) = &boxes[i];
+        let mut row = base_row(name, entry);
+        row.status = status.into();
+        row.unreachable = true;
+        row
+    };
+    while rows.iter().any(Option::is_none) {
+        let overdue = (0..count)
+            .filter(|i| rows[*i].is_none())
+            .filter_map(|i| started[i].map(|t| t + budget + COLLECT_SLACK))
+            .min();
+        let event = match overdue {
+            Some(at) => inbox.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
+            Ok(Event::Started(i, at)) => started[i] = Some(at),
+            Ok(Event::Status(i, row)) => partial[i] = Some(row),
+            Ok(Event::Done(i, row)) => {
+                rows[i].get_or_insert(row);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                for i in 0..count {
+                    let late = started[i].is_some_and(|t| t + budget + COLLECT_SLACK <= now);
+                    if rows[i].is_none() && late {
+                        rows[i] = Some(partial[i].take().unwrap_or_else(|| failed(i, "timeout")));
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every worker is gone (none started, or one panicked).
+                for (i, row) in rows.iter_mut().enumerate() {
+                    if row.is_none() {
+                        *row = Some(partial[i].take().unwrap_or_else(|| failed(i, "error")));
+                    }
+                }
+            }
+        }
+    }
+    rows.into_iter().flatten().collect()
 }
 
 /// The table of locking.md B.11 (without the footer).
@@ -303,7 +364,7 @@ pub fn list(json: bool) -> Result<ExitCode, CliError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let rows = probe_all(&boxes, capped(BOX_BUDGET));
+    let rows = probe_all(boxes, capped(BOX_BUDGET));
     if json {
         println!(
             "{}",

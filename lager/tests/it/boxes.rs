@@ -375,3 +375,45 @@ fn version_and_help_are_fast_and_need_no_config() {
         run.stdout
     );
 }
+
+/// Answers `/status` like lagerd, then never answers `/lock`.
+fn status_only_box() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut parked = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let n = std::io::Read::read(&mut stream, &mut buf).unwrap_or(0);
+            if buf[..n].starts_with(b"GET /status ") {
+                let body = r#"{"healthy":true,"version":"0.1.0","nets":[],"capabilities":{}}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = std::io::Write::write_all(&mut stream, reply.as_bytes());
+            } else {
+                parked.push(stream);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_hung_lock_probe_keeps_the_status() {
+    let port = status_only_box();
+    let cli = Cli::new("list-hung-lock");
+    cli.write_config(&json!({"BOXES": {"half": entry(port)}}));
+    let run = cli.run_with(&["boxes", "--json"], &[("LAGER_BOX_TIMEOUT_MS", "500")]);
+    run.expect_code(0);
+    let rows: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(rows[0]["status"], "current");
+    assert_eq!(rows[0]["lock"], Value::Null);
+    assert!(
+        run.elapsed < Duration::from_millis(1500),
+        "{:?}",
+        run.elapsed
+    );
+}
