@@ -376,34 +376,10 @@ fn version_and_help_are_fast_and_need_no_config() {
     );
 }
 
-/// Answers `/status` like lagerd, then never answers `/lock`.
-fn status_only_box() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut parked = Vec::new();
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 2048];
-            let n = std::io::Read::read(&mut stream, &mut buf).unwrap_or(0);
-            if buf[..n].starts_with(b"GET /status ") {
-                let body = r#"{"healthy":true,"version":"0.1.0","nets":[],"capabilities":{}}"#;
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = std::io::Write::write_all(&mut stream, reply.as_bytes());
-            } else {
-                parked.push(stream);
-            }
-        }
-    });
-    port
-}
-
 #[test]
 fn a_hung_lock_probe_keeps_the_status() {
-    let port = status_only_box();
+    let body = r#"{"healthy":true,"version":"0.1.0","nets":[],"capabilities":{}}"#;
+    let port = crate::fake_box(&[("GET /status ", 200, body)]);
     let cli = Cli::new("list-hung-lock");
     cli.write_config(&json!({"BOXES": {"half": entry(port)}}));
     let run = cli.run_with(&["boxes", "--json"], &[("LAGER_BOX_TIMEOUT_MS", "500")]);
@@ -415,5 +391,38 @@ fn a_hung_lock_probe_keeps_the_status() {
         run.elapsed < Duration::from_millis(1500),
         "{:?}",
         run.elapsed
+    );
+}
+
+#[test]
+fn odd_status_answers_map_to_statuses() {
+    let cases = [
+        (404, r#"{"error":"Not found"}"#, "old box"),
+        (500, "{}", "HTTP 500"),
+        (200, "<html>", "invalid JSON"),
+        (200, r#"{"version":"unknown"}"#, "bad response"),
+        (200, r#"{"box_version":"9.0.0"}"#, "newer"),
+    ];
+    let mut boxes = serde_json::Map::new();
+    for (i, (status, body, _)) in cases.iter().enumerate() {
+        let port = crate::fake_box(&[
+            ("GET /status ", *status, body),
+            ("GET /lock ", 200, r#"{"locked":false}"#),
+        ]);
+        boxes.insert(format!("b{i}"), entry(port));
+    }
+    let cli = Cli::new("list-odd");
+    cli.write_config(&json!({"BOXES": boxes}));
+    let run = cli.run_with(&["boxes"], &[("LAGER_BOX_TIMEOUT_MS", "2000")]);
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    for (i, (_, _, want)) in cases.iter().enumerate() {
+        assert!(lines[2 + i].ends_with(want), "{want}: {}", run.stdout);
+    }
+    assert!(
+        run.stdout
+            .ends_with("Your CLI: 0.1.0\n1 box newer than your CLI\n"),
+        "{}",
+        run.stdout
     );
 }

@@ -196,3 +196,53 @@ fn skew_warning_once_for_an_older_box() {
     let run = cli.run(&["hello", "--box", "b1"]);
     assert_eq!(run.stderr, "", "a newer box is not a problem");
 }
+
+#[test]
+fn old_image_without_lock_api_warns_and_goes_on() {
+    let status = r#"{"healthy":true,"version":"0.1.0"}"#;
+    let hello = r#"{"message":"Hello from Lager Python Box!","service":"lager-python-box"}"#;
+    let port = crate::fake_box(&[
+        ("GET /lock ", 404, r#"{"error":"Not found"}"#),
+        ("GET /status ", 200, status),
+        ("GET /hello ", 200, hello),
+    ]);
+    let cli = Cli::new("hello-old");
+    cli.write_config(&json!({"BOXES": {"old": entry(port)}}));
+    let run = cli.run(&["hello", "--box", "old"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr,
+        "Warning: Box 'old' is running an old image without lock support on its :9000 API — lock checks are skipped. Run: lager box update --box old\n"
+    );
+    assert!(
+        run.stdout.ends_with("old is online and responding!\n"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn hello_non_200_is_reported() {
+    let port = crate::fake_box(&[
+        ("GET /lock ", 200, r#"{"locked":false}"#),
+        ("GET /status ", 404, "{}"),
+        ("GET /hello ", 503, "{}"),
+    ]);
+    let cli = Cli::new("hello-503");
+    let addr = format!("127.0.0.1:{port}");
+    let run = cli.run(&["hello", "--box", &addr]);
+    run.expect_code(1);
+    assert!(run.stdout.contains("Version: Unknown\n"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .ends_with(&format!("{addr} responded with HTTP 503\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("does not report a version on its :9000 API"),
+        "{}",
+        run.stderr
+    );
+}

@@ -197,3 +197,38 @@ pub fn hostname() -> String {
         .trim()
         .to_string()
 }
+
+/// A stand-in box for answers lagerd never gives: each request whose first
+/// bytes start with a route prefix (`"GET /status "`) gets that status and
+/// JSON body; any other request is held open and never answered.
+pub fn fake_box(routes: &[(&str, u16, &str)]) -> u16 {
+    use std::io::{Read, Write};
+    let routes: Vec<(String, u16, String)> = routes
+        .iter()
+        .map(|(prefix, status, body)| (prefix.to_string(), *status, body.to_string()))
+        .collect();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut parked = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let route = routes
+                .iter()
+                .find(|(prefix, _, _)| buf[..n].starts_with(prefix.as_bytes()));
+            match route {
+                Some((_, status, body)) => {
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes());
+                }
+                None => parked.push(stream),
+            }
+        }
+    });
+    port
+}
