@@ -568,6 +568,10 @@ pub fn engage(
 /// `POST /unlock` if we took the lock. Safe to call on every exit path.
 pub fn release() {
     let held = guard().take();
+    finish(held);
+}
+
+fn finish(held: Option<Held>) {
     if let Some(mut held) = held {
         if let Some(heartbeat) = held.heartbeat.take() {
             heartbeat.stop();
@@ -611,7 +615,14 @@ pub fn on_signal(signo: i32) {
 pub fn install_panic_release() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        release();
+        // try_lock: a panic while this thread holds the guard must not
+        // deadlock; the box's TTL reap covers that case.
+        let held = match GUARD.try_lock() {
+            Ok(mut slot) => slot.take(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().take(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        finish(held);
         previous(info);
     }));
 }

@@ -243,3 +243,102 @@ fn guard_releases_what_it_took_once_and_keeps_adopted_locks() {
     assert_eq!(lock["user"], "alice");
     assert_eq!(lock["ttl_seconds"], Value::Null);
 }
+
+/// Child half of the signal tests: engages the lock on the box at
+/// `LAGER_TEST_SIGNAL_PORT`, says `engaged`, then idles until signalled.
+/// Run only by [`signal_releases_the_lock_and_exits_128_plus_signo`].
+#[test]
+#[ignore = "helper process for the signal tests"]
+fn signal_child() {
+    let Ok(port) = std::env::var("LAGER_TEST_SIGNAL_PORT") else {
+        return;
+    };
+    let port: u16 = port.parse().expect("port");
+    let wait: u64 = std::env::var("LAGER_TEST_SIGNAL_WAIT")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    let settings = LockSettings {
+        disabled: false,
+        wait: Duration::from_secs(wait),
+        ttl_secs: Some(60),
+        heartbeat: Duration::from_secs(60),
+        holder_type: "ephemeral",
+    };
+    // Handlers first, so the parent's signal never meets the default action.
+    lager::signals::install(autolock::on_signal);
+    println!("engaging");
+    let c = Client::new("127.0.0.1", port, None);
+    let got = autolock::engage(&c, "b1", "child", &settings, "test").expect("engage");
+    println!("engaged {:?}", got.state);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn spawn_signal_child(daemon: &Box_, wait_secs: u64) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "autolock::signal_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("LAGER_TEST_SIGNAL_PORT", daemon.port().to_string())
+        .env("LAGER_TEST_SIGNAL_WAIT", wait_secs.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
+/// Reads the child's stdout up to its `engaging` line (handlers installed).
+fn wait_engaging(child: &mut std::process::Child) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert!(
+        lines.any(|l| l.map(|l| l == "engaging").unwrap_or(false)),
+        "child never engaged"
+    );
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+}
+
+fn exit_code_within(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let mut status = None;
+    wait_until(within, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    status.and_then(|s| s.code())
+}
+
+#[test]
+fn signal_releases_the_lock_and_exits_128_plus_signo() {
+    let daemon = Box_::start();
+    let mut child = spawn_signal_child(&daemon, 0);
+    wait_engaging(&mut child);
+    assert!(wait_until(Duration::from_secs(10), || daemon.lock()
+        ["user"]
+        == "child"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let code = exit_code_within(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    assert_eq!(code, Some(128 + libc::SIGTERM));
+    assert_eq!(daemon.lock(), json!({"locked": false}));
+}
+
+#[test]
+fn signal_while_queued_leaves_the_other_holder_alone() {
+    let daemon = Box_::start();
+    daemon.lock_as("bob");
+    let mut child = spawn_signal_child(&daemon, 30);
+    wait_engaging(&mut child);
+    // Only makes it likely the signal lands while queued; the outcome must
+    // be the same if it lands just before the POST.
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let code = exit_code_within(&mut child, Duration::from_secs(10));
+    let _ = child.kill();
+    assert_eq!(code, Some(128 + libc::SIGINT));
+    assert_eq!(daemon.lock()["user"], "bob");
+}
