@@ -80,7 +80,11 @@ fn table_shows_locks_unreachable_boxes_and_footer() {
     assert!(lines[6].contains("no IP"), "{}", run.stdout);
     let footer = lines[7..].join("\n");
     assert_eq!(
-        footer, "\nYour CLI: 0.1.0\n1 box needs updating\n2 boxes could not be reached",
+        footer,
+        format!(
+            "\nYour CLI: {}\n1 box needs updating\n2 boxes could not be reached",
+            env!("CARGO_PKG_VERSION")
+        ),
         "{}",
         run.stdout
     );
@@ -114,7 +118,7 @@ fn json_listing() {
     assert_eq!(rows[0]["ip"], "127.0.0.1");
     assert_eq!(rows[0]["port"], daemon.port());
     assert_eq!(rows[0]["user"], "pi");
-    assert_eq!(rows[0]["version"], "0.1.0");
+    assert_eq!(rows[0]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(rows[0]["status"], "current");
     assert_eq!(rows[0]["locked_by"], "alice");
     assert_eq!(rows[0]["lock"]["user"], "alice");
@@ -366,7 +370,7 @@ fn version_and_help_are_fast_and_need_no_config() {
     std::fs::write(cli.config_path(), "garbage").expect("write");
     let run = cli.run(&["--version"]);
     run.expect_code(0);
-    assert_eq!(run.stdout, "lager 0.1.0\n");
+    assert_eq!(run.stdout, format!("lager {}\n", env!("CARGO_PKG_VERSION")));
     let run = cli.run(&["boxes", "--help"]);
     run.expect_code(0);
     assert!(
@@ -378,8 +382,11 @@ fn version_and_help_are_fast_and_need_no_config() {
 
 #[test]
 fn a_hung_lock_probe_keeps_the_status() {
-    let body = r#"{"healthy":true,"version":"0.1.0","nets":[],"capabilities":{}}"#;
-    let port = crate::fake_box(&[("GET /status ", 200, body)]);
+    let body = format!(
+        r#"{{"healthy":true,"version":"{}","nets":[],"capabilities":{{}}}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
+    let port = crate::fake_box(&[("GET /status ", 200, &body)]);
     let cli = Cli::new("list-hung-lock");
     cli.write_config(&json!({"BOXES": {"half": entry(port)}}));
     let run = cli.run_with(&["boxes", "--json"], &[("LAGER_BOX_TIMEOUT_MS", "500")]);
@@ -420,8 +427,10 @@ fn odd_status_answers_map_to_statuses() {
         assert!(lines[2 + i].ends_with(want), "{want}: {}", run.stdout);
     }
     assert!(
-        run.stdout
-            .ends_with("Your CLI: 0.1.0\n1 box newer than your CLI\n"),
+        run.stdout.ends_with(&format!(
+            "Your CLI: {}\n1 box newer than your CLI\n",
+            env!("CARGO_PKG_VERSION")
+        )),
         "{}",
         run.stdout
     );

@@ -23,8 +23,9 @@ fn hello_reports_version_and_online() {
     assert_eq!(
         run.stdout,
         format!(
-            "\nBox: b1\nIP: 127.0.0.1:{}\nVersion: 0.1.0\n\nb1 is online and responding!\n",
-            daemon.port()
+            "\nBox: b1\nIP: 127.0.0.1:{}\nVersion: {}\n\nb1 is online and responding!\n",
+            daemon.port(),
+            env!("CARGO_PKG_VERSION")
         )
     );
     assert_eq!(run.stderr, "");
@@ -190,16 +191,22 @@ fn skew_warning_once_for_an_older_box() {
     assert!(run.stdout.contains("Version: 0.0.3\n"), "{}", run.stdout);
     assert_eq!(
         run.stderr,
-        "\n[warning] Box b1 is on lager 0.0.3; CLI is on 0.1.0.\n          Some commands may behave unexpectedly. To update the box:\n          lager box update --box b1\n\n"
+        format!(
+            "\n[warning] Box b1 is on lager 0.0.3; CLI is on {}.\n          Some commands may behave unexpectedly. To update the box:\n          lager box update --box b1\n\n",
+            env!("CARGO_PKG_VERSION")
+        )
     );
-    std::fs::write(daemon.state_dir().join("version"), "0.2.0").expect("stamp");
+    std::fs::write(daemon.state_dir().join("version"), "9.0.0").expect("stamp");
     let run = cli.run(&["hello", "--box", "b1"]);
     assert_eq!(run.stderr, "", "a newer box is not a problem");
 }
 
 #[test]
 fn old_image_without_lock_api_warns_and_goes_on() {
-    let status = r#"{"healthy":true,"version":"0.1.0"}"#;
+    let status = &format!(
+        r#"{{"healthy":true,"version":"{}"}}"#,
+        env!("CARGO_PKG_VERSION")
+    );
     let hello = r#"{"message":"Hello from Lager Python Box!","service":"lager-python-box"}"#;
     let port = crate::fake_box(&[
         ("GET /lock ", 404, r#"{"error":"Not found"}"#),

@@ -104,14 +104,24 @@ fn kill_9_in_a_loop_never_loses_an_acknowledged_lock() {
                 acks
             })
         };
-        // Readers add load so the kill lands amid concurrent traffic.
+        // Readers add load so the kill lands amid concurrent traffic. They
+        // wait for each reply: a flood of bare connects would only fill the
+        // accept backlog, and a dropped SYN costs a 1 s retransmit.
         let readers: Vec<_> = (0..3)
             .map(|_| {
                 let stop = stop.clone();
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
-                        let _ = TcpStream::connect(addr)
-                            .map(|mut s| s.write_all(b"GET /lock HTTP/1.1\r\n\r\n"));
+                        let Ok(mut stream) =
+                            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                        else {
+                            continue;
+                        };
+                        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                        let request = b"GET /lock HTTP/1.1\r\nConnection: close\r\n\r\n";
+                        if stream.write_all(request).is_ok() {
+                            let _ = read_reply(&mut stream);
+                        }
                     }
                 })
             })

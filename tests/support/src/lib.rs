@@ -115,7 +115,11 @@ impl Daemon {
     }
 
     /// Sends `signal` and waits (bounded) for the exit status.
-    pub fn signal_and_wait(&mut self, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
+    pub fn signal_and_wait(
+        &mut self,
+        signal: i32,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
         unsafe { libc::kill(self.pid(), signal) };
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
