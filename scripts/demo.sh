@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The main job on the embedded default, no hardware needed: builds both
+# binaries, starts lagerd with simulated instruments and a local state dir
+# (./.demo) on a free loopback port, then drives it with the lager CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --bin lagerd --bin lager
+bin=target/debug
+demo=$PWD/.demo
+rm -rf "$demo" && mkdir -p "$demo/state"
+# The CLI's inventory lives in .demo too: your ~/.lager is never touched.
+export LAGER_CONFIG_FILE_DIR=$demo LAGER_USER=${LAGER_USER:-demo-user}
+unset LAGER_BOX
+
+"$bin/lagerd" --sim --listen 127.0.0.1:0 --state-dir "$demo/state" >"$demo/lagerd.out" 2>"$demo/lagerd.log" &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null' EXIT
+for _ in $(seq 100); do grep -q '^listening on' "$demo/lagerd.out" && break; sleep 0.05; done
+addr=$(sed -n 's/^listening on //p' "$demo/lagerd.out" | head -1)
+[ -n "$addr" ] || { cat "$demo/lagerd.log" >&2; exit 1; }
+
+run() { echo; echo "\$ $*"; "$@"; }
+run "$bin/lager" boxes add --name demo --ip 127.0.0.1 --port "${addr##*:}" --user pi --yes
+run "$bin/lager" hello --box demo
+run "$bin/lager" boxes lock --box demo
+run "$bin/lager" boxes
+run env LAGER_USER=someone-else "$bin/lager" boxes lock --box demo || echo "(exit $?: the box is reserved)"
+run "$bin/lager" boxes unlock --box demo
+run "$bin/lager" boxes --json
+echo
+echo "lagerd log ($demo/lagerd.log):"
+sed 's/^/  /' "$demo/lagerd.log"
