@@ -16,6 +16,13 @@ fn main() -> ExitCode {
         println!("lagerd {}", common::VERSION);
         return ExitCode::SUCCESS;
     }
+    // Release builds abort on panic; debug builds (the tests) must too, or a
+    // panic on bad input would hide in a dead worker thread.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let level = if args.verbose { "debug" } else { "info" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let outcome = config::Config::from_args(args).and_then(daemon::run);

@@ -251,3 +251,59 @@ fn over_the_connection_cap_clients_get_a_clear_503() {
         }
     ));
 }
+
+/// Thousands of randomly corrupted requests (seeded, so a failure replays):
+/// every one is answered or closed, the daemon never dies, and the lock it
+/// held before is still there, untouched.
+#[test]
+fn mutated_requests_never_take_the_daemon_down() {
+    let mut b = start("mutate", &["--head-timeout-ms", "200"]);
+    b.call(
+        "POST",
+        "/lock",
+        Some(r#"{"user":"keeper","holder_type":"user"}"#),
+    );
+    let seeds: &[&[u8]] = &[
+        b"POST /lock HTTP/1.1\r\nContent-Length: 31\r\n\r\n{\"user\":\"x\",\"wait_seconds\":0}",
+        b"POST /unlock HTTP/1.1\r\nContent-Length: 29\r\n\r\n{\"user\":\"x\",\"force\":false}",
+        b"POST /lock/heartbeat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"u\"\r\n0\r\n\r\n",
+        b"GET /lock?x=%zz HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..2000 {
+        let mut bytes = seeds[(next() % seeds.len() as u64) as usize].to_vec();
+        for _ in 0..(next() % 4 + 1) {
+            if bytes.is_empty() {
+                break;
+            }
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 4 {
+                0 => bytes[at] = next() as u8,
+                1 => bytes.insert(at, next() as u8),
+                2 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.truncate(at),
+            }
+        }
+        let Ok(mut stream) = TcpStream::connect(b.addr()) else {
+            panic!("lagerd stopped accepting")
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = stream.write_all(&bytes);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink);
+    }
+    assert!(b.daemon_alive(), "lagerd died on mutated input");
+    let (status, got) = b.call("GET", "/lock", None);
+    assert_eq!((status, got["user"].as_str()), (200, Some("keeper")));
+}

@@ -34,6 +34,10 @@ impl Box_ {
         self.daemon.addr()
     }
 
+    pub fn daemon_alive(&mut self) -> bool {
+        matches!(self.daemon.child.try_wait(), Ok(None))
+    }
+
     /// `(status, body as JSON)` of one request.
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let reply = request(self.addr(), method, path, body);
