@@ -37,6 +37,9 @@ pub struct Args {
     /// this, in milliseconds (default 10000)
     #[argh(option)]
     pub head_timeout_ms: Option<u64>,
+    /// where /proc is (default /proc); tests point it at fixture trees
+    #[argh(option)]
+    pub proc_root: Option<PathBuf>,
     /// log debug detail (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -48,6 +51,7 @@ pub struct Args {
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub state_dir: PathBuf,
+    pub proc_root: PathBuf,
     pub sim: bool,
     pub token: Option<String>,
     pub enforce_locks: bool,
@@ -143,6 +147,7 @@ impl Config {
         Ok(Config {
             listen,
             state_dir,
+            proc_root: args.proc_root.unwrap_or_else(|| PathBuf::from("/proc")),
             sim: args.sim,
             token,
             enforce_locks: args.enforce_locks,

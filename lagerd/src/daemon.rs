@@ -15,6 +15,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
 use crate::http::{Api, BoxInfo};
 use crate::lockbox::LockBox;
+use crate::runner::{Runner, RunnerConfig};
 use crate::server::Server;
 use crate::signals::Signals;
 
@@ -51,7 +52,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         enforce_locks: config.enforce_locks,
         token: config.token,
     };
-    let api = Arc::new(Api::new(lock_box.clone(), info));
+    let runner = Arc::new(Runner::new(RunnerConfig::from_env(
+        &config.state_dir,
+        &config.proc_root,
+    )));
+    let api = Arc::new(Api::new(lock_box.clone(), runner, info));
     let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
     info!(
         "lagerd {} serving state dir {}",

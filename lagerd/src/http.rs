@@ -5,12 +5,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::wire::LOCK_BODY_LIMIT;
+use common::holder::lock_scope;
+use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::lockbox::{LockBox, LockError};
+use crate::multipart;
+use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
+use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::server::{Body, Client, Request, Response, Service};
+
+/// Largest `POST /python` upload (runner.md §1).
+const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What `/status` reports besides the lock (boxes.md §6).
 pub struct BoxInfo {
@@ -22,6 +29,7 @@ pub struct BoxInfo {
 
 pub struct Api {
     lock_box: Arc<LockBox>,
+    runner: Arc<Runner>,
     info: BoxInfo,
 }
 
@@ -37,6 +45,11 @@ pub enum ApiError {
     /// `/cli-version` before install stamped one.
     NoVersionFile,
     Lock(LockError),
+    /// Runner failures carry `"status": "error"` (runner.md §3.4).
+    Run(RunError),
+    Download(DownloadError),
+    /// A.10: a runner or hardware request from someone but the holder.
+    Locked(Map<String, Value>),
 }
 
 impl ApiError {
@@ -52,6 +65,11 @@ impl ApiError {
             ApiError::Lock(LockError::Persist(_)) => 500,
             ApiError::Lock(LockError::ShuttingDown) => 503,
             ApiError::Lock(LockError::Abandoned) => 408,
+            ApiError::Run(e) => e.status(),
+            ApiError::Download(DownloadError::Forbidden) => 403,
+            ApiError::Download(DownloadError::NotFound(_)) => 404,
+            ApiError::Download(DownloadError::NotAFile) => 400,
+            ApiError::Locked(_) => 423,
         }
     }
 
@@ -59,8 +77,14 @@ impl ApiError {
         let status = self.status();
         let mut body = Map::new();
         body.insert("error".into(), Value::String(self.to_string()));
-        if let ApiError::Lock(LockError::Held { record, .. }) = self {
-            body.insert("lock".into(), Value::Object(record));
+        match self {
+            ApiError::Lock(LockError::Held { record, .. }) | ApiError::Locked(record) => {
+                body.insert("lock".into(), Value::Object(record));
+            }
+            ApiError::Run(_) => {
+                body.insert("status".into(), Value::String("error".into()));
+            }
+            _ => {}
         }
         let mut response = json_response(status, &Value::Object(body));
         if status == 401 {
@@ -80,6 +104,15 @@ impl std::fmt::Display for ApiError {
             ApiError::NotAnObject => f.write_str("Expected a JSON object"),
             ApiError::NoVersionFile => f.write_str("Version file not found"),
             ApiError::Lock(e) => e.fmt(f),
+            ApiError::Run(e) => e.fmt(f),
+            ApiError::Download(e) => e.fmt(f),
+            ApiError::Locked(record) => {
+                let user = record
+                    .get("user")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown");
+                write!(f, "Box is locked by {user}")
+            }
         }
     }
 }
@@ -90,9 +123,19 @@ impl From<LockError> for ApiError {
     }
 }
 
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> ApiError {
+        ApiError::Run(e)
+    }
+}
+
 impl Api {
-    pub fn new(lock_box: Arc<LockBox>, info: BoxInfo) -> Api {
-        Api { lock_box, info }
+    pub fn new(lock_box: Arc<LockBox>, runner: Arc<Runner>, info: BoxInfo) -> Api {
+        Api {
+            lock_box,
+            runner,
+            info,
+        }
     }
 
     fn route(&self, request: &Request, client: &Client) -> Result<Response, ApiError> {
@@ -123,6 +166,36 @@ impl Api {
                 "message": "Hello from Lager Python Box!",
                 "service": "lager-python-box",
             })),
+            "/python" if post => self.run_python(request),
+            "/python/kill" if post => ok(self.runner.kill(&runner_body(&request.body)?)?),
+            "/python/attach" if post => {
+                let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
+                Ok(framed_stream(Box::new(move |out, client| {
+                    manage::follow(&run_dir, out, client)
+                })))
+            }
+            "/python/continue" if post => ok(self.runner.resume(&runner_body(&request.body)?)?),
+            "/python/breakpoint" if post => {
+                ok(self.runner.breakpoint(&runner_body(&request.body)?)?)
+            }
+            "/download-file" if get => {
+                let filename = request.query_param("filename").unwrap_or_default();
+                let roots: Vec<PathBuf> = DOWNLOAD_ROOTS.iter().map(PathBuf::from).collect();
+                let bytes = manage::download(&filename, &roots).map_err(ApiError::Download)?;
+                Ok(Response {
+                    status: 200,
+                    headers: vec![("Content-Type", "application/octet-stream".into())],
+                    body: Body::Full(bytes),
+                })
+            }
+            "/test-stream" if get => Ok(Response {
+                status: 200,
+                headers: vec![
+                    ("Content-Type", "text/plain".into()),
+                    (OUTPUT_VERSION_HEADER, "1".into()),
+                ],
+                body: Body::Full(b"1 12 Hello world\n- 1 0".to_vec()),
+            }),
             "/cli-version" if get => {
                 let text = std::fs::read(self.info.state_dir.join("cli_version.json"))
                     .map_err(|_| ApiError::NoVersionFile)?;
@@ -131,6 +204,56 @@ impl Api {
             "/lock" | "/lock/heartbeat" | "/unlock" | "/status" | "/health" | "/version"
             | "/hello" | "/cli-version" => Err(ApiError::MethodNotAllowed),
             _ => Err(ApiError::NotFound),
+        }
+    }
+
+    /// `POST /python`: parse the upload, enforce the lock, start the job.
+    fn run_python(&self, request: &Request) -> Result<Response, ApiError> {
+        let parse_failed =
+            |why: String| RunError::BadRequest(format!("Failed to parse request: {why}"));
+        let boundary = request.header("content-type").and_then(multipart::boundary);
+        let parts = match boundary {
+            _ if request.body.is_empty() => Vec::new(),
+            None => Vec::new(),
+            Some(Err(e)) => return Err(parse_failed(e.to_string()).into()),
+            Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
+                .map_err(|e| parse_failed(e.to_string()))?,
+        };
+        let run = RunRequest::from_parts(&parts)?;
+        let holder = request.header(HOLDER_HEADER).or(run.holder.as_deref());
+        self.enforce_lock(holder)?;
+        match self.runner.start(run, &request.peer.ip().to_string())? {
+            Started::Detached { pid, id } => Ok(json_response(
+                200,
+                &json!({"status": "detached", "pid": pid, "lager_process_id": id}),
+            )),
+            Started::Attached(job) => {
+                let runner = self.runner.clone();
+                Ok(framed_stream(Box::new(move |out, client| {
+                    job.stream(out, client, &runner.quiesce)
+                })))
+            }
+        }
+    }
+
+    /// A.10: with `--enforce-locks`, only the holder's scope may proceed.
+    fn enforce_lock(&self, holder: Option<&str>) -> Result<(), ApiError> {
+        if !self.info.enforce_locks {
+            return Ok(());
+        }
+        let Value::Object(record) = self.lock_box.status()? else {
+            return Ok(());
+        };
+        if record.get("locked") != Some(&Value::Bool(true)) {
+            return Ok(());
+        }
+        let stored = record
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match holder {
+            Some(given) if lock_scope(given) == lock_scope(stored) => Ok(()),
+            _ => Err(ApiError::Locked(record)),
         }
     }
 
@@ -196,8 +319,12 @@ impl Api {
 }
 
 impl Service for Api {
-    fn body_limit(&self, _method: &str, _path: &str) -> usize {
-        LOCK_BODY_LIMIT
+    fn body_limit(&self, method: &str, path: &str) -> usize {
+        if method == "POST" && path == "/python" {
+            UPLOAD_LIMIT
+        } else {
+            LOCK_BODY_LIMIT
+        }
     }
 
     fn handle(&self, request: Request, client: &Client) -> Response {
@@ -214,7 +341,10 @@ impl Service for Api {
         response
     }
 
-    fn refusal(&self, status: u16, message: &str) -> Response {
+    fn refusal(&self, status: u16, message: &str, path: Option<&str>) -> Response {
+        if path.is_some_and(|p| p.starts_with("/python")) {
+            return json_response(status, &json!({ "error": message, "status": "error" }));
+        }
         json_response(status, &json!({ "error": message }))
     }
 }
@@ -227,6 +357,27 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)? {
         Value::Object(map) => Ok(map),
         _ => Err(ApiError::NotAnObject),
+    }
+}
+
+/// Runner management bodies (runner.md §4): empty, invalid or non-object
+/// JSON is 400 `Invalid JSON` (the Python system answered 500).
+fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(RunError::BadRequest("Invalid JSON".into()).into()),
+    }
+}
+
+/// A `text/plain` framed stream with `Lager-Output-Version: 1` (§3.1).
+fn framed_stream(produce: crate::server::StreamBody) -> Response {
+    Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type", "text/plain".into()),
+            (OUTPUT_VERSION_HEADER, "1".into()),
+        ],
+        body: Body::Stream(produce),
     }
 }
 

@@ -5,6 +5,8 @@ mod config;
 mod daemon;
 mod http;
 mod lockbox;
+mod multipart;
+mod runner;
 mod server;
 mod signals;
 

@@ -77,6 +77,8 @@ pub struct Request {
     pub method: String,
     /// The path without the query string, as sent.
     pub path: String,
+    /// The text after `?`, undecoded.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
@@ -85,6 +87,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// The first `name=value` of the query string, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -93,8 +103,15 @@ impl Request {
     }
 }
 
+/// Produces a streamed body; the `Client` lets it notice a vanished peer
+/// while it has nothing to write.
+pub type StreamBody = Box<dyn FnOnce(&mut dyn Write, &Client) -> io::Result<()> + Send>;
+
 pub enum Body {
     Full(Vec<u8>),
+    /// Written as it is produced (chunked for HTTP/1.1, close-delimited for
+    /// HTTP/1.0); the connection closes afterwards.
+    Stream(StreamBody),
 }
 
 pub struct Response {
@@ -108,8 +125,9 @@ pub trait Service: Send + Sync + 'static {
     /// Largest body accepted for a request to `path`.
     fn body_limit(&self, method: &str, path: &str) -> usize;
     fn handle(&self, request: Request, client: &Client) -> Response;
-    /// A transport-level refusal (400, 408, 413, 431, 503) in the API's shape.
-    fn refusal(&self, status: u16, message: &str) -> Response;
+    /// A transport-level refusal (400, 408, 413, 431, 503) in the API's
+    /// shape; `path` is known once the request head was parsed.
+    fn refusal(&self, status: u16, message: &str, path: Option<&str>) -> Response;
 }
 
 /// Lets a long-running handler ask whether its client is still there.
@@ -314,10 +332,14 @@ impl Shared {
                 Ok(Some(request)) => request,
                 Ok(None) => return,
                 Err(Refusal::Status(status, message)) => {
-                    let mut response = self.service.refusal(status, &message);
-                    response.headers.push(("Connection", "close".into()));
-                    let _ = write_response(&mut conn.stream, response, Reply::CLOSING);
-                    drain_and_close(&mut conn);
+                    self.refuse(conn, self.service.refusal(status, &message, None));
+                    return;
+                }
+                Err(Refusal::TooLarge(path)) => {
+                    let response = self
+                        .service
+                        .refusal(413, "Request body too large", Some(&path));
+                    self.refuse(conn, response);
                     return;
                 }
                 Err(Refusal::Io(e)) => {
@@ -331,12 +353,15 @@ impl Shared {
             };
             let keep_alive = wants_keep_alive(&request) && !self.stopping.load(Ordering::SeqCst);
             let head_only = request.method == "HEAD";
+            let http11 = request.http11;
             let response = self.service.handle(request, &client);
+            let keep_alive = keep_alive && !matches!(response.body, Body::Stream(_));
             let framing = Reply {
                 keep_alive,
                 head_only,
+                http11,
             };
-            if let Err(e) = write_response(&mut conn.stream, response, framing) {
+            if let Err(e) = write_response(&mut conn.stream, response, framing, Some(&client)) {
                 debug!("reply to {} not delivered: {e}", conn.peer);
                 return;
             }
@@ -358,6 +383,13 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// Sends a refusal, then drains briefly so the client reads it.
+    fn refuse(&self, mut conn: Conn, mut response: Response) {
+        response.headers.push(("Connection", "close".into()));
+        let _ = write_response(&mut conn.stream, response, Reply::CLOSING, None);
+        drain_and_close(&mut conn);
     }
 
     /// Hands a quiet connection back to the poller.
@@ -522,11 +554,11 @@ impl Poller {
         warn!("refusing connection from {peer}: {limit} connections already open");
         let message =
             format!("Too many open connections to this box (limit {limit}); retry shortly");
-        let mut response = self.shared.service.refusal(503, &message);
+        let mut response = self.shared.service.refusal(503, &message, None);
         response.headers.push(("Connection", "close".into()));
         response.headers.push(("Retry-After", "1".into()));
         let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-        if write_response(&mut stream, response, Reply::CLOSING).is_ok() {
+        if write_response(&mut stream, response, Reply::CLOSING, None).is_ok() {
             let _ = stream.shutdown(Shutdown::Write);
             if self.draining.len() < 64 && stream.set_nonblocking(true).is_ok() {
                 self.draining.push((stream, Instant::now()));
@@ -562,6 +594,8 @@ enum Refusal {
     Io(io::Error),
     /// No complete request head and nothing to read now: park the connection.
     NotReady,
+    /// The body exceeds the limit of the route at `path`.
+    TooLarge(String),
 }
 
 impl From<io::Error> for Refusal {
@@ -624,19 +658,23 @@ fn read_request(
         Framing::None => Vec::new(),
         Framing::Length(length) => {
             if length > limit as u64 {
-                return Err(Refusal::Status(413, "Request body too large".into()));
+                return Err(Refusal::TooLarge(head.path));
             }
             send_continue(conn, &head)?;
             read_exact_body(conn, length as usize)?
         }
         Framing::Chunked => {
             send_continue(conn, &head)?;
-            read_chunked_body(conn, limit)?
+            read_chunked_body(conn, limit).map_err(|e| match e {
+                Refusal::Status(413, _) => Refusal::TooLarge(head.path.clone()),
+                other => other,
+            })?
         }
     };
     Ok(Some(Request {
         method: head.method,
         path: head.path,
+        query: head.query,
         headers: head.headers,
         body,
         peer: conn.peer,
@@ -774,6 +812,7 @@ enum Framing {
 struct Head {
     method: String,
     path: String,
+    query: String,
     headers: Vec<(String, String)>,
     http11: bool,
     framing: Framing,
@@ -808,7 +847,7 @@ fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
     if !target.starts_with('/') {
         return Err("request target must be a path");
     }
-    let path = target.split_once('?').map_or(target, |(path, _query)| path);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut headers = Vec::new();
     for line in lines.filter(|line| !line.is_empty()) {
         let (name, value) = line.split_once(':').ok_or("header without colon")?;
@@ -848,6 +887,7 @@ fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
     Ok(Head {
         method: method.to_string(),
         path: path.to_string(),
+        query: query.to_string(),
         headers,
         http11,
         framing,
@@ -859,6 +899,8 @@ fn parse_head(bytes: &[u8]) -> Result<Head, &'static str> {
 struct Reply {
     keep_alive: bool,
     head_only: bool,
+    /// False for an HTTP/1.0 peer, which cannot parse chunked bodies.
+    http11: bool,
 }
 
 impl Reply {
@@ -866,14 +908,16 @@ impl Reply {
     const CLOSING: Reply = Reply {
         keep_alive: false,
         head_only: false,
+        http11: true,
     };
 }
 
-fn write_response(stream: &mut TcpStream, response: Response, reply: Reply) -> io::Result<()> {
-    let Reply {
-        keep_alive,
-        head_only,
-    } = reply;
+fn write_response(
+    stream: &mut TcpStream,
+    response: Response,
+    reply: Reply,
+    client: Option<&Client>,
+) -> io::Result<()> {
     let mut head = Vec::with_capacity(256);
     write!(
         head,
@@ -887,7 +931,7 @@ fn write_response(stream: &mut TcpStream, response: Response, reply: Reply) -> i
         write!(head, "{name}: {value}\r\n")?;
     }
     if !has_connection {
-        head.extend_from_slice(if keep_alive {
+        head.extend_from_slice(if reply.keep_alive {
             b"Connection: keep-alive\r\n"
         } else {
             b"Connection: close\r\n"
@@ -896,11 +940,49 @@ fn write_response(stream: &mut TcpStream, response: Response, reply: Reply) -> i
     match response.body {
         Body::Full(body) => {
             write!(head, "Content-Length: {}\r\n\r\n", body.len())?;
-            if !head_only {
+            if !reply.head_only {
                 head.extend_from_slice(&body);
             }
             stream.write_all(&head)
         }
+        Body::Stream(produce) => {
+            if reply.http11 {
+                head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+            head.extend_from_slice(b"\r\n");
+            stream.write_all(&head)?;
+            let (Some(client), false) = (client, reply.head_only) else {
+                return Ok(());
+            };
+            if reply.http11 {
+                let mut chunked = Chunked(stream);
+                produce(&mut chunked, client)?;
+                chunked.0.write_all(b"0\r\n\r\n")
+            } else {
+                produce(stream, client)
+            }
+        }
+    }
+}
+
+/// `Transfer-Encoding: chunked`: each write is one chunk, sent at once.
+struct Chunked<'a>(&'a mut TcpStream);
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut frame = Vec::with_capacity(data.len() + 16);
+        write!(frame, "{:x}\r\n", data.len())?;
+        frame.extend_from_slice(data);
+        frame.extend_from_slice(b"\r\n");
+        self.0.write_all(&frame)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -925,6 +1007,28 @@ fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -965,6 +1069,18 @@ mod tests {
                 .framing,
             Framing::Chunked
         );
+    }
+
+    #[test]
+    fn decodes_query_parameters() {
+        let h =
+            head("GET /download-file?filename=%2Ftmp%2Flager-output%2Fa+b.txt&x HTTP/1.1\r\n\r\n")
+                .unwrap();
+        assert_eq!(h.query, "filename=%2Ftmp%2Flager-output%2Fa+b.txt&x");
+        assert_eq!(percent_decode("%2Ftmp%2Fa+b"), "/tmp/a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%41"), "A");
     }
 
     #[test]

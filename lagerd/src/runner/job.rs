@@ -1,0 +1,611 @@
+//! One running job: its process group, the reader threads that drain its
+//! stdout, stderr and output channel into a bounded queue, and the two ways
+//! its output leaves: framed to an attached client (runner.md §3.1–3.2) or
+//! into `<run-dir>/<id>/output.log` for a detached run (§3.3).
+//!
+//! The script is never blocked by a slow client: when the queue is full for
+//! more than a second its output is dropped and counted.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use serde_json::json;
+
+use super::{write_atomic, Quiesce};
+use crate::server::Client;
+
+/// File name of the per-run FIFO behind `LAGER_OUTPUT_CHANNEL`.
+pub const OUTPUT_CHANNEL: &str = "lager_output_channel";
+/// Largest frame payload. The Python client parses frames a byte at a time
+/// with quadratic buffering, so big frames would stall it.
+const FRAME_MAX: usize = 1024;
+/// Queue bound: 2048 chunks × 1024 B in the spec's terms.
+const QUEUE_BYTES_MAX: usize = 2048 * 1024;
+/// A full queue waits this long for the client before dropping output.
+const STALL_BEFORE_DROP: Duration = Duration::from_secs(1);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(20);
+/// How often a silent stream checks that its client is still there.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Timeout: SIGTERM, then SIGKILL if anything in the group lives this long.
+const CLEANUP_GRACE: Duration = Duration::from_secs(5);
+/// Disconnect reaping (§3.2): SIGINT, then SIGTERM after this much silence
+/// or the hard cap, then SIGKILL after the term grace.
+const REAP_IDLE: Duration = Duration::from_secs(5);
+const REAP_CAP: Duration = Duration::from_secs(60);
+const REAP_TERM_GRACE: Duration = Duration::from_secs(2);
+/// A detached run's log stops growing here (§3.3).
+const LOG_MAX: u64 = 10 * 1024 * 1024;
+const READ_BLOCK: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Queue {
+    chunks: VecDeque<(u8, Vec<u8>)>,
+    bytes: usize,
+    /// stdout/stderr readers still running.
+    pipes_open: usize,
+    channel_open: bool,
+    dropped: u64,
+}
+
+#[derive(Default)]
+struct Output {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Output {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, fileno: u8, data: Vec<u8>) {
+        let mut queue = self.lock();
+        let deadline = Instant::now() + STALL_BEFORE_DROP;
+        while queue.bytes + data.len() > QUEUE_BYTES_MAX {
+            let now = Instant::now();
+            if now >= deadline {
+                queue.dropped += data.len() as u64;
+                return;
+            }
+            queue = self
+                .changed
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        queue.bytes += data.len();
+        queue.chunks.push_back((fileno, data));
+        self.changed.notify_all();
+    }
+
+    /// Up to `max_bytes` of queued output, waiting up to `wait` for some.
+    /// The flag is true once every source has closed and the queue is empty.
+    fn take(&self, wait: Duration, max_bytes: usize) -> (Vec<(u8, Vec<u8>)>, bool) {
+        let mut queue = self.lock();
+        if queue.chunks.is_empty() && (queue.pipes_open > 0 || queue.channel_open) {
+            queue = self
+                .changed
+                .wait_timeout(queue, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let mut taken = Vec::new();
+        let mut size = 0;
+        while size < max_bytes {
+            let Some(chunk) = queue.chunks.pop_front() else {
+                break;
+            };
+            size += chunk.1.len();
+            taken.push(chunk);
+        }
+        queue.bytes -= size;
+        if size > 0 {
+            self.changed.notify_all();
+        }
+        let finished = queue.chunks.is_empty() && queue.pipes_open == 0 && !queue.channel_open;
+        (taken, finished)
+    }
+
+    fn pipes_closed(&self) -> bool {
+        self.lock().pipes_open == 0
+    }
+}
+
+pub struct Job {
+    pub id: String,
+    child: Child,
+    output: Arc<Output>,
+    stop_channel: Arc<AtomicBool>,
+    work_dir: PathBuf,
+    /// Attached runs clean their work dir at the end; detached ones keep it
+    /// until `--kill` (§2).
+    remove_work_dir: bool,
+    timeout: Option<Duration>,
+    started: Instant,
+    term_sent: Option<Instant>,
+    killed: bool,
+    status: Option<ExitStatus>,
+}
+
+impl Job {
+    /// Spawns `command` (already in its own group or session) with its
+    /// stdout and stderr on pipes and the output channel FIFO ready.
+    pub fn spawn(
+        mut command: Command,
+        stdout_is_stderr: bool,
+        id: &str,
+        work_dir: PathBuf,
+        timeout: Option<Duration>,
+    ) -> io::Result<Job> {
+        let (out_read, out_write) = io::pipe()?;
+        let err_read = if stdout_is_stderr {
+            command.stdout(out_write.try_clone()?).stderr(out_write);
+            None
+        } else {
+            let (err_read, err_write) = io::pipe()?;
+            command.stdout(out_write).stderr(err_write);
+            Some(err_read)
+        };
+        let channel = open_channel(&work_dir.join(OUTPUT_CHANNEL));
+        let child = command.spawn();
+        // Our copies of the pipes' write ends must close, or EOF never comes.
+        drop(command);
+        let child = child?;
+        // Best effort, from the parent (never a pre-exec hook): scripts get
+        // the CPU ahead of housekeeping on a small box.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, child.id(), -10) };
+        let output = Arc::new(Output::default());
+        let stop_channel = Arc::new(AtomicBool::new(false));
+        {
+            let mut queue = output.lock();
+            queue.pipes_open = 1 + usize::from(err_read.is_some());
+            queue.channel_open = channel.is_some();
+        }
+        spawn_pipe_reader(out_read, 1, output.clone());
+        if let Some(err_read) = err_read {
+            spawn_pipe_reader(err_read, 2, output.clone());
+        }
+        if let Some(channel) = channel {
+            spawn_channel_reader(channel, output.clone(), stop_channel.clone());
+        }
+        Ok(Job {
+            id: id.to_string(),
+            child,
+            output,
+            stop_channel,
+            work_dir,
+            remove_work_dir: true,
+            timeout,
+            started: Instant::now(),
+            term_sent: None,
+            killed: false,
+            status: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn pgid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Streams framed output to an attached client, then the exit marker.
+    pub fn stream(
+        mut self,
+        out: &mut dyn Write,
+        client: &Client,
+        quiesce: &Quiesce,
+    ) -> io::Result<()> {
+        let mut frames = Vec::with_capacity(256 * 1024);
+        let mut last_write = Instant::now();
+        let mut last_probe = Instant::now();
+        loop {
+            let (chunks, finished) = self.output.take(Duration::from_millis(100), 256 * 1024);
+            encode_frames(&chunks, &mut frames);
+            if !frames.is_empty() {
+                if let Err(e) = out.write_all(&frames) {
+                    info!(
+                        "run {}: client gone mid-stream ({e}); reaping the job",
+                        self.id
+                    );
+                    self.reap_abandoned(quiesce);
+                    return Err(e);
+                }
+                frames.clear();
+                last_write = Instant::now();
+            }
+            self.poll_exit();
+            self.enforce_timeout();
+            if self.output.pipes_closed() && self.status.is_some() {
+                self.stop_channel.store(true, Ordering::SeqCst);
+            }
+            if finished && self.status.is_some() {
+                break;
+            }
+            if last_write.elapsed() >= KEEPALIVE_EVERY {
+                out.write_all(b"0 0 ")?;
+                last_write = Instant::now();
+            }
+            if last_probe.elapsed() >= PROBE_EVERY {
+                last_probe = Instant::now();
+                if client.gone() {
+                    info!("run {}: client disconnected; reaping the job", self.id);
+                    self.reap_abandoned(quiesce);
+                    return Err(io::ErrorKind::ConnectionAborted.into());
+                }
+            }
+        }
+        let code = self.return_code().to_string();
+        let dropped = self.output.lock().dropped;
+        if dropped > 0 {
+            warn!(
+                "run {}: dropped {dropped} bytes of output while the client stalled",
+                self.id
+            );
+        }
+        info!("run {}: finished with {code}", self.id);
+        out.write_all(format!("- {} {code}", code.len()).as_bytes())?;
+        out.flush()
+    }
+
+    fn poll_exit(&mut self) {
+        if self.status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+            }
+        }
+    }
+
+    /// §2.1: SIGTERM at the deadline, SIGKILL if the group outlives the grace.
+    fn enforce_timeout(&mut self) {
+        let Some(timeout) = self.timeout else { return };
+        match self.term_sent {
+            None if self.started.elapsed() >= timeout => {
+                warn!(
+                    "run {}: timeout after {}s; sending SIGTERM",
+                    self.id,
+                    timeout.as_secs()
+                );
+                signal_group(self.pgid(), libc::SIGTERM);
+                self.term_sent = Some(Instant::now());
+            }
+            Some(sent)
+                if !self.killed && sent.elapsed() >= CLEANUP_GRACE && group_alive(self.pgid()) =>
+            {
+                warn!(
+                    "run {}: still alive {}s after SIGTERM; sending SIGKILL",
+                    self.id,
+                    CLEANUP_GRACE.as_secs()
+                );
+                signal_group(self.pgid(), libc::SIGKILL);
+                self.killed = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// §2.2: the code in the exit marker.
+    fn return_code(&self) -> i32 {
+        if self.killed {
+            return -9;
+        }
+        if self.term_sent.is_some() {
+            return 124;
+        }
+        self.status.map_or(-1, status_code)
+    }
+
+    /// §3.2: the client vanished. SIGINT lets `finally`/`atexit` run; give
+    /// the tree time while it still makes progress, then SIGTERM, SIGKILL.
+    fn reap_abandoned(&mut self, quiesce: &Quiesce) {
+        let _reaping = quiesce.enter();
+        let pgid = self.pgid();
+        signal_group(pgid, libc::SIGINT);
+        let started = Instant::now();
+        let mut last_progress = Instant::now();
+        while group_alive_after_reap(self)
+            && last_progress.elapsed() < REAP_IDLE
+            && started.elapsed() < REAP_CAP
+        {
+            let (chunks, _) = self.output.take(Duration::from_millis(50), usize::MAX);
+            if !chunks.is_empty() {
+                last_progress = Instant::now();
+            }
+        }
+        if group_alive_after_reap(self) {
+            signal_group(pgid, libc::SIGTERM);
+            let term_sent = Instant::now();
+            while group_alive_after_reap(self) && term_sent.elapsed() < REAP_TERM_GRACE {
+                let _ = self.output.take(Duration::from_millis(50), usize::MAX);
+            }
+        }
+        if group_alive_after_reap(self) {
+            signal_group(pgid, libc::SIGKILL);
+            self.killed = true;
+        }
+        let _ = self.child.wait();
+        self.stop_channel.store(true, Ordering::SeqCst);
+        info!("run {}: reaped after its client left", self.id);
+    }
+}
+
+impl Drop for Job {
+    /// Never leak a process group: whatever path dropped the job, the group
+    /// dies and the child is reaped. An attached job's work dir goes too.
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            if let Ok(None) = self.child.try_wait() {
+                signal_group(self.pgid(), libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+        self.stop_channel.store(true, Ordering::SeqCst);
+        if self.remove_work_dir {
+            let _ = fs::remove_dir_all(&self.work_dir);
+        }
+    }
+}
+
+/// Runs a detached job to its end on its own thread: output into
+/// `output.log` (frames, no keepalives, capped), then `meta.json` finished.
+pub fn run_detached(mut job: Job, run_dir: PathBuf) {
+    // Kept until `--kill`, which finds it through meta.json.
+    job.remove_work_dir = false;
+    let meta = DetachedMeta {
+        pid: job.pid(),
+        id: job.id.clone(),
+        started: crate::clock::format_timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        ),
+        work_dir: job.work_dir.display().to_string(),
+        run_dir: run_dir.clone(),
+    };
+    meta.write("running", None);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("output.log"));
+    let spawned = thread::Builder::new()
+        .name(format!("detached-{}", meta.pid))
+        .spawn(move || {
+            let mut log = match log {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    warn!(
+                        "run {}: cannot open output.log: {e}; output is discarded",
+                        job.id
+                    );
+                    None
+                }
+            };
+            let mut written = 0u64;
+            let mut frames = Vec::new();
+            loop {
+                let (chunks, finished) = job.output.take(Duration::from_millis(200), 256 * 1024);
+                encode_frames(&chunks, &mut frames);
+                if written + (frames.len() as u64) <= LOG_MAX {
+                    if let Some(log) = log.as_mut() {
+                        let _ = log.write_all(&frames);
+                    }
+                    written += frames.len() as u64;
+                }
+                frames.clear();
+                job.poll_exit();
+                if job.output.pipes_closed() && job.status.is_some() {
+                    job.stop_channel.store(true, Ordering::SeqCst);
+                }
+                if finished && job.status.is_some() {
+                    break;
+                }
+            }
+            let code = job.return_code();
+            let text = code.to_string();
+            if let Some(log) = log.as_mut() {
+                // The exit marker is always written, even past the cap.
+                let _ = write!(log, "- {} {text}", text.len());
+            }
+            info!("run {}: detached job finished with {code}", job.id);
+            meta.write("finished", Some(code));
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the thread of a detached run: {e}");
+    }
+}
+
+/// `<run-dir>/<id>/meta.json` of a detached run (§3.3), written atomically.
+struct DetachedMeta {
+    pid: u32,
+    id: String,
+    started: String,
+    work_dir: String,
+    run_dir: PathBuf,
+}
+
+impl DetachedMeta {
+    fn write(&self, status: &str, returncode: Option<i32>) {
+        let meta = json!({
+            "pid": self.pid,
+            "lager_process_id": self.id,
+            "started": self.started,
+            "status": status,
+            "returncode": returncode,
+            "work_dir": self.work_dir,
+        });
+        let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.run_dir.join("meta.json"), &bytes) {
+            warn!("run {}: cannot write meta.json: {e}", self.id);
+        }
+    }
+}
+
+/// Splits chunks into `<fileno> <len> <payload>` frames of at most 1 KiB.
+fn encode_frames(chunks: &[(u8, Vec<u8>)], frames: &mut Vec<u8>) {
+    for (fileno, data) in chunks {
+        for piece in data.chunks(FRAME_MAX) {
+            let _ = write!(frames, "{fileno} {} ", piece.len());
+            frames.extend_from_slice(piece);
+        }
+    }
+}
+
+fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) {
+    // 1 MiB pipe buffers where allowed, so bursts never stall the script.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+    let spawned = thread::Builder::new()
+        .name(format!("job-fd{fileno}"))
+        .stack_size(128 * 1024)
+        .spawn({
+            let output = output.clone();
+            move || {
+                let mut block = vec![0u8; READ_BLOCK];
+                loop {
+                    match pipe.read(&mut block) {
+                        Ok(0) => break,
+                        Ok(n) => output.push(fileno, block[..n].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+                output.lock().pipes_open -= 1;
+                output.changed.notify_all();
+            }
+        });
+    if spawned.is_err() {
+        output.lock().pipes_open -= 1;
+    }
+}
+
+/// Creates the FIFO and opens both ends without blocking: lagerd keeps a
+/// write end so reads say "nothing yet" instead of EOF before the script
+/// opens it.
+fn open_channel(path: &Path) -> Option<(File, File)> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        warn!(
+            "cannot create the output channel {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+        return None;
+    }
+    let open = |flags: i32| {
+        let fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        (fd >= 0).then(|| File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    };
+    Some((open(libc::O_RDONLY)?, open(libc::O_WRONLY)?))
+}
+
+fn spawn_channel_reader(
+    (mut reader, keep_open): (File, File),
+    output: Arc<Output>,
+    stop: Arc<AtomicBool>,
+) {
+    let spawned = thread::Builder::new()
+        .name("job-channel".into())
+        .stack_size(128 * 1024)
+        .spawn({
+            let output = output.clone();
+            move || {
+                let _keep_open = keep_open;
+                let mut block = vec![0u8; READ_BLOCK];
+                loop {
+                    match reader.read(&mut block) {
+                        Ok(n) if n > 0 => output.push(3, block[..n].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // Nothing to read (or error): stop once told, else wait.
+                        _ if stop.load(Ordering::SeqCst) => break,
+                        _ => {
+                            let mut pfd = libc::pollfd {
+                                fd: reader.as_raw_fd(),
+                                events: libc::POLLIN,
+                                revents: 0,
+                            };
+                            unsafe { libc::poll(&mut pfd, 1, 50) };
+                        }
+                    }
+                }
+                output.lock().channel_open = false;
+                output.changed.notify_all();
+            }
+        });
+    if spawned.is_err() {
+        output.lock().channel_open = false;
+    }
+}
+
+/// Exit status as the spec reports it: the code, or −N for signal N.
+pub fn status_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(1))
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        unsafe { libc::killpg(pgid, signal) };
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0
+}
+
+/// Whether the job's group still has live members, reaping the leader
+/// first (an unreaped zombie leader would otherwise count as alive).
+fn group_alive_after_reap(job: &mut Job) -> bool {
+    job.poll_exit();
+    group_alive(job.pgid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_at_one_kib() {
+        let mut frames = Vec::new();
+        encode_frames(
+            &[(1, b"hi".to_vec()), (2, vec![b'x'; 1500]), (3, Vec::new())],
+            &mut frames,
+        );
+        let expected = [
+            b"1 2 hi".to_vec(),
+            b"2 1024 ".to_vec(),
+            vec![b'x'; 1024],
+            b"2 476 ".to_vec(),
+            vec![b'x'; 476],
+        ]
+        .concat();
+        assert_eq!(frames, expected);
+    }
+
+    #[test]
+    fn a_full_queue_drops_instead_of_blocking_forever() {
+        let output = Output::default();
+        output.lock().pipes_open = 1;
+        output.push(1, vec![0; QUEUE_BYTES_MAX]);
+        let started = Instant::now();
+        output.push(1, vec![0; 10]);
+        assert!(started.elapsed() >= STALL_BEFORE_DROP);
+        assert_eq!(output.lock().dropped, 10);
+        let (chunks, finished) = output.take(Duration::ZERO, usize::MAX);
+        assert_eq!((chunks.len(), finished), (1, false));
+    }
+}

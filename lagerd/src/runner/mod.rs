@@ -1,0 +1,606 @@
+//! The script runner behind `lager python` (runner.md): turns a `POST
+//! /python` upload into a job (a `python3 -u` child in its own process group
+//! with the box's environment), and owns the run dir of detached jobs.
+//! `job.rs` streams a job's output; `manage.rs` kills, attaches, resumes;
+//! `archive.rs` unpacks modules.
+
+pub mod archive;
+pub mod job;
+pub mod manage;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use serde_json::Value;
+
+use crate::multipart::Part;
+use job::Job;
+
+/// Attached runs are capped at five minutes (runner.md §2.1).
+const TIMEOUT_MAX_SECS: u64 = 300;
+/// `timeout` when the request has none.
+const TIMEOUT_DEFAULT_SECS: u64 = 300;
+/// New runs wait this long for an earlier job's reaping to finish (§2).
+const QUIESCE_WAIT: Duration = Duration::from_secs(69);
+/// A reaping entry older than this no longer holds new runs back.
+const QUIESCE_STALE: Duration = Duration::from_secs(90);
+
+/// Where the runner finds things; production defaults from the environment.
+pub struct RunnerConfig {
+    /// `<run-dir>`: detached jobs' output and metadata.
+    pub run_dir: PathBuf,
+    /// Parent of each job's private working dir.
+    pub work_root: PathBuf,
+    pub python: String,
+    pub state_dir: PathBuf,
+    pub proc_root: PathBuf,
+}
+
+impl RunnerConfig {
+    pub fn from_env(state_dir: &Path, proc_root: &Path) -> RunnerConfig {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        RunnerConfig {
+            run_dir: var("LAGERD_RUN_DIR")
+                .map_or_else(|| PathBuf::from("/tmp/lager_processes"), PathBuf::from),
+            work_root: std::env::temp_dir(),
+            python: var("LAGERD_PYTHON")
+                .map_or_else(|| "python3".into(), |v| v.to_string_lossy().into_owned()),
+            state_dir: state_dir.to_path_buf(),
+            proc_root: proc_root.to_path_buf(),
+        }
+    }
+}
+
+/// Why a runner request failed; the status and message of runner.md §3.4, §4.
+#[derive(Debug)]
+pub enum RunError {
+    /// 400
+    BadRequest(String),
+    /// 422
+    Unprocessable(String),
+    /// 500
+    Internal(String),
+}
+
+impl RunError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RunError::BadRequest(_) => 400,
+            RunError::Unprocessable(_) => 422,
+            RunError::Internal(_) => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::BadRequest(msg) | RunError::Unprocessable(msg) => f.write_str(msg),
+            RunError::Internal(msg) => write!(f, "Internal server error: {msg}"),
+        }
+    }
+}
+
+impl From<io::Error> for RunError {
+    fn from(e: io::Error) -> RunError {
+        RunError::Internal(e.to_string())
+    }
+}
+
+enum Payload<'a> {
+    Script(&'a [u8]),
+    Module(&'a [u8]),
+}
+
+/// A `POST /python` request after parsing (runner.md §1).
+pub struct RunRequest<'a> {
+    stdout_is_stderr: bool,
+    pub detach: bool,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    timeout_secs: u64,
+    payload: Option<Payload<'a>>,
+    /// `holder` field, for `--enforce-locks` (the header wins over it).
+    pub holder: Option<String>,
+    exported: Vec<(&'static str, String)>,
+}
+
+impl<'a> RunRequest<'a> {
+    pub fn from_parts(parts: &[Part<'a>]) -> Result<RunRequest<'a>, RunError> {
+        let text = |data: &[u8]| String::from_utf8_lossy(data).into_owned();
+        let mut request = RunRequest {
+            stdout_is_stderr: true,
+            detach: false,
+            args: Vec::new(),
+            env: Vec::new(),
+            timeout_secs: TIMEOUT_DEFAULT_SECS,
+            payload: None,
+            holder: None,
+            exported: Vec::new(),
+        };
+        for part in parts {
+            match part.name.as_str() {
+                "stdout_is_stderr" => request.stdout_is_stderr = truthy(part.data),
+                "detach" => request.detach = truthy(part.data),
+                "args" => request.args.push(text(part.data)),
+                "env" => {
+                    let pair = text(part.data);
+                    if let Some((key, value)) = pair.split_once('=') {
+                        request.env.push((key.to_string(), value.to_string()));
+                    }
+                }
+                "timeout" => {
+                    request.timeout_secs = text(part.data)
+                        .trim()
+                        .parse()
+                        .map_err(|_| RunError::BadRequest("timeout must be an integer".into()))?;
+                }
+                "script" => request.payload = Some(Payload::Script(part.data)),
+                "module" => request.payload = Some(Payload::Module(part.data)),
+                "holder" => request.holder = Some(text(part.data)),
+                "muxes" => request.exported.push(("LAGER_MUXES", text(part.data))),
+                "usb_mapping" => request
+                    .exported
+                    .push(("LAGER_USB_MAPPINGS", text(part.data))),
+                "dut_commands" => request
+                    .exported
+                    .push(("LAGER_DUT_COMMANDS", text(part.data))),
+                _ => {} // org, portforwards and unknown fields are accepted and ignored.
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// "A truthy string": `true`, `1`, `yes`, `on`, any case.
+fn truthy(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data).trim().to_ascii_lowercase();
+    matches!(text.as_str(), "true" | "1" | "yes" | "on")
+}
+
+/// Jobs being reaped hold new runs back (runner.md §2, the quiesce gate).
+#[derive(Default)]
+pub struct Quiesce {
+    reaping: Mutex<HashMap<u64, Instant>>,
+    changed: Condvar,
+    next: AtomicU64,
+}
+
+impl Quiesce {
+    /// Marks a reaping in progress until the guard drops.
+    pub fn enter(&self) -> QuiesceGuard<'_> {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        self.reaping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token, Instant::now());
+        QuiesceGuard {
+            quiesce: self,
+            token,
+        }
+    }
+
+    fn wait(&self) {
+        let deadline = Instant::now() + QUIESCE_WAIT;
+        let mut reaping = self.reaping.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            reaping.retain(|_, since| since.elapsed() < QUIESCE_STALE);
+            if reaping.is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                warn!(
+                    "starting a run while {} earlier job(s) are still being reaped",
+                    reaping.len()
+                );
+                return;
+            }
+            reaping = self
+                .changed
+                .wait_timeout(reaping, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+pub struct QuiesceGuard<'a> {
+    quiesce: &'a Quiesce,
+    token: u64,
+}
+
+impl Drop for QuiesceGuard<'_> {
+    fn drop(&mut self) {
+        self.quiesce
+            .reaping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.token);
+        self.quiesce.changed.notify_all();
+    }
+}
+
+/// What `start` made of a request.
+pub enum Started {
+    /// Stream its output to the client (`job::stream`).
+    Attached(Job),
+    /// Runs on without a client: `{"status":"detached",...}`.
+    Detached { pid: u32, id: String },
+}
+
+pub struct Runner {
+    pub config: RunnerConfig,
+    pub quiesce: Quiesce,
+    work_seq: AtomicU64,
+}
+
+impl Runner {
+    pub fn new(config: RunnerConfig) -> Runner {
+        Runner {
+            config,
+            quiesce: Quiesce::default(),
+            work_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Prepares the job's dir and spawns it (runner.md §2).
+    pub fn start(&self, request: RunRequest<'_>, client_ip: &str) -> Result<Started, RunError> {
+        let payload = request
+            .payload
+            .as_ref()
+            .ok_or_else(|| RunError::Unprocessable("Could not find module folder".into()))?;
+        let (id, env) = with_process_id(&request.env);
+        let work_dir = self.make_work_dir(&id)?;
+        let prepared = self.prepare(payload, &work_dir);
+        let entry = match prepared {
+            Ok(entry) => entry,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&work_dir);
+                return Err(e);
+            }
+        };
+        let mut command = Command::new(&self.config.python);
+        command
+            .arg("-u")
+            .arg(&entry)
+            .args(&request.args)
+            .current_dir(&work_dir)
+            .stdin(Stdio::null());
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        command.envs(self.box_env(&request, &work_dir, client_ip));
+        self.quiesce.wait();
+        if request.detach {
+            if request.timeout_secs != 0 {
+                warn!(
+                    "run {id}: timeout {}s ignored for a detached run",
+                    request.timeout_secs
+                );
+            }
+            let run_dir = self.config.run_dir.join(&id);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&run_dir)?;
+            // A detached job gets its own session: it must outlive lagerd's
+            // connection and never receive the terminal's signals.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setsid() < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
+            let pid = job.pid();
+            info!("run {id}: detached as pid {pid}");
+            job::run_detached(job, run_dir);
+            return Ok(Started::Detached { pid, id });
+        }
+        command.process_group(0);
+        let timeout = match request.timeout_secs {
+            0 => None,
+            secs if secs > TIMEOUT_MAX_SECS => {
+                warn!("run {id}: timeout {secs}s capped to {TIMEOUT_MAX_SECS}s");
+                Some(Duration::from_secs(TIMEOUT_MAX_SECS))
+            }
+            secs => Some(Duration::from_secs(secs)),
+        };
+        let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
+        info!("run {id}: started as pid {}", job.pid());
+        Ok(Started::Attached(job))
+    }
+
+    fn make_work_dir(&self, id: &str) -> Result<PathBuf, RunError> {
+        let seq = self.work_seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .config
+            .work_root
+            .join(format!("lager-job-{}-{seq}-{id}", std::process::id()));
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(dir)
+    }
+
+    /// Writes the script or unpacks the module; returns the file to run.
+    fn prepare(&self, payload: &Payload<'_>, work_dir: &Path) -> Result<PathBuf, RunError> {
+        match payload {
+            Payload::Script(bytes) => {
+                let path = work_dir.join(format!("tmp{}.py", &random_hex(4)));
+                fs::write(&path, bytes)?;
+                Ok(path)
+            }
+            Payload::Module(bytes) => {
+                archive::extract(bytes, work_dir).map_err(|e| match e {
+                    archive::ArchiveError::Io(e) => RunError::Internal(e.to_string()),
+                    other => RunError::Unprocessable(other.to_string()),
+                })?;
+                let main = work_dir.join("main.py");
+                if !main.is_file() {
+                    return Err(RunError::Unprocessable(
+                        "Could not find main.py in module".into(),
+                    ));
+                }
+                if work_dir.join("requirements.txt").is_file() {
+                    self.pip_install(work_dir)?;
+                }
+                Ok(main)
+            }
+        }
+    }
+
+    fn pip_install(&self, work_dir: &Path) -> Result<(), RunError> {
+        let output = Command::new(&self.config.python)
+            .args(["-m", "pip", "install", "-r", "requirements.txt"])
+            .current_dir(work_dir)
+            .stdin(Stdio::null())
+            .output()?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Err(RunError::Unprocessable(format!(
+            "Pip install failed: {}",
+            text.trim()
+        )))
+    }
+
+    /// The box's own variables, which win over the client's (runner.md §2).
+    fn box_env(
+        &self,
+        request: &RunRequest<'_>,
+        work_dir: &Path,
+        client_ip: &str,
+    ) -> Vec<(String, String)> {
+        let state = &self.config.state_dir;
+        let box_id = fs::read_to_string(state.join("box_id"))
+            .map(|t| t.trim().to_string())
+            .ok();
+        let mut env = vec![
+            ("LAGER_HOST".to_string(), hostname()),
+            (
+                "LAGER_HOST_MODULE_FOLDER".to_string(),
+                work_dir.display().to_string(),
+            ),
+            (
+                "LAGER_STDOUT_IS_STDERR".to_string(),
+                if request.stdout_is_stderr {
+                    "True"
+                } else {
+                    "False"
+                }
+                .to_string(),
+            ),
+            (
+                "LAGER_OUTPUT_CHANNEL".to_string(),
+                work_dir.join(job::OUTPUT_CHANNEL).display().to_string(),
+            ),
+            (
+                "LAGER_BOX_ID".to_string(),
+                box_id
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            ("LAGER_CLIENT_IP".to_string(), client_ip.to_string()),
+        ];
+        let secrets = fs::read(state.join("org_secrets.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
+            .unwrap_or_default();
+        for (key, value) in secrets {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            env.push((format!("LAGER_SECRET_{key}"), value));
+        }
+        env.extend(
+            request
+                .exported
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone())),
+        );
+        env
+    }
+}
+
+/// The run's id: the first `LAGER_PROCESS_ID` the client sent if it is a
+/// UUID, else a fresh one, so every job is killable (runner.md §2).
+fn with_process_id(env: &[(String, String)]) -> (String, Vec<(String, String)>) {
+    let given = env
+        .iter()
+        .find(|(k, _)| k == "LAGER_PROCESS_ID")
+        .map(|(_, v)| v.as_str());
+    let id = match given {
+        Some(id) if is_uuid(id) => id.to_string(),
+        _ => new_uuid(),
+    };
+    let mut env: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| k != "LAGER_PROCESS_ID")
+        .cloned()
+        .collect();
+    env.push(("LAGER_PROCESS_ID".into(), id.clone()));
+    (id, env)
+}
+
+pub fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// A random (version 4) UUID from the kernel's generator.
+pub fn new_uuid() -> String {
+    let mut bytes = random_bytes::<16>();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn random_hex(len: usize) -> String {
+    random_bytes::<16>()[..len]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let filled = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if filled.is_err() {
+        // No /dev/urandom (odd chroot): time and pid still make ids unique.
+        let seed = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()) << 64;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let mixed = (seed ^ nanos).to_le_bytes();
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = mixed[i % 16];
+        }
+    }
+    bytes
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Writes `bytes` to `path` atomically (temp file + rename), mode 0644.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = path.with_extension(format!("tmp-{}", random_hex(4)));
+    let written = (|| {
+        let mut file = fs::File::create(&temp)?;
+        file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        file.write_all(bytes)?;
+        fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part<'a>(name: &str, data: &'a [u8]) -> Part<'a> {
+        Part {
+            name: name.into(),
+            data,
+        }
+    }
+
+    #[test]
+    fn parses_fields_per_runner_spec() {
+        let parts = [
+            part("stdout_is_stderr", b"False"),
+            part("detach", b"0"),
+            part("args", b"--flag"),
+            part("args", b""),
+            part("env", b"A=1=2"),
+            part("env", b"no-equals"),
+            part("timeout", b"12"),
+            part("muxes", b"[]"),
+            part("script", b"print(1)"),
+        ];
+        let request = RunRequest::from_parts(&parts).unwrap();
+        assert!(!request.stdout_is_stderr && !request.detach);
+        assert_eq!(request.args, ["--flag", ""]);
+        assert_eq!(request.env, [("A".to_string(), "1=2".to_string())]);
+        assert_eq!(request.timeout_secs, 12);
+        assert_eq!(request.exported, [("LAGER_MUXES", "[]".to_string())]);
+        assert!(matches!(
+            request.payload,
+            Some(Payload::Script(b"print(1)"))
+        ));
+
+        let defaults = RunRequest::from_parts(&[]).unwrap();
+        assert!(defaults.stdout_is_stderr && !defaults.detach);
+        assert_eq!(defaults.timeout_secs, 300);
+        let err = RunRequest::from_parts(&[part("timeout", b"soon")])
+            .err()
+            .unwrap();
+        assert_eq!(
+            (err.status(), err.to_string().as_str()),
+            (400, "timeout must be an integer")
+        );
+    }
+
+    #[test]
+    fn truthy_strings() {
+        for yes in [&b"true"[..], b"True", b"1", b"YES", b"on"] {
+            assert!(truthy(yes));
+        }
+        for no in [&b"false"[..], b"False", b"0", b"", b"maybe"] {
+            assert!(!truthy(no));
+        }
+    }
+
+    #[test]
+    fn process_ids_are_kept_or_made() {
+        let given = "6f1c7f3a-1b2c-4d5e-8f90-0123456789ab";
+        let (id, env) = with_process_id(&[
+            ("LAGER_PROCESS_ID".into(), given.into()),
+            ("X".into(), "1".into()),
+        ]);
+        assert_eq!(id, given);
+        assert_eq!(
+            env.iter().filter(|(k, _)| k == "LAGER_PROCESS_ID").count(),
+            1
+        );
+        let (id, env) = with_process_id(&[("LAGER_PROCESS_ID".into(), "not-a-uuid".into())]);
+        assert!(is_uuid(&id) && id != "not-a-uuid");
+        assert_eq!(env, [("LAGER_PROCESS_ID".to_string(), id)]);
+        assert!(!is_uuid("6f1c7f3a-1b2c-4d5e-8f90-0123456789az"));
+        assert_ne!(new_uuid(), new_uuid());
+        assert_eq!(&new_uuid()[14..15], "4");
+    }
+}
