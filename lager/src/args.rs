@@ -24,6 +24,7 @@ enum TopCommand {
     Boxes(BoxesArgs),
     Hello(HelloArgs),
     Defaults(DefaultsArgs),
+    Python(PythonArgs),
 }
 
 /// List, add, delete, lock and unlock saved boxes.
@@ -139,6 +140,74 @@ struct HelloArgs {
     /// box name, IP address or host:port (default: LAGER_BOX or the default box)
     #[argh(option, long = "box")]
     box_name: Option<String>,
+}
+
+/// Run a Python script or module on a box, streaming its output back.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "python",
+    note = "RUNNABLE is a .py file or a directory with a main.py; ARGS after -- go to\n\
+            the script. The CLI exits with the script's exit code and holds the box's\n\
+            lock exactly as long as the run.\n\
+            Environment:\n  \
+            LAGER_AUTO_LOCK_DISABLE  do not lock the box; only check nobody else holds it\n  \
+            LAGER_LOCK_WAIT          seconds to queue behind another holder (CI: 1800)\n  \
+            LAGER_LOCK_TTL, LAGER_LOCK_HEARTBEAT, LAGER_LOCK_HOLDER  see the locking spec"
+)]
+struct PythonArgs {
+    /// script file or directory containing main.py, then the script's
+    /// arguments (put them after --)
+    #[argh(positional, arg_name = "RUNNABLE [-- ARGS]")]
+    runnable_and_args: Vec<String>,
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// KEY=VALUE to set in the script's environment (repeatable)
+    #[argh(option)]
+    env: Vec<String>,
+    /// name of a local environment variable to pass to the script (repeatable)
+    #[argh(option)]
+    passenv: Vec<String>,
+    /// kill the run with this process ID
+    #[argh(option)]
+    kill: Option<String>,
+    /// kill every run on the box
+    #[argh(switch)]
+    kill_all: bool,
+    /// signal for --kill/--kill-all: name or number (default SIGTERM)
+    #[argh(option)]
+    signal: Option<String>,
+    /// file on the box to download after the run (repeatable)
+    #[argh(option)]
+    download: Vec<String>,
+    /// let --download overwrite existing local files
+    #[argh(switch)]
+    allow_overwrite: bool,
+    /// seconds before the box stops the script (0 = no limit; the box caps at 300)
+    #[argh(option)]
+    timeout: Option<u64>,
+    /// start the run and return at once, keeping the box locked
+    #[argh(switch, short = 'd')]
+    detach: bool,
+    /// port forward SRC[:DST][/PROTO] (accepted for compatibility; ignored by the box)
+    #[argh(option, short = 'p')]
+    port: Vec<String>,
+    /// organisation (compatibility; ignored by the box)
+    #[argh(option, hidden_help)]
+    org: Option<String>,
+    /// extra file to ship next to the script (repeatable)
+    #[argh(option)]
+    add_file: Vec<String>,
+    /// follow the output of a detached run with this process ID
+    #[argh(option)]
+    reattach: Option<String>,
+    /// resume the run with this process ID from its breakpoint
+    #[argh(option, long = "continue")]
+    continue_id: Option<String>,
+    /// open the interactive console of the run paused at a breakpoint
+    #[argh(option)]
+    console: Option<String>,
 }
 
 /// Show or change defaults (box, user, serial port, nets).
@@ -295,6 +364,37 @@ pub enum Command {
     DefaultsDeleteAll {
         yes: bool,
     },
+    Python(PythonOpts),
+}
+
+/// What `lager python` should do besides running a script (runner.md §5.6–5.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manage {
+    Kill { id: String, signal: i32 },
+    KillAll { signal: i32 },
+    Reattach(String),
+    Continue(String),
+    Console(String),
+}
+
+/// `lager python` options, validated (runner.md §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PythonOpts {
+    /// The runnable as typed; `None` only with a management operation.
+    pub runnable: Option<String>,
+    pub args: Vec<String>,
+    pub box_name: Option<String>,
+    /// `KEY=VALUE` as typed, keys checked.
+    pub env: Vec<String>,
+    pub passenv: Vec<String>,
+    pub manage: Option<Manage>,
+    pub downloads: Vec<String>,
+    pub allow_overwrite: bool,
+    pub timeout_secs: u64,
+    pub detach: bool,
+    pub ports: Vec<String>,
+    pub org: Option<String>,
+    pub add_files: Vec<String>,
 }
 
 /// A parsed command line.
@@ -317,26 +417,27 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
         Ok(()) => EarlyExit::Help(exit.output),
         Err(()) => EarlyExit::Usage(exit.output),
     })?;
-    let command = if top.version {
-        Command::Version
-    } else {
-        match top.command {
-            None => {
-                return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults".to_string(),
-                ))
+    let command =
+        if top.version {
+            Command::Version
+        } else {
+            match top.command {
+                None => return Err(EarlyExit::Usage(
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python"
+                        .to_string(),
+                )),
+                Some(command) => typed(command)?,
             }
-            Some(command) => typed(command),
-        }
-    };
+        };
     Ok(Invocation {
         verbose: top.verbose,
         command,
     })
 }
 
-fn typed(command: TopCommand) -> Command {
-    match command {
+fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
+    Ok(match command {
+        TopCommand::Python(python) => Command::Python(python_opts(python)?),
         TopCommand::Boxes(boxes) => match boxes.command {
             None => Command::BoxesList { json: boxes.json },
             Some(BoxesCommand::List(list)) => Command::BoxesList {
@@ -384,7 +485,95 @@ fn typed(command: TopCommand) -> Command {
             },
             Some(DefaultsCommand::DeleteAll(all)) => Command::DefaultsDeleteAll { yes: all.yes },
         },
+    })
+}
+
+/// `--signal` names and numbers of runner.md §5.1 (case-insensitive, with
+/// or without the `SIG` prefix).
+pub fn parse_signal(text: &str) -> Option<i32> {
+    const NAMES: [(&str, i32); 8] = [
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ABRT", 6),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("USR2", 12),
+        ("TERM", 15),
+        ("STOP", 19),
+    ];
+    let text = text.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        return NAMES.iter().any(|(_, n)| *n == number).then_some(number);
     }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, number)| *number)
+}
+
+/// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_key(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn python_opts(python: PythonArgs) -> Result<PythonOpts, EarlyExit> {
+    for pair in &python.env {
+        let key = pair.split_once('=').map(|(k, _)| k);
+        if !key.is_some_and(is_env_key) {
+            return Err(EarlyExit::Usage(format!(
+                "Invalid --env value '{pair}': expected KEY=VALUE with KEY matching [A-Za-z_][A-Za-z0-9_]*"
+            )));
+        }
+    }
+    let signal = match &python.signal {
+        None => 15,
+        Some(text) => parse_signal(text).ok_or_else(|| {
+            EarlyExit::Usage(format!(
+                "Invalid --signal '{text}': use one of SIGINT (2), SIGQUIT (3), SIGABRT (6), SIGKILL (9), SIGUSR1 (10), SIGUSR2 (12), SIGTERM (15), SIGSTOP (19)"
+            ))
+        })?,
+    };
+    let manage = if let Some(id) = python.kill {
+        Some(Manage::Kill { id, signal })
+    } else if python.kill_all {
+        Some(Manage::KillAll { signal })
+    } else if let Some(id) = python.reattach {
+        Some(Manage::Reattach(id))
+    } else if let Some(id) = python.continue_id {
+        Some(Manage::Continue(id))
+    } else {
+        python.console.map(Manage::Console)
+    };
+    let mut positional = python.runnable_and_args.into_iter();
+    let runnable = positional.next();
+    let args: Vec<String> = positional.collect();
+    if manage.is_none() && runnable.is_none() {
+        return Err(EarlyExit::Usage(
+            "Please supply a RUNNABLE, --kill, --kill-all, --reattach, --continue, or --console option"
+                .to_string(),
+        ));
+    }
+    Ok(PythonOpts {
+        runnable,
+        args,
+        box_name: python.box_name,
+        env: python.env,
+        passenv: python.passenv,
+        manage,
+        downloads: python.download,
+        allow_overwrite: python.allow_overwrite,
+        timeout_secs: python.timeout.unwrap_or(0),
+        detach: python.detach,
+        ports: python.port,
+        org: python.org,
+        add_files: python.add_file,
+    })
 }
 
 fn defaults_settings(add: DefaultsAddArgs) -> Vec<(String, String)> {
@@ -471,6 +660,75 @@ mod tests {
         assert_eq!(command(&["--version"]), Command::Version);
         assert_eq!(parse(&["-v", "-v", "hello"]).expect("parses").verbose, 2);
         assert!(matches!(parse(&[]), Err(EarlyExit::Usage(_))));
+    }
+
+    fn python(args: &[&str]) -> PythonOpts {
+        let mut full = vec!["python"];
+        full.extend_from_slice(args);
+        match command(&full) {
+            Command::Python(opts) => opts,
+            other => panic!("not python: {other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse(args) {
+            Err(EarlyExit::Usage(text)) => text,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn python_runnable_and_script_args() {
+        let opts = python(&["t.py", "--box", "b", "-d", "--", "--fast", "x"]);
+        assert_eq!(opts.runnable.as_deref(), Some("t.py"));
+        assert_eq!(opts.args, ["--fast", "x"]);
+        assert_eq!(opts.box_name.as_deref(), Some("b"));
+        assert!(opts.detach);
+        assert_eq!(opts.timeout_secs, 0);
+        let opts = python(&["t.py", "a", "b", "--env", "K=v=w", "-p", "80:8080/tcp"]);
+        assert_eq!(opts.args, ["a", "b"]);
+        assert_eq!(opts.env, ["K=v=w"]);
+        assert_eq!(opts.ports, ["80:8080/tcp"]);
+        assert_eq!(opts.manage, None);
+    }
+
+    #[test]
+    fn python_usage_errors() {
+        assert_eq!(
+            usage(&["python"]),
+            "Please supply a RUNNABLE, --kill, --kill-all, --reattach, --continue, or --console option"
+        );
+        assert!(usage(&["python", "t.py", "--env", "1X=2"]).contains("Invalid --env value '1X=2'"));
+        assert!(usage(&["python", "t.py", "--env", "novalue"]).contains("KEY=VALUE"));
+        assert!(usage(&["python", "--kill-all", "--signal", "HUP"]).contains("Invalid --signal"));
+        assert!(!usage(&["python", "t.py", "--timeout", "-1"]).is_empty());
+    }
+
+    #[test]
+    fn python_management_and_signals() {
+        assert_eq!(
+            python(&["--kill", "abc", "--signal", "sigkill"]).manage,
+            Some(Manage::Kill {
+                id: "abc".into(),
+                signal: 9
+            })
+        );
+        assert_eq!(
+            python(&["--kill-all"]).manage,
+            Some(Manage::KillAll { signal: 15 })
+        );
+        assert_eq!(
+            python(&["--continue", "x"]).manage,
+            Some(Manage::Continue("x".into()))
+        );
+        assert_eq!(parse_signal("int"), Some(2));
+        assert_eq!(parse_signal("SIGUSR2"), Some(12));
+        assert_eq!(parse_signal("19"), Some(19));
+        assert_eq!(parse_signal("1"), None);
+        assert!(is_env_key("_A1"));
+        assert!(!is_env_key(""));
+        assert!(!is_env_key("A-B"));
     }
 
     #[test]

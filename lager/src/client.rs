@@ -50,6 +50,13 @@ impl Reply {
     }
 }
 
+/// A response whose body is read as a stream.
+pub struct StreamReply {
+    pub status: u16,
+    pub content_encoding: Option<String>,
+    pub reader: Box<dyn std::io::Read + Send + Sync + 'static>,
+}
+
 /// Why a request got no HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportKind {
@@ -126,7 +133,19 @@ impl Client {
     }
 
     pub fn get(&self, path: &str, timeout: Duration) -> Result<Reply, TransportError> {
-        self.send("GET", path, &[], None, timeout)
+        self.send(
+            "GET",
+            path,
+            &[],
+            None,
+            self.connect_within(timeout),
+            timeout,
+        )
+    }
+
+    /// The usual connect budget, never longer than the whole request's.
+    fn connect_within(&self, timeout: Duration) -> Duration {
+        capped(CONNECT_TIMEOUT).min(timeout)
     }
 
     /// GET with extra request headers.
@@ -136,7 +155,14 @@ impl Client {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
-        self.send("GET", path, headers, None, timeout)
+        self.send(
+            "GET",
+            path,
+            headers,
+            None,
+            self.connect_within(timeout),
+            timeout,
+        )
     }
 
     pub fn post_json(
@@ -145,7 +171,54 @@ impl Client {
         body: &Value,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
-        self.send("POST", path, &[], Some(body.to_string()), timeout)
+        let connect = self.connect_within(timeout);
+        self.send("POST", path, &[], Some(body.to_string()), connect, timeout)
+    }
+
+    /// POST JSON with its own connect timeout (the runner's management
+    /// requests connect within 7 s, runner.md §5.6).
+    pub fn post_json_timeouts(
+        &self,
+        path: &str,
+        body: &Value,
+        connect: Duration,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        let connect = capped(connect).min(timeout);
+        self.send("POST", path, &[], Some(body.to_string()), connect, timeout)
+    }
+
+    /// GET whose body is streamed by the caller (downloads): `connect`
+    /// bounds the connection, `read` every wait for bytes, not the total.
+    pub fn get_stream(
+        &self,
+        path: &str,
+        connect: Duration,
+        read: Duration,
+    ) -> Result<StreamReply, TransportError> {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(capped(connect))
+            .timeout_read(read)
+            .user_agent(concat!("lager/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let url = format!("http://{}{path}", self.addr);
+        let mut request = agent.get(&url);
+        if let Some(token) = &self.token {
+            request = request.set("Authorization", &format!("Bearer {token}"));
+        }
+        log::debug!("GET {url} (streamed)");
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(ureq::Error::Transport(transport)) => {
+                return Err(self.transport_error(&transport, read))
+            }
+        };
+        Ok(StreamReply {
+            status: response.status(),
+            content_encoding: response.header("Content-Encoding").map(str::to_string),
+            reader: response.into_reader(),
+        })
     }
 
     fn send(
@@ -154,12 +227,13 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<String>,
+        connect: Duration,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
         // A fresh agent per request: its connect timeout must not exceed
         // this request's budget (ureq's default connect timeout is 30 s).
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(capped(CONNECT_TIMEOUT).min(timeout))
+            .timeout_connect(connect)
             .timeout(timeout)
             .user_agent(concat!("lager/", env!("CARGO_PKG_VERSION")))
             .build();

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::client::TransportError;
+use crate::cmd::python::stream::RequestFailed;
 
 #[derive(Debug)]
 pub enum CliError {
@@ -88,6 +89,35 @@ pub enum CliError {
         name: String,
         path: PathBuf,
     },
+    /// A file to package could not be read (runner.md §5.3).
+    PackageRead {
+        path: PathBuf,
+        reason: String,
+    },
+    NoMainPy {
+        dir: PathBuf,
+    },
+    FolderTooLarge,
+    ZipTooLarge,
+    ZipFailed(String),
+    /// A runner route answered with an error status (runner.md §5.4).
+    RunnerHttp {
+        status: u16,
+        detail: Option<String>,
+    },
+    /// A runner request got no HTTP answer (runner.md §5.4).
+    RunnerConnect(RequestFailed),
+    /// A 200 stream without `Lager-Output-Version: 1`.
+    FormatUnsupported,
+    /// The box's own explanation, printed as is (e.g. a 422 on `--kill`).
+    Rejected(String),
+    NotPaused(String),
+    NoConsole,
+    Console {
+        addr: String,
+        reason: String,
+    },
+    Random(String),
 }
 
 impl CliError {
@@ -209,6 +239,62 @@ impl fmt::Display for CliError {
                 "Box '{name}' is defined in {}; edit that file to remove it.",
                 path.display()
             ),
+            CliError::PackageRead { path, reason } => write!(
+                f,
+                "Error: Could not read {}: {reason}; check that it exists and is readable",
+                path.display()
+            ),
+            CliError::NoMainPy { dir } => write!(
+                f,
+                "Error: {} has no main.py; a directory runs its main.py, so add one or run a single file",
+                dir.display()
+            ),
+            CliError::FolderTooLarge => {
+                write!(f, "Folder content exceeds max size of 40,000,000 bytes")
+            }
+            CliError::ZipTooLarge => write!(
+                f,
+                "Zipped module content exceeds max size of 20,000,000 bytes"
+            ),
+            CliError::ZipFailed(reason) => write!(
+                f,
+                "Error: Could not build the module zip: {reason}; check free memory and retry"
+            ),
+            CliError::RunnerHttp { status, detail } => {
+                match status {
+                    401 => write!(f, "Error: Authentication failed (HTTP 401)")?,
+                    403 => write!(f, "Error: Access forbidden (HTTP 403)")?,
+                    404 => write!(f, "Error: Resource not found (HTTP 404)")?,
+                    500 => write!(f, "Error: Internal server error on box (HTTP 500)")?,
+                    502 => write!(f, "Error: Bad gateway (HTTP 502)")?,
+                    503 => write!(f, "Error: Service unavailable (HTTP 503)")?,
+                    n => write!(f, "Error: Box returned HTTP {n}")?,
+                }
+                match detail {
+                    Some(detail) => write!(f, "\nDetails: {detail}"),
+                    None => Ok(()),
+                }
+            }
+            CliError::RunnerConnect(failed) => write!(f, "{failed}"),
+            CliError::FormatUnsupported => {
+                write!(f, "Response format not supported. Please upgrade lager-cli")
+            }
+            CliError::Rejected(text) => write!(f, "{text}"),
+            CliError::NotPaused(id) => {
+                write!(f, "No script is paused at a breakpoint for {id}")
+            }
+            CliError::NoConsole => write!(
+                f,
+                "This breakpoint has no interactive console.\nCall pause(..., interactive=True) to enable it."
+            ),
+            CliError::Console { addr, reason } => write!(
+                f,
+                "Error: Could not connect to the breakpoint console at {addr}: {reason}; check that the script is still paused"
+            ),
+            CliError::Random(reason) => write!(
+                f,
+                "Error: Could not read /dev/urandom for a process ID: {reason}"
+            ),
         }
     }
 }
@@ -239,6 +325,24 @@ mod tests {
             err.to_string(),
             "Error: Box 'b' is locked by bob\nTo force unlock: lager boxes unlock --box b --force"
         );
+    }
+
+    #[test]
+    fn runner_http_messages() {
+        let err = CliError::RunnerHttp {
+            status: 500,
+            detail: Some("Internal server error: boom".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "Error: Internal server error on box (HTTP 500)\nDetails: Internal server error: boom"
+        );
+        let err = CliError::RunnerHttp {
+            status: 418,
+            detail: None,
+        };
+        assert_eq!(err.to_string(), "Error: Box returned HTTP 418");
+        assert_eq!(err.exit_code(), 1);
     }
 
     #[test]

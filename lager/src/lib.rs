@@ -59,5 +59,6 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::DefaultsAdd { settings } => cmd::defaults::add(&settings),
         Command::DefaultsDelete { key, yes } => cmd::defaults::delete(&key, yes),
         Command::DefaultsDeleteAll { yes } => cmd::defaults::delete_all(yes),
+        Command::Python(opts) => cmd::python::run(opts),
     }
 }

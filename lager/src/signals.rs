@@ -2,14 +2,42 @@
 //! (locking.md B.4 step 4, B.6). The handlers only write the signal number
 //! into a pipe, which is async-signal-safe; one watch thread reads it and
 //! runs the action, where HTTP is allowed.
+//!
+//! During a `lager python` run the first signal must also restore the
+//! default dispositions (runner.md §5.6), so that a second Ctrl+C kills
+//! the CLI even while the kill request hangs: [`reset_on_delivery`] makes
+//! the handler itself do that (sigaction is async-signal-safe).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Once;
 
 /// Write end of the self-pipe; -1 until installed.
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// Whether a delivered signal puts back the default dispositions.
+static RESET_ON_DELIVERY: AtomicBool = AtomicBool::new(false);
+
+const HANDLED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// While `on`, the first SIGINT/SIGTERM/SIGHUP restores the default
+/// dispositions of all three before it is passed on, so the next one
+/// terminates the process.
+pub fn reset_on_delivery(on: bool) {
+    RESET_ON_DELIVERY.store(on, Ordering::SeqCst);
+}
 
 extern "C" fn on_signal(signo: libc::c_int) {
+    if RESET_ON_DELIVERY.load(Ordering::SeqCst) {
+        for signo in HANDLED {
+            // SAFETY: sigaction is async-signal-safe; a zeroed struct with
+            // SIG_DFL is a valid argument.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = libc::SIG_DFL;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(signo, &sa, std::ptr::null_mut());
+            }
+        }
+    }
     let fd = PIPE_WRITE.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = signo as u8;
@@ -54,7 +82,7 @@ pub fn install(action: fn(i32)) {
             log::warn!("cannot start the signal thread; Ctrl+C will not release the box lock");
             return;
         }
-        for signo in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        for signo in HANDLED {
             // SAFETY: a zeroed sigaction with a plain handler and SA_RESTART is valid.
             unsafe {
                 let mut sa: libc::sigaction = std::mem::zeroed();

@@ -4,6 +4,7 @@
 pub mod boxes;
 pub mod defaults;
 pub mod hello;
+pub mod python;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
