@@ -107,7 +107,8 @@ pub struct RunRequest<'a> {
     pub detach: bool,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    timeout_secs: u64,
+    /// `None` when the request names no timeout (attached runs then get 300 s).
+    timeout_secs: Option<u64>,
     payload: Option<Payload<'a>>,
     /// `holder` field, for `--enforce-locks` (the header wins over it).
     pub holder: Option<String>,
@@ -122,7 +123,7 @@ impl<'a> RunRequest<'a> {
             detach: false,
             args: Vec::new(),
             env: Vec::new(),
-            timeout_secs: TIMEOUT_DEFAULT_SECS,
+            timeout_secs: None,
             payload: None,
             holder: None,
             exported: Vec::new(),
@@ -139,10 +140,11 @@ impl<'a> RunRequest<'a> {
                     }
                 }
                 "timeout" => {
-                    request.timeout_secs = text(part.data)
+                    let secs = text(part.data)
                         .trim()
                         .parse()
                         .map_err(|_| RunError::BadRequest("timeout must be an integer".into()))?;
+                    request.timeout_secs = Some(secs);
                 }
                 "script" => request.payload = Some(Payload::Script(part.data)),
                 "module" => request.payload = Some(Payload::Module(part.data)),
@@ -280,11 +282,8 @@ impl Runner {
         command.envs(self.box_env(&request, &work_dir, client_ip));
         self.quiesce.wait();
         if request.detach {
-            if request.timeout_secs != 0 {
-                warn!(
-                    "run {id}: timeout {}s ignored for a detached run",
-                    request.timeout_secs
-                );
+            if let Some(secs @ 1..) = request.timeout_secs {
+                warn!("run {id}: timeout {secs}s ignored for a detached run");
             }
             let run_dir = self.config.run_dir.join(&id);
             fs::DirBuilder::new()
@@ -308,7 +307,7 @@ impl Runner {
             return Ok(Started::Detached { pid, id });
         }
         command.process_group(0);
-        let timeout = match request.timeout_secs {
+        let timeout = match request.timeout_secs.unwrap_or(TIMEOUT_DEFAULT_SECS) {
             0 => None,
             secs if secs > TIMEOUT_MAX_SECS => {
                 warn!("run {id}: timeout {secs}s capped to {TIMEOUT_MAX_SECS}s");
@@ -555,7 +554,7 @@ mod tests {
         assert!(!request.stdout_is_stderr && !request.detach);
         assert_eq!(request.args, ["--flag", ""]);
         assert_eq!(request.env, [("A".to_string(), "1=2".to_string())]);
-        assert_eq!(request.timeout_secs, 12);
+        assert_eq!(request.timeout_secs, Some(12));
         assert_eq!(request.exported, [("LAGER_MUXES", "[]".to_string())]);
         assert!(matches!(
             request.payload,
@@ -564,7 +563,7 @@ mod tests {
 
         let defaults = RunRequest::from_parts(&[]).unwrap();
         assert!(defaults.stdout_is_stderr && !defaults.detach);
-        assert_eq!(defaults.timeout_secs, 300);
+        assert_eq!(defaults.timeout_secs, None);
         let err = RunRequest::from_parts(&[part("timeout", b"soon")])
             .err()
             .unwrap();

@@ -6,6 +6,7 @@ mod bad_input;
 mod concurrency;
 mod crash;
 mod lifecycle;
+mod runner;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

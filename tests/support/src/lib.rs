@@ -73,7 +73,19 @@ impl Daemon {
         listen: &[&str],
         extra_args: &[&str],
     ) -> Daemon {
+        Daemon::start_with_env(lagerd, state_dir, listen, extra_args, &[])
+    }
+
+    /// As `start_listening`, with extra environment for the daemon.
+    pub fn start_with_env(
+        lagerd: &Path,
+        state_dir: &Path,
+        listen: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut cmd = Command::new(lagerd);
+        cmd.envs(env.iter().copied());
         for addr in listen {
             cmd.args(["--listen", addr]);
         }

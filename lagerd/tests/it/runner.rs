@@ -1,0 +1,634 @@
+//! The script runner (runner.md): real `python3` scripts through the real
+//! daemon, real process groups and signals, over loopback.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lager_testsupport::{raw_request, read_reply, wait_until, Daemon, Reply, TempDir};
+use serde_json::{json, Value};
+
+use crate::lagerd;
+
+/// A daemon whose run dir and state dir live in one temp dir.
+struct Runner {
+    daemon: Daemon,
+    dir: TempDir,
+}
+
+impl Runner {
+    fn start(tag: &str, args: &[&str]) -> Runner {
+        let dir = TempDir::new(tag);
+        let run_dir = dir.path().join("runs");
+        let daemon = Daemon::start_with_env(
+            &lagerd(),
+            &dir.path().join("state"),
+            &["127.0.0.1:0"],
+            args,
+            &[("LAGERD_RUN_DIR", run_dir.to_str().unwrap())],
+        );
+        Runner { daemon, dir }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("runs")
+    }
+
+    fn post_python(&self, parts: &[(&str, &[u8])]) -> Reply {
+        self.post_python_with(parts, "")
+    }
+
+    fn post_python_with(&self, parts: &[(&str, &[u8])], extra_headers: &str) -> Reply {
+        let (content_type, body) = multipart(parts);
+        let mut request = format!(
+            "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        raw_request(self.daemon.addr(), &request).unwrap()
+    }
+
+    fn post_json(&self, path: &str, body: &str) -> (u16, Value) {
+        let reply = lager_testsupport::request(self.daemon.addr(), "POST", path, Some(body));
+        (
+            reply.status,
+            serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "lagertestboundary7d3f";
+    let mut body = Vec::new();
+    for (name, data) in parts {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// A stream's frames as (fileno, payload), keepalives dropped, and the code
+/// in its exit marker.
+fn parse_frames(body: &[u8]) -> (Vec<(u8, Vec<u8>)>, Option<String>) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let fileno = body[at];
+        let len_start = at + 2;
+        let len_end = len_start
+            + body[len_start..]
+                .iter()
+                .position(|b| *b == b' ')
+                .expect("length ends");
+        let len: usize = std::str::from_utf8(&body[len_start..len_end])
+            .unwrap()
+            .parse()
+            .unwrap();
+        let payload = body[len_end + 1..len_end + 1 + len].to_vec();
+        at = len_end + 1 + len;
+        if fileno == b'-' {
+            return (out, Some(String::from_utf8(payload).unwrap()));
+        }
+        if len > 0 {
+            out.push((fileno - b'0', payload));
+        }
+    }
+    (out, None)
+}
+
+fn stream_text(frames: &[(u8, Vec<u8>)], fileno: u8) -> String {
+    frames
+        .iter()
+        .filter(|(f, _)| *f == fileno)
+        .map(|(_, p)| String::from_utf8_lossy(p))
+        .collect()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z" | "X"))
+}
+
+fn read_pid(path: &Path) -> i32 {
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(path).is_ok_and(|t| t.ends_with('\n'))
+    }));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+const ID: &str = "6f1c7f3a-1b2c-4d5e-8f90-0123456789ab";
+
+#[test]
+fn streams_stdout_and_stderr_and_the_exit_code() {
+    let r = Runner::start("stream", &[]);
+    let script = b"import sys\nprint('out 1')\nprint('err 1', file=sys.stderr)\nprint('out 2')\nsys.exit(42)\n";
+    let reply = r.post_python(&[("stdout_is_stderr", b"False"), ("script", script)]);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("lager-output-version"), Some("1"));
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
+    let (frames, code) = parse_frames(&reply.body);
+    assert_eq!(code.as_deref(), Some("42"));
+    assert_eq!(stream_text(&frames, 1), "out 1\nout 2\n");
+    assert_eq!(stream_text(&frames, 2), "err 1\n");
+
+    // stdout_is_stderr (the default): one pipe, the script's own order.
+    let reply = r.post_python(&[("script", script)]);
+    let (frames, code) = self::parse_frames(&reply.body);
+    assert_eq!(
+        (stream_text(&frames, 1), code.as_deref()),
+        ("out 1\nerr 1\nout 2\n".to_string(), Some("42"))
+    );
+    // Work dirs are cleaned when an attached run ends.
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("lager-job-{}-", r.daemon.pid())))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn arguments_and_environment_reach_the_script() {
+    let r = Runner::start("env", &[]);
+    let state = r.dir.path().join("state");
+    std::fs::write(state.join("box_id"), "box-7\n").unwrap();
+    std::fs::write(state.join("org_secrets.json"), r#"{"API_KEY": "s3cret"}"#).unwrap();
+    let script = b"import os, sys\nprint(sys.argv[1:])\nfor k in ['LAGER_PROCESS_ID','MINE','LAGER_BOX_ID','LAGER_SECRET_API_KEY','LAGER_STDOUT_IS_STDERR','LAGER_MUXES']:\n    print(k, os.environ.get(k))\nprint('host-is-box', os.environ['LAGER_HOST'] != 'spoofed')\nprint('cwd-is-work', os.getcwd() == os.environ['LAGER_HOST_MODULE_FOLDER'])\n";
+    let reply = r.post_python(&[
+        ("args", b"--flag"),
+        ("args", b"two words"),
+        ("env", b"MINE=a=b"),
+        ("env", b"LAGER_HOST=spoofed"),
+        ("env", format!("LAGER_PROCESS_ID={ID}").as_bytes()),
+        ("muxes", b"[1]"),
+        ("script", script),
+    ]);
+    let (frames, code) = parse_frames(&reply.body);
+    assert_eq!(code.as_deref(), Some("0"));
+    assert_eq!(
+        stream_text(&frames, 1),
+        format!(
+            "['--flag', 'two words']\nLAGER_PROCESS_ID {ID}\nMINE a=b\nLAGER_BOX_ID box-7\nLAGER_SECRET_API_KEY s3cret\nLAGER_STDOUT_IS_STDERR True\nLAGER_MUXES [1]\nhost-is-box True\ncwd-is-work True\n"
+        )
+    );
+}
+
+fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut writer = zip::ZipWriter::new(&mut buf);
+    for (name, data, mode) in entries {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(*mode);
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(data).unwrap();
+    }
+    writer.finish().unwrap();
+    buf.into_inner()
+}
+
+#[test]
+fn modules_run_main_py_and_bad_archives_are_refused() {
+    let r = Runner::start("module", &[]);
+    let module = zip_of(&[
+        ("main.py", b"import helper, os, stat\nprint(helper.GREETING)\nprint(oct(os.stat('tool.sh').st_mode & 0o777))\n", 0o644),
+        ("helper.py", b"GREETING = 'from a module'\n", 0o644),
+        ("tool.sh", b"#!/bin/sh\n", 0o755),
+    ]);
+    let reply = r.post_python(&[("module", &module)]);
+    let (frames, code) = parse_frames(&reply.body);
+    assert_eq!(
+        (stream_text(&frames, 1), code.as_deref()),
+        ("from a module\n0o755\n".to_string(), Some("0"))
+    );
+
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            zip_of(&[("helper.py", b"", 0o644)]),
+            422,
+            "Could not find main.py in module",
+        ),
+        (
+            zip_of(&[("main.py", b"", 0o644), ("../escape.py", b"", 0o644)]),
+            422,
+            "Invalid module archive: ../escape.py",
+        ),
+        (
+            zip_of(&[("main.py", b"", 0o644), ("/etc/evil", b"", 0o644)]),
+            422,
+            "Invalid module archive: /etc/evil",
+        ),
+        (
+            b"PK\x03\x04garbage".to_vec(),
+            422,
+            "Invalid module archive: ",
+        ),
+    ];
+    for (module, status, message) in cases {
+        let reply = r.post_python(&[("module", &module)]);
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(reply.status, status, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with(message),
+            "{body}"
+        );
+        assert_eq!(body["status"], "error");
+    }
+    let reply = r.post_python(&[("args", b"x")]);
+    assert_eq!(
+        (reply.status, reply.text()),
+        (
+            422,
+            r#"{"error":"Could not find module folder","status":"error"}"#.into()
+        )
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_whole_group_with_124_or_minus_9() {
+    let r = Runner::start("timeout", &[]);
+    let pid_file = r.dir.path().join("grandchild.pid");
+    // A script that ignores SIGTERM and leaves a grandchild behind: both
+    // must die, and only SIGKILL can do it (-9).
+    let script = format!(
+        "import signal, subprocess, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\np = subprocess.Popen(['sleep', '100'])\nopen({:?}, 'w').write(f'{{p.pid}}\\n')\nprint('started', flush=True)\nwhile True: time.sleep(0.1)\n",
+        pid_file.to_str().unwrap()
+    );
+    let started = Instant::now();
+    let reply = r.post_python(&[("timeout", b"1"), ("script", script.as_bytes())]);
+    let (frames, code) = parse_frames(&reply.body);
+    assert_eq!(
+        (stream_text(&frames, 1), code.as_deref()),
+        ("started\n".to_string(), Some("-9"))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(6) && started.elapsed() < Duration::from_secs(15)
+    );
+    let grandchild = read_pid(&pid_file);
+    assert!(
+        wait_until(Duration::from_secs(3), || !pid_alive(grandchild)),
+        "grandchild {grandchild} survived"
+    );
+
+    // A script that honours SIGTERM ends with 124.
+    let reply = r.post_python(&[
+        ("timeout", b"1"),
+        ("script", b"import time\ntime.sleep(30)\n"),
+    ]);
+    assert_eq!(parse_frames(&reply.body).1.as_deref(), Some("124"));
+}
+
+#[test]
+fn a_client_that_hangs_up_gets_its_job_reaped_gently() {
+    let r = Runner::start("hangup", &[]);
+    let pid_file = r.dir.path().join("script.pid");
+    let cleaned = r.dir.path().join("cleaned-up");
+    let script = format!(
+        "import os, time\nopen({:?}, 'w').write(f'{{os.getpid()}}\\n')\nprint('running', flush=True)\ntry:\n    time.sleep(60)\nfinally:\n    open({:?}, 'w').write('yes')\n",
+        pid_file.to_str().unwrap(),
+        cleaned.to_str().unwrap()
+    );
+    let (content_type, body) = multipart(&[("script", script.as_bytes())]);
+    let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
+    write!(
+        stream,
+        "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body).unwrap();
+    let pid = read_pid(&pid_file);
+    assert!(pid_alive(pid));
+    drop(stream);
+    // SIGINT first, so the script's `finally` runs, well within seconds.
+    assert!(
+        wait_until(Duration::from_secs(5), || !pid_alive(pid)),
+        "script {pid} still running"
+    );
+    assert_eq!(std::fs::read_to_string(&cleaned).unwrap(), "yes");
+}
+
+#[test]
+fn detached_runs_can_be_attached_to_and_killed() {
+    let r = Runner::start("detach", &[]);
+    let env = format!("LAGER_PROCESS_ID={ID}");
+    let reply = r.post_python(&[
+        ("detach", b"1"),
+        ("env", env.as_bytes()),
+        (
+            "script",
+            b"import sys\nprint('detached says hi')\nsys.exit(5)\n",
+        ),
+    ]);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        (body["status"].as_str(), body["lager_process_id"].as_str()),
+        (Some("detached"), Some(ID))
+    );
+    assert!(body["pid"].as_u64().is_some());
+    let attach = lager_testsupport::request(
+        r.daemon.addr(),
+        "POST",
+        "/python/attach",
+        Some(&json!({"lager_process_id": ID}).to_string()),
+    );
+    assert_eq!(attach.header("lager-output-version"), Some("1"));
+    let (frames, code) = parse_frames(&attach.body);
+    assert_eq!(
+        (stream_text(&frames, 1), code.as_deref()),
+        ("detached says hi\n".to_string(), Some("5"))
+    );
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(r.run_dir().join(ID).join("meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (meta["status"].as_str(), meta["returncode"].as_i64()),
+        (Some("finished"), Some(5))
+    );
+
+    // A long detached run: killed by id, its process gone, its dir deleted.
+    let long_id = "0c2fa7a4-5b1a-4c8e-9d0e-aaaaaaaaaaaa";
+    let pid_file = r.dir.path().join("long.pid");
+    let script = format!(
+        "import os, time\nopen({:?}, 'w').write(f'{{os.getpid()}}\\n')\ntime.sleep(60)\n",
+        pid_file.to_str().unwrap()
+    );
+    let env = format!("LAGER_PROCESS_ID={long_id}");
+    let reply = r.post_python(&[
+        ("detach", b"true"),
+        ("env", env.as_bytes()),
+        ("script", script.as_bytes()),
+    ]);
+    assert_eq!(reply.status, 200);
+    let pid = read_pid(&pid_file);
+    let (status, body) = r.post_json(
+        "/python/kill",
+        &json!({"lager_process_id": long_id, "signal": 15}).to_string(),
+    );
+    assert_eq!((status, body), (200, json!({"status": "killed"})));
+    assert!(!pid_alive(pid), "killed before the reply");
+    assert!(!r.run_dir().join(long_id).exists());
+    let (status, body) = r.post_json(
+        "/python/attach",
+        &json!({"lager_process_id": long_id}).to_string(),
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some(format!("Process not found: {long_id}").as_str()))
+    );
+}
+
+#[test]
+fn management_requests_validate_their_input() {
+    let r = Runner::start("manage", &[]);
+    let cases = [
+        ("/python/kill", "", 400, "Invalid JSON"),
+        ("/python/kill", "[1]", 400, "Invalid JSON"),
+        (
+            "/python/kill",
+            r#"{"lager_process_id": "../../etc", "signal": 15}"#,
+            422,
+            "Invalid process UUID: ../../etc",
+        ),
+        (
+            "/python/kill",
+            &format!(r#"{{"lager_process_id": "{ID}", "signal": 999}}"#),
+            422,
+            "Invalid signal: 999",
+        ),
+        ("/python/attach", "{}", 400, "lager_process_id is required"),
+        (
+            "/python/attach",
+            &format!(r#"{{"lager_process_id": "{ID}"}}"#),
+            422,
+            &format!("Process not found: {ID}"),
+        ),
+        (
+            "/python/continue",
+            "{}",
+            400,
+            "lager_process_id is required",
+        ),
+    ];
+    for (path, body, status, message) in cases {
+        let (got_status, got) = r.post_json(path, body);
+        assert_eq!(
+            (got_status, got["error"].as_str()),
+            (status, Some(message)),
+            "{path} {body}"
+        );
+        assert_eq!(got["status"], "error");
+    }
+    // Unknown-but-valid ids: kill is a no-op success, continue finds no breakpoint.
+    assert_eq!(
+        r.post_json("/python/kill", &json!({"lager_process_id": ID}).to_string()),
+        (200, json!({"status": "killed"}))
+    );
+    assert_eq!(
+        r.post_json(
+            "/python/continue",
+            &json!({"lager_process_id": ID}).to_string()
+        ),
+        (200, json!({"resumed": false}))
+    );
+    assert_eq!(
+        r.post_json(
+            "/python/breakpoint",
+            &json!({"lager_process_id": ID}).to_string()
+        ),
+        (200, json!({"paused": false}))
+    );
+
+    // A paused run: continue creates `resume`, breakpoint reports the file.
+    let dir = r.run_dir().join(ID);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("breakpoint.json"),
+        r#"{"paused": true, "line": 7}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        r.post_json(
+            "/python/breakpoint",
+            &json!({"lager_process_id": ID}).to_string()
+        )
+        .1["line"],
+        7
+    );
+    assert_eq!(
+        r.post_json(
+            "/python/continue",
+            &json!({"lager_process_id": ID}).to_string()
+        )
+        .1,
+        json!({"resumed": true})
+    );
+    assert!(dir.join("resume").exists());
+}
+
+#[test]
+fn bad_uploads_get_clear_errors() {
+    let r = Runner::start("uploads", &[]);
+    let reply = r.post_python(&[("timeout", b"soon"), ("script", b"print(1)")]);
+    assert_eq!(
+        (reply.status, reply.text()),
+        (
+            400,
+            r#"{"error":"timeout must be an integer","status":"error"}"#.into()
+        )
+    );
+    let bad = b"POST /python HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot multip";
+    let reply = raw_request(r.daemon.addr(), bad).unwrap();
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.text().contains("Failed to parse request: "),
+        "{}",
+        reply.text()
+    );
+    // Over 64 MiB: refused before the body is read, in the runner's shape.
+    let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "POST /python HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n", 65 << 20).unwrap();
+    let reply = read_reply(&mut stream).unwrap();
+    assert_eq!(
+        (reply.status, reply.text()),
+        (
+            413,
+            r#"{"error":"Request body too large","status":"error"}"#.into()
+        )
+    );
+}
+
+#[test]
+fn enforced_locks_refuse_other_holders_before_running_anything() {
+    let r = Runner::start("enforce", &["--enforce-locks"]);
+    let marker = r.dir.path().join("ran");
+    let script = format!("open({:?}, 'w').write('ran')\n", marker.to_str().unwrap());
+    // Unlocked: anyone may run.
+    assert_eq!(
+        parse_frames(&r.post_python(&[("script", script.as_bytes())]).body)
+            .1
+            .as_deref(),
+        Some("0")
+    );
+    std::fs::remove_file(&marker).unwrap();
+    r.post_json("/lock", r#"{"user": "ci:jenkins:job-9:4242@host"}"#);
+    let reply = r.post_python(&[("script", script.as_bytes())]);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(
+        (reply.status, body["error"].as_str()),
+        (423, Some("Box is locked by ci:jenkins:job-9:4242@host"))
+    );
+    assert!(!marker.exists(), "nothing ran");
+    // Another process of the same CI job (same scope) may run; so may the
+    // holder named in the form field.
+    let reply = r.post_python_with(
+        &[("script", script.as_bytes())],
+        "Lager-Holder: ci:jenkins:job-9:77@host\r\n",
+    );
+    assert_eq!(parse_frames(&reply.body).1.as_deref(), Some("0"));
+    let reply = r.post_python(&[
+        ("holder", b"ci:jenkins:job-9:4242@host"),
+        ("script", script.as_bytes()),
+    ]);
+    assert_eq!(reply.status, 200);
+    let reply = r.post_python_with(
+        &[("script", script.as_bytes())],
+        "Lager-Holder: ci:jenkins:job-10:1@host\r\n",
+    );
+    assert_eq!(reply.status, 423);
+}
+
+#[test]
+fn downloads_are_limited_to_the_output_dirs() {
+    let r = Runner::start("download", &[]);
+    let dir = Path::new("/tmp/lager-output");
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join(format!("it-{}.txt", std::process::id()));
+    std::fs::write(&file, b"measured: 3.3V\n").unwrap();
+    let get = |name: &str| {
+        let path = format!("/download-file?filename={}", name.replace('/', "%2F"));
+        lager_testsupport::request(r.daemon.addr(), "GET", &path, None)
+    };
+    let reply = get(file.to_str().unwrap());
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, &b"measured: 3.3V\n"[..])
+    );
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        get("/etc/passwd").text(),
+        r#"{"error":"Access to this path is not permitted"}"#
+    );
+    assert_eq!(get("/tmp/lager-output/../../etc/passwd").status, 403);
+    assert_eq!(get("/tmp/lager-output/nope.txt").status, 404);
+    assert_eq!(
+        get("/tmp/lager-output").text(),
+        r#"{"error":"Path is not a file"}"#
+    );
+    std::fs::remove_file(file).unwrap();
+}
+
+#[test]
+fn concurrent_runs_keep_their_output_apart() {
+    let r = Runner::start("concurrent", &[]);
+    let addr = r.daemon.addr();
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let script = format!("for n in range(200):\n    print('run{i:02} line', n)\n");
+                let (content_type, body) = multipart(&[("script", script.as_bytes())]);
+                let mut request = format!(
+                    "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                request.extend_from_slice(&body);
+                (i, raw_request(addr, &request).unwrap())
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (i, reply) = thread.join().unwrap();
+        let (frames, code) = parse_frames(&reply.body);
+        let expected: String = (0..200).map(|n| format!("run{i:02} line {n}\n")).collect();
+        assert_eq!(
+            (stream_text(&frames, 1), code.as_deref()),
+            (expected, Some("0"))
+        );
+    }
+}
+
+#[test]
+fn the_test_stream_is_the_python_systems() {
+    let r = Runner::start("test-stream", &[]);
+    let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
+    stream
+        .write_all(b"GET /test-stream HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    assert!(raw.contains("Lager-Output-Version: 1\r\n"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\n1 12 Hello world\n- 1 0"), "{raw}");
+}
