@@ -113,5 +113,24 @@ for port in (9000, 5000):
     body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=5))
     assert body["service"] == "lager-python-box", body'
 
+# lager python (runner.md): the client uploads to :5000 and renders frames.
+printf 'import sys\nprint("to stdout")\nprint("to stderr", file=sys.stderr)\nsys.exit(3)\n' >"$work/exit3.py"
+printf 'import os\nprint("bye", flush=True)\nos.kill(os.getpid(), 9)\n' >"$work/killed.py"
+printf 'import os, time\nopen("%s/long.pid", "w").write(str(os.getpid()))\nprint("detached", flush=True)\ntime.sleep(60)\n' "$work" >"$work/long.py"
+"$py" python "$work/exit3.py" --box bench1 >"$work/py.out" 2>"$work/py.err"
+rc=$?
+expect "python: script exit code 3 comes back" [ "$rc" = 3 ]
+expect "python: stdout arrives on stdout" [ "$(cat "$work/py.out")" = "to stdout" ]
+expect "python: stderr arrives on stderr" grep -qx "to stderr" "$work/py.err"
+expect "python: the auto-lock is released" [ ! -e "$work/state/lock.json" ]
+check "python: a killed script exits 137" 137 "bye" -- "$py" python "$work/killed.py" --box bench1
+check "python: --detach" 0 "Process detached \(Process ID: [0-9a-f-]{36}\)" -- "$py" python "$work/long.py" --box bench1 --detach
+run_id=$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' "$out" | head -1)
+for _ in $(seq 50); do [ -s "$work/long.pid" ] && break; sleep 0.1; done
+long_pid=$(cat "$work/long.pid" 2>/dev/null)
+expect "the detached script runs" test -d "/proc/${long_pid:-none}"
+check "python: --kill the detached run" 0 "Process $run_id killed" -- "$py" python --kill "$run_id" --box bench1
+expect "the detached script is gone" test ! -d "/proc/${long_pid:-none}"
+
 echo "referee: $passed passed, $failed failed, 0 skipped"
 [ "$failed" = 0 ]
