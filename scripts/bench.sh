@@ -2,8 +2,8 @@
 # Issue 3 benchmarks: cold start, lock reads/refusals, durable lock writes,
 # `lager boxes` over a partly dead fleet, binary size and daemon memory.
 #
-#   scripts/bench.sh           full run (about 2 minutes plus the build)
-#   scripts/bench.sh --quick   short run (about 30 s plus the build)
+#   scripts/bench.sh           full run (about 70 s plus the build)
+#   scripts/bench.sh --quick   short run (about 35 s plus the build)
 #
 # Installs what it needs (the musl target via rustup, hyperfine via apt),
 # builds static x86_64 musl release binaries of lagerd, lager and the bench
