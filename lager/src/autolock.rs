@@ -134,6 +134,15 @@ pub fn acquire(
     let deadline = start + wait;
     let ours = |user: &str| lock_scope(user) == lock_scope(holder);
 
+    let mut announced = false;
+    let announce = |user: &str, remaining: Duration| {
+        output::warn(&format!(
+            "Box '{display}' is locked by {}; waiting up to {}s for release...",
+            format_lock_user(user),
+            ceil_secs(remaining)
+        ));
+    };
+
     // 1. Pre-check: adopt our own lock without writing to it.
     match client.get("/lock", capped(REQUEST_TIMEOUT)) {
         Ok(reply) if reply.status == 200 => {
@@ -145,13 +154,18 @@ pub fn acquire(
                         record: Some(record),
                     });
                 }
+                // A queueing box answers the POST only once the lock is
+                // granted, so name the holder we are waiting behind now.
+                if let Some(user) = user_of(&record).filter(|_| locked && !wait.is_zero()) {
+                    announced = true;
+                    announce(user, deadline.saturating_duration_since(Instant::now()));
+                }
             }
         }
         Ok(reply) => log::debug!("lock pre-check on {display}: HTTP {}", reply.status),
         Err(e) => log::debug!("lock pre-check on {display} failed: {e}"),
     }
 
-    let mut announced = false;
     loop {
         // 2. Payload; ask lagerd to queue us while any wait remains.
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -223,11 +237,7 @@ pub fn acquire(
                 let remaining = deadline - now;
                 if !announced {
                     announced = true;
-                    output::warn(&format!(
-                        "Box '{display}' is locked by {}; waiting up to {}s for release...",
-                        format_lock_user(&user),
-                        ceil_secs(remaining)
-                    ));
+                    announce(&user, remaining);
                 }
                 // An old box ignores wait_seconds and answers at once: poll gently.
                 let answered_after = now - sent;

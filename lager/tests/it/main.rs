@@ -10,6 +10,7 @@ mod boxes;
 mod defaults;
 mod hello;
 mod lock;
+mod python;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
