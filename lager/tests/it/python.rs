@@ -839,3 +839,91 @@ fn detach_failure_releases_its_lock() {
     assert!(run.stderr.contains("has no main.py"), "{}", run.stderr);
     b.assert_unlocked();
 }
+
+#[test]
+fn continue_and_console_use_the_breakpoint_files() {
+    let b = RunnerBox::start();
+    let cli = cli_for("py-breakpoint", b.port());
+    let id = "0b6d7f5e-3c1a-4e8b-9f0d-2a4c6e8f0a1b";
+    let run = cli.run(&["python", "--continue", id, "--box", "b"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr,
+        format!("No paused breakpoint found for {id} on b\n")
+    );
+    let run = cli.run(&["python", "--console", id, "--box", "b"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        format!("No script is paused at a breakpoint for {id}\n")
+    );
+
+    // What the box-side helper writes when a script pauses, with a console
+    // that greets, echoes each line and closes on EOF.
+    let console = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let console_port = console.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let (stream, _) = console.accept().expect("accept");
+        let mut out = stream.try_clone().expect("clone");
+        out.write_all(b"paused at t.py:3\n").expect("greet");
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(out, "echo {line}");
+        }
+    });
+    let dir = b.run_dir().join(id);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let breakpoint = json!({"paused": true, "label": "here", "file": "t.py", "line": 3,
+        "func": "<module>", "since": 0, "timeout": 0, "pid": 1});
+    std::fs::write(dir.join("breakpoint.json"), breakpoint.to_string()).expect("write");
+    let run = cli.run(&["python", "--console", id, "--box", "b"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "This breakpoint has no interactive console.\nCall pause(..., interactive=True) to enable it.\n"
+    );
+    let mut with_console = breakpoint.clone();
+    with_console["console_port"] = json!(console_port);
+    std::fs::write(dir.join("breakpoint.json"), with_console.to_string()).expect("write");
+    let mut cmd = cli.command(&["python", "--console", id, "--box", "b"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"print(1)\n")
+        .expect("type");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("Connected to interactive console (Ctrl+D to disconnect)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("paused at t.py:3\n"), "{stdout}");
+    assert!(stdout.ends_with("Disconnected from console\n"), "{stdout}");
+
+    let run = cli.run(&["python", "--continue", id, "--box", "b"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, format!("Resumed {id}\n"));
+    assert!(dir.join("resume").exists());
+}
+
+#[test]
+fn kill_all_and_signal_names() {
+    let port = fake_box(&[("POST /python/kill ", 200, r#"{"status":"killed"}"#)]);
+    let cli = cli_for("py-killall", port);
+    let run = cli.run(&["python", "--kill-all", "--box", "b", "--signal", "sigkill"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "All processes killed\n");
+    let run = cli.run(&["python", "--kill-all", "--box", "b", "--signal", "HUP"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("Invalid --signal 'HUP'"),
+        "{}",
+        run.stderr
+    );
+}

@@ -30,6 +30,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Console connect (§5.8).
 const CONSOLE_CONNECT: Duration = Duration::from_secs(10);
+/// After Ctrl+D, how long a silent console may keep the CLI waiting.
+const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
 /// Downloads: connect like lock traffic; any wait for bytes up to 60 s.
 const DOWNLOAD_READ: Duration = Duration::from_secs(60);
 
@@ -260,8 +262,12 @@ fn console(runner: &Client, target: &Target, id: &str) -> Result<ExitCode, CliEr
             break;
         }
     }
-    let _ = to_box.shutdown(Shutdown::Both);
+    // Ctrl+D: say we are done, show what the console still sends, and
+    // stop once it closes or goes quiet for CONSOLE_DRAIN.
+    let _ = to_box.shutdown(Shutdown::Write);
+    let _ = to_box.set_read_timeout(Some(CONSOLE_DRAIN));
     let _ = printer.join();
+    let _ = to_box.shutdown(Shutdown::Both);
     println!("Disconnected from console");
     Ok(ExitCode::SUCCESS)
 }
