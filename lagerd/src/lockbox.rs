@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -101,8 +101,53 @@ pub struct LockBox {
     clock: Arc<dyn Clock>,
     queue: Mutex<Queue>,
     queue_changed: Condvar,
+    /// Waiters in the queue, readable without the queue's mutex.
+    waiting: AtomicUsize,
+    /// The last parse of `lock.json`, keyed by its stat (see `on_disk`).
+    parsed: Mutex<Option<Parsed>>,
     stopping: AtomicBool,
     temp_seq: AtomicU64,
+}
+
+/// What identifies one version of `lock.json` without reading it. Our own
+/// writes rename a new inode into place, so they always change it; an
+/// in-place edit changes size, mtime or ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(meta: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// `lock.json` as last read: `stamp` is `None` for a missing file.
+#[derive(Clone)]
+struct Parsed {
+    stamp: Option<FileStamp>,
+    disk: Disk,
+}
+
+#[derive(Clone)]
+enum Disk {
+    /// Missing, or a record without a truthy `locked`.
+    Free,
+    Held(Record),
+    /// Not a JSON object; the bytes, to report and copy aside.
+    Corrupt(Arc<Vec<u8>>),
 }
 
 impl LockBox {
@@ -130,6 +175,8 @@ impl LockBox {
             clock,
             queue: Mutex::new(Queue::default()),
             queue_changed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            parsed: Mutex::new(None),
             stopping: AtomicBool::new(false),
             temp_seq: AtomicU64::new(0),
         };
@@ -151,6 +198,9 @@ impl LockBox {
 
     /// `GET /lock` (A.8): the record, or `{"locked": false}`.
     pub fn status(&self) -> Result<Value, LockError> {
+        if let Some(current) = self.peek() {
+            return Ok(current.map_or_else(|| unlocked_body(None), Value::Object));
+        }
         self.transact(|txn| {
             Ok(match &txn.current {
                 Some(record) => Value::Object(record.clone()),
@@ -168,6 +218,16 @@ impl LockBox {
     ) -> Result<Value, LockError> {
         let grant = parse_grant(body)?;
         let wait = parse_wait(body)?;
+        if wait.is_zero() {
+            if let Some(Some(record)) = self.peek() {
+                if !user_is(&record, &grant.user) {
+                    return Err(LockError::Held {
+                        status: 409,
+                        record,
+                    });
+                }
+            }
+        }
         let queued = self.transact(|txn| match &txn.current {
             None => {
                 let record = txn.write_new(&grant)?;
@@ -297,6 +357,7 @@ impl LockBox {
             let gone = !stopping && client_gone();
             if stopping || gone || now >= deadline {
                 queue.waiters.retain(|w| w.id != id);
+                self.waiting.store(queue.waiters.len(), Ordering::SeqCst);
                 drop(queue);
                 if stopping {
                     return Err(LockError::ShuttingDown);
@@ -353,30 +414,81 @@ impl LockBox {
             current,
             now: self.clock.now(),
         };
-        txn.settle()?;
-        change(&mut txn)
+        let outcome = txn.settle().and_then(|()| change(&mut txn));
+        self.waiting.store(queue.waiters.len(), Ordering::SeqCst);
+        outcome
     }
 
     /// Reads `lock.json`: `None` for a missing, unlocked or corrupt file.
     fn load(&self, queue: &mut Queue) -> Option<Record> {
-        let bytes = match fs::read(&self.lock_path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                error!(
-                    "cannot read {}: {e}; treating the box as unlocked",
-                    self.lock_path.display()
-                );
-                return None;
-            }
-        };
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(record)) => is_truthy(record.get("locked")).then_some(record),
-            Ok(_) | Err(_) => {
+        match self.on_disk() {
+            Disk::Free => None,
+            Disk::Held(record) => Some(record),
+            Disk::Corrupt(bytes) => {
                 self.keep_corrupt(queue, &bytes);
                 None
             }
         }
+    }
+
+    /// The committed state when answering needs no write, without waiting
+    /// for the critical section: `lock.json` only ever changes by an atomic
+    /// rename, so this sees a whole committed record, never one whose write
+    /// is still in flight. `None`: take the critical section (an expired lock
+    /// to reap, a free lock owed to a waiter, a corrupt file to report).
+    fn peek(&self) -> Option<Option<Record>> {
+        match self.on_disk() {
+            Disk::Corrupt(_) => None,
+            Disk::Free if self.waiting.load(Ordering::SeqCst) > 0 => None,
+            Disk::Free => Some(None),
+            Disk::Held(record) if is_expired(&record, self.clock.now()) => None,
+            Disk::Held(record) => Some(Some(record)),
+        }
+    }
+
+    /// `lock.json` now, parsed again only when its stat changed.
+    fn on_disk(&self) -> Disk {
+        let stamp = match fs::metadata(&self.lock_path) {
+            Ok(meta) => Some(FileStamp::of(&meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                error!(
+                    "cannot stat {}: {e}; treating the box as unlocked",
+                    self.lock_path.display()
+                );
+                return Disk::Free;
+            }
+        };
+        if let Some(parsed) = self
+            .parsed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            if parsed.stamp == stamp {
+                return parsed.disk.clone();
+            }
+        }
+        let disk = match stamp.map(|_| fs::read(&self.lock_path)) {
+            None => Disk::Free,
+            Some(Ok(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(record)) if is_truthy(record.get("locked")) => Disk::Held(record),
+                Ok(Value::Object(_)) => Disk::Free,
+                Ok(_) | Err(_) => Disk::Corrupt(Arc::new(bytes)),
+            },
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => Disk::Free,
+            Some(Err(e)) => {
+                error!(
+                    "cannot read {}: {e}; treating the box as unlocked",
+                    self.lock_path.display()
+                );
+                return Disk::Free;
+            }
+        };
+        // Stamped before reading: if the file changed in between, the next
+        // stat differs and it is parsed again.
+        self.remember(stamp, disk.clone());
+        disk
     }
 
     /// Logs a corrupt state file and copies it aside, once per content (A.4).
@@ -471,6 +583,11 @@ impl LockBox {
         })();
         if written.is_err() {
             let _ = fs::remove_file(&temp);
+            return written;
+        }
+        // What we just wrote needs no parsing; its stamp is the new inode's.
+        if let Ok(meta) = fs::metadata(&self.lock_path) {
+            self.remember(Some(FileStamp::of(&meta)), Disk::Held(record.clone()));
         }
         written
     }
@@ -481,7 +598,12 @@ impl LockBox {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        self.remember(None, Disk::Free);
         self.dir_handle.sync_all()
+    }
+
+    fn remember(&self, stamp: Option<FileStamp>, disk: Disk) {
+        *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) = Some(Parsed { stamp, disk });
     }
 }
 
@@ -1032,6 +1154,21 @@ mod tests {
             "old",
             "legacy locks never expire"
         );
+    }
+
+    #[test]
+    fn edits_by_hand_are_seen_by_reads_and_refusals() {
+        let f = fixture("hand-edit");
+        f.lock_box.acquire(&body(json!({"user": "alice"})), &never()).unwrap();
+        assert_eq!(f.lock_box.status().unwrap()["user"], "alice");
+        // In place (same inode, as an editor may write), then replaced.
+        fs::write(f.dir.join("lock.json"), r#"{"locked": true, "user": "operator"}"#).unwrap();
+        assert_eq!(f.lock_box.status().unwrap()["user"], "operator");
+        let err = f.lock_box.acquire(&body(json!({"user": "alice"})), &never()).unwrap_err();
+        assert_eq!(err.to_string(), "Box is locked by operator");
+        fs::remove_file(f.dir.join("lock.json")).unwrap();
+        assert_eq!(f.lock_box.status().unwrap(), json!({"locked": false}));
+        assert!(f.lock_box.acquire(&body(json!({"user": "alice"})), &never()).is_ok());
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
-            linger: Duration::from_millis(50),
+            // Back-to-back keep-alive clients send their next request within
+            // microseconds on a LAN; longer only pins a thread per connection.
+            linger: Duration::from_millis(2),
         }
     }
 }
