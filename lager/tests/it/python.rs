@@ -24,6 +24,10 @@ struct RunnerBox {
 
 impl RunnerBox {
     fn start() -> RunnerBox {
+        RunnerBox::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> RunnerBox {
         let dir = TempDir::new("lagerd-runner");
         for sub in ["state", "run"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
@@ -31,6 +35,7 @@ impl RunnerBox {
         let mut child = Command::new(lagerd_path())
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path().join("state"))
+            .args(args)
             .env("LAGERD_RUN_DIR", dir.path().join("run"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -923,6 +928,40 @@ fn kill_all_and_signal_names() {
     run.expect_code(2);
     assert!(
         run.stderr.contains("Invalid --signal 'HUP'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn enforced_locks_let_the_holders_run_through() {
+    let b = RunnerBox::start_with(&["--enforce-locks"]);
+    let mut cli = cli_for("py-enforce", b.port());
+    script(&cli, "t.py", "print('allowed')\n");
+    // A CI job: the holder carries the pid, the header must match its scope.
+    for (k, v) in [
+        ("CI", "true"),
+        ("GITHUB_RUN_ID", "999"),
+        ("GITHUB_REPOSITORY", "lager/lager"),
+        ("GITHUB_JOB", "hil"),
+        ("RUNNER_NAME", "bench-3"),
+    ] {
+        cli.set(k, v);
+    }
+    let run = cli.run(&["python", "t.py", "--box", "b"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout, "allowed\n");
+    b.assert_unlocked();
+    // Someone else's lock, auto-lock off: the passive check stops us
+    // before the box's 423 would.
+    b.lock_as("bob");
+    let run = cli.run_with(
+        &["python", "t.py", "--box", "b"],
+        &[("LAGER_AUTO_LOCK_DISABLE", "1")],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stderr.starts_with("Error: Box 'b' is locked by bob\n"),
         "{}",
         run.stderr
     );
