@@ -3,6 +3,7 @@
 //! binaries (and their tests) can use it anywhere.
 
 pub mod holder;
+pub mod runid;
 pub mod version;
 pub mod wire;
 

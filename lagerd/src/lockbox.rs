@@ -1159,16 +1159,28 @@ mod tests {
     #[test]
     fn edits_by_hand_are_seen_by_reads_and_refusals() {
         let f = fixture("hand-edit");
-        f.lock_box.acquire(&body(json!({"user": "alice"})), &never()).unwrap();
+        f.lock_box
+            .acquire(&body(json!({"user": "alice"})), &never())
+            .unwrap();
         assert_eq!(f.lock_box.status().unwrap()["user"], "alice");
         // In place (same inode, as an editor may write), then replaced.
-        fs::write(f.dir.join("lock.json"), r#"{"locked": true, "user": "operator"}"#).unwrap();
+        fs::write(
+            f.dir.join("lock.json"),
+            r#"{"locked": true, "user": "operator"}"#,
+        )
+        .unwrap();
         assert_eq!(f.lock_box.status().unwrap()["user"], "operator");
-        let err = f.lock_box.acquire(&body(json!({"user": "alice"})), &never()).unwrap_err();
+        let err = f
+            .lock_box
+            .acquire(&body(json!({"user": "alice"})), &never())
+            .unwrap_err();
         assert_eq!(err.to_string(), "Box is locked by operator");
         fs::remove_file(f.dir.join("lock.json")).unwrap();
         assert_eq!(f.lock_box.status().unwrap(), json!({"locked": false}));
-        assert!(f.lock_box.acquire(&body(json!({"user": "alice"})), &never()).is_ok());
+        assert!(f
+            .lock_box
+            .acquire(&body(json!({"user": "alice"})), &never())
+            .is_ok());
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::{json, Map, Value};
 
-use super::{is_uuid, RunError, Runner};
+use common::runid::is_uuid;
+
+use super::{RunError, Runner};
 use crate::server::Client;
 
 /// Shared wait for killed jobs before SIGKILL (§4).

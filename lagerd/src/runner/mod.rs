@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::Value;
 
+use common::runid::is_uuid;
+
 use crate::multipart::Part;
 use job::Job;
 
@@ -452,29 +454,9 @@ fn with_process_id(env: &[(String, String)]) -> (String, Vec<(String, String)>) 
     (id, env)
 }
 
-pub fn is_uuid(text: &str) -> bool {
-    let groups: Vec<&str> = text.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// A random (version 4) UUID from the kernel's generator.
 pub fn new_uuid() -> String {
-    let mut bytes = random_bytes::<16>();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    common::runid::uuid4(random_bytes::<16>())
 }
 
 fn random_hex(len: usize) -> String {
@@ -486,17 +468,18 @@ fn random_hex(len: usize) -> String {
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
-    let filled = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if filled.is_err() {
-        // No /dev/urandom (odd chroot): time and pid still make ids unique.
-        let seed = Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()) << 64;
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_err()
+    {
+        // No /dev/urandom (an odd chroot): time and pid still make ids unique.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        let mixed = (seed ^ nanos).to_le_bytes();
+        let mixed = (nanos ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
         for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = mixed[i % 16];
+            *byte = mixed[i % mixed.len()];
         }
     }
     bytes
