@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, no hardware needed: builds both
 # binaries, starts lagerd with simulated instruments and a local state dir
-# (./.demo) on a free loopback port, then drives it with the lager CLI.
+# (./.demo) on a free loopback port, then drives it with the lager CLI:
+# reserve the box, list it, run a script on it with `lager python`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin lagerd --bin lager
@@ -27,6 +28,13 @@ run "$bin/lager" boxes
 run env LAGER_USER=someone-else "$bin/lager" boxes lock --box demo || echo "(exit $?: the box is reserved)"
 run "$bin/lager" boxes unlock --box demo
 run "$bin/lager" boxes --json
+cat >"$demo/hello.py" <<'PY'
+import os, sys
+print("hello from", os.environ["LAGER_HOST"], "run", os.environ["LAGER_PROCESS_ID"][:8])
+print("this line goes to stderr", file=sys.stderr)
+sys.exit(3)
+PY
+run "$bin/lager" python "$demo/hello.py" --box demo || echo "(exit $?: the script's own exit code)"
 echo
 echo "lagerd log ($demo/lagerd.log):"
 sed 's/^/  /' "$demo/lagerd.log"

@@ -171,21 +171,6 @@ fn random_bytes() -> Result<[u8; 16], CliError> {
     Ok(bytes)
 }
 
-/// A version-4 UUID from 16 random bytes.
-pub fn uuid4(mut bytes: [u8; 16]) -> String {
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
 /// Whether fd 1 and fd 2 are the same open file.
 fn stdout_is_stderr() -> bool {
     // SAFETY: fstat writes into the zeroed structs only.
@@ -267,7 +252,7 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
             )));
         }
     }
-    let process_id = uuid4(random_bytes()?);
+    let process_id = common::runid::uuid4(random_bytes()?);
     let mut env = opts.env.clone();
     if let Some(box_text) = &opts.box_name {
         env.push(format!("LAGER_BOX={box_text}"));
@@ -324,7 +309,7 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
 
     // Step 6: package, upload, render.
     let payload = package::package(&runnable, &add_files)?;
-    let mut form = Multipart::new(uuid4(random_bytes()?).replace('-', ""));
+    let mut form = Multipart::new(common::runid::uuid4(random_bytes()?).replace('-', ""));
     form.text(
         "stdout_is_stderr",
         if stdout_is_stderr() { "True" } else { "False" },
@@ -491,13 +476,9 @@ mod tests {
     }
 
     #[test]
-    fn uuid_v4_format() {
-        let id = uuid4([0xff; 16]);
-        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
-        let id = uuid4([0; 16]);
-        assert_eq!(id, "00000000-0000-4000-8000-000000000000");
-        let id = uuid4(random_bytes().expect("urandom"));
-        assert_eq!(id.len(), 36);
+    fn run_ids_are_random_v4_uuids() {
+        let id = common::runid::uuid4(random_bytes().expect("urandom"));
+        assert!(common::runid::is_uuid(&id));
         assert_eq!(&id[14..15], "4");
     }
 
