@@ -191,10 +191,18 @@ pub fn refused_port() -> u16 {
         addr.sin_family = libc::AF_INET as libc::sa_family_t;
         addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len), 0, "bind");
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+            0,
+            "bind"
+        );
         let mut bound: libc::sockaddr_in = std::mem::zeroed();
         let mut bound_len = len;
-        libc::getsockname(fd, (&mut bound as *mut libc::sockaddr_in).cast(), &mut bound_len);
+        libc::getsockname(
+            fd,
+            (&mut bound as *mut libc::sockaddr_in).cast(),
+            &mut bound_len,
+        );
         // The fd stays open (deliberately leaked) until the test binary exits.
         u16::from_be(bound.sin_port)
     }
