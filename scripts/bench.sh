@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # Issue 3 benchmarks: cold start, lock reads/refusals, durable lock writes,
 # `lager boxes` over a partly dead fleet, binary size and daemon memory.
+# Issue 4 benchmarks (group 6): `lager python` start-to-exit next to the
+# interpreter's own start-up, 1 GiB of script output streamed through the
+# CLI and through a raw client with lagerd's memory sampled, 32 concurrent runs.
 #
-#   scripts/bench.sh           full run (about 70 s plus the build)
-#   scripts/bench.sh --quick   short run (about 35 s plus the build)
+#   scripts/bench.sh           full run (about 100 s plus the build)
+#   scripts/bench.sh --quick   short run (about 45 s plus the build)
 #
-# Installs what it needs (the musl target via rustup, hyperfine via apt),
-# builds static x86_64 musl release binaries of lagerd, lager and the bench
-# tools (tests/bench), runs the five groups and prints one table: target,
+# Installs what it needs (the musl target via rustup, hyperfine and python3
+# via apt), builds static x86_64 musl release binaries of lagerd, lager and
+# the bench tools (tests/bench), runs the six groups and prints one table: target,
 # measured value, PASS/FAIL. It exits 0 even when a target is missed (FAIL
 # is printed loudly), 1 if the build fails, 3 if a benchmark could not run.
 # All traffic stays on loopback. Scratch files go under $BENCH_TMPDIR (default
 # /tmp): that directory's file system is where lock writes are measured.
+# Group 6 pins one Python interpreter for the box and the baseline:
+# $BENCH_PYTHON if set, else /usr/bin/python3, else python3 on PATH (never a
+# wrapper script such as a pyenv shim).
 set -uo pipefail
 
 QUICK=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $arg (use --quick or --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,6 +52,15 @@ if ! command -v hyperfine >/dev/null; then
     || { $SUDO apt-get update >/dev/null 2>&1 && $SUDO apt-get install -y hyperfine >/dev/null 2>&1; } \
     || echo "bench.sh: hyperfine not installed; coldstart falls back to its own fork/exec loop" >&2
 fi
+if [ -z "${BENCH_PYTHON:-}" ] && ! command -v python3 >/dev/null; then
+  say "installing python3"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get install -y python3 >/dev/null 2>&1 \
+    || { $SUDO apt-get update >/dev/null 2>&1 && $SUDO apt-get install -y python3 >/dev/null 2>&1; } \
+    || echo "bench.sh: python3 not installed; group 6 cannot run" >&2
+fi
+PYTHON_ARG=()
+[ -n "${BENCH_PYTHON:-}" ] && PYTHON_ARG=(--python "$BENCH_PYTHON")
 
 # --- build (one cargo at a time: this is a 2-core machine) ------------------
 say "building static $TARGET release binaries"
@@ -89,6 +104,8 @@ if [ $QUICK = 1 ]; then
   SEQ=(--requests 100 --warmup 10)
   CONT=(--requests 200000 --duration-secs 3)
   BOXES=(--runs 2)
+  PYHELLO=(--runs 30 --warmup 5)
+  PYSTREAM=(--total-bytes $((256 << 20)))
 else
   COLD=(--runs 1000 --warmup 100)
   SAT=(--requests 1000000 --duration-secs 10)
@@ -97,6 +114,8 @@ else
   SEQ=(--requests 500 --warmup 20)
   CONT=(--requests 1000000 --duration-secs 10)
   BOXES=(--runs 5)
+  PYHELLO=(--runs 150 --warmup 15)
+  PYSTREAM=(--total-bytes $((1 << 30)))
 fi
 RATE=20000
 
@@ -140,6 +159,16 @@ for b in lagerd lager; do
   echo "METRIC size.${b}_bytes $size" >>"$METRICS"
 done
 run "5 lagerd memory" "$BIN/rss" --lagerd "$BIN/lagerd" --work-dir "$WORK"
+
+# 6. Issue 4: lager python. Every tool starts its own lagerd on 127.0.0.1
+#    with LAGERD_RUN_DIR and job dirs under $WORK and an isolated lager
+#    config (box `bench`, LAGER_USER=bench, CI markers unset).
+run "6 lager python hello.py" "$BIN/pyhello" --lagerd "$BIN/lagerd" --lager "$BIN/lager" \
+  --work-dir "$WORK" "${PYTHON_ARG[@]}" "${PYHELLO[@]}"
+run "6 lager python: streaming stdout" "$BIN/pystream" --lagerd "$BIN/lagerd" --lager "$BIN/lager" \
+  --work-dir "$WORK" "${PYTHON_ARG[@]}" "${PYSTREAM[@]}"
+run "6 lager python: 32 concurrent runs" "$BIN/pyconcurrent" --lagerd "$BIN/lagerd" --lager "$BIN/lager" \
+  --work-dir "$WORK" "${PYTHON_ARG[@]}" --clients 32
 
 # --- summary ----------------------------------------------------------------
 cp "$METRICS" "$OUT/last-run.metrics"

@@ -2,6 +2,7 @@
 //! its own state dir, its bound addresses read from the `listening on` lines
 //! of its stdout, stopped with SIGTERM (then SIGKILL) when dropped.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -27,6 +28,17 @@ impl Daemon {
     /// `--state-dir <state_dir>`. Its log (info level, as on a box) goes to
     /// `<state_dir>/../<name of state_dir>.log`, out of the state dir.
     pub fn start(lagerd: &Path, state_dir: &Path, listeners: usize) -> Result<Daemon, BenchError> {
+        Daemon::start_with_env(lagerd, state_dir, listeners, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for lagerd (the
+    /// runner reads `LAGERD_RUN_DIR`, `LAGERD_PYTHON` and `TMPDIR`).
+    pub fn start_with_env(
+        lagerd: &Path,
+        state_dir: &Path,
+        listeners: usize,
+        env: &[(&str, &OsStr)],
+    ) -> Result<Daemon, BenchError> {
         let log_path = state_dir.with_extension("log");
         let log = File::create(&log_path)
             .map_err(|e| fail!("cannot create {}: {e}", log_path.display()))?;
@@ -38,6 +50,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(state_dir)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -114,6 +127,17 @@ impl Daemon {
         } else {
             tail
         }
+    }
+
+    /// lagerd's whole log so far (empty if it cannot be read).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// CPU time lagerd has used so far (user + system, all threads), from
+    /// `/proc/<pid>/stat`.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        crate::proc_cpu_secs(self.pid())
     }
 
     /// `VmRSS` and `VmHWM` of the daemon, in KiB, from `/proc/<pid>/status`.

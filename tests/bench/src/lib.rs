@@ -6,10 +6,14 @@
 //! Nothing here is shipped; the tools exist so that every figure in
 //! BENCHMARKS.md can be reproduced with one command.
 
+pub mod benchbox;
 pub mod daemon;
+pub mod frames;
 pub mod http;
 pub mod net;
+pub mod pyclient;
 pub mod stats;
+pub mod timing;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -59,6 +63,31 @@ pub fn main_with(
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// CPU time (user + system, all threads) that process `pid` has used so
+/// far, from fields 14 and 15 of `/proc/<pid>/stat`.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it don't.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Some((utime + stime) / ticks)
+}
+
+/// CPU time (user + system) of this process's waited-for children so far.
+pub fn children_cpu_secs() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the zeroed struct only.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// A binary the benchmark needs, checked up front so a missing build says

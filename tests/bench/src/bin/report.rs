@@ -1,7 +1,7 @@
 //! report: turns the `METRIC key value` lines collected by
 //! `scripts/bench.sh` into one table of target, measured value and
-//! PASS/FAIL per line (issue 3's targets), printed as Markdown so it can be
-//! pasted into BENCHMARKS.md as is.
+//! PASS/FAIL per line (issue 3's and issue 4's targets), printed as
+//! Markdown so it can be pasted into BENCHMARKS.md as is.
 //!
 //! The targets live here, in one list, next to how each is computed, so a
 //! changed target is a one-line diff. A missing measurement is a FAIL (and
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use argh::FromArgs;
 
-/// Print the issue 3 target table from a METRIC file.
+/// Print the issue 3 and issue 4 target table from a METRIC file.
 #[derive(FromArgs)]
 struct Args {
     /// file with `METRIC key value` lines (other lines are ignored)
@@ -39,6 +39,10 @@ struct Row {
     /// `None`: informational, no target.
     verdict: Option<bool>,
 }
+
+/// A measured value and its verdict (`None`: informational); `None` when
+/// the measurement is missing.
+type Measured = Option<(String, Option<bool>)>;
 
 const KIB: f64 = 1024.0;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -122,7 +126,7 @@ fn us(us: f64) -> String {
 
 fn rows(m: &Metrics) -> Vec<Row> {
     let mut rows = Vec::new();
-    let mut add = |group, what: &str, target: String, measured: Option<(String, Option<bool>)>| {
+    let mut add = |group, what: &str, target: String, measured: Measured| {
         let (measured, verdict) = measured.unwrap_or_else(|| ("NO DATA".into(), Some(false)));
         rows.push(Row {
             group,
@@ -347,7 +351,150 @@ fn rows(m: &Metrics) -> Vec<Row> {
             }),
         );
     }
+
+    issue4_rows(m, &mut add);
     rows
+}
+
+/// 6. `lager python` (issue 4).
+fn issue4_rows(m: &Metrics, add: &mut dyn FnMut(&'static str, &str, String, Measured)) {
+    const G: &str = "6 lager python";
+    let method = m.texts.get("py.hello.method").map_or("?", String::as_str);
+    let pass = m.get("py.hello.python_pass.median_us");
+    let direct = m.get("py.hello.python_hello.median_us");
+    let lager = m.get("py.hello.lager.median_us");
+    add(
+        G,
+        &format!("`python3 -c pass`, median ({method})"),
+        "baseline".into(),
+        pass.map(|v| (ms(v), None)),
+    );
+    add(
+        G,
+        "`python3 -u hello.py`, median",
+        "baseline".into(),
+        direct.map(|v| (ms(v), None)),
+    );
+    add(
+        G,
+        "`lager python hello.py --box bench`, median",
+        "info".into(),
+        lager.map(|v| {
+            let max = m
+                .get("py.hello.lager.max_us")
+                .map_or(String::new(), |x| format!(" (max {})", ms(x)));
+            (format!("{}{max}", ms(v)), None)
+        }),
+    );
+    add(
+        G,
+        "`lager python hello.py` − `python3 -c pass`, medians",
+        "≤ 40 ms".into(),
+        lager.zip(pass).map(|(l, p)| {
+            let vs_direct = direct.map_or(String::new(), |d| {
+                format!(" (− `python3 -u hello.py`: {})", ms(l - d))
+            });
+            (format!("{}{vs_direct}", ms(l - p)), Some(l - p <= 40_000.0))
+        }),
+    );
+
+    let bytes = m.get("py.stream.bytes");
+    let size = bytes.map_or("?".into(), |b| format!("{:.0} MiB", b / MIB));
+    let dropped = m.get("py.stream.cli.dropped_bytes").unwrap_or(0.0);
+    add(
+        G,
+        &format!("stdout via `lager python big.py > /dev/null`, {size} in 64 KiB writes"),
+        "≥ 200 MB/s, nothing dropped".into(),
+        m.get("py.stream.cli.mbps").map(|v| {
+            let secs = m
+                .get("py.stream.cli.secs")
+                .map_or(String::new(), |s| format!(" ({s:.2} s"));
+            let cpu = match (
+                m.get("py.stream.cli.lagerd_cpu_secs"),
+                m.get("py.stream.cli.client_cpu_secs"),
+            ) {
+                (Some(d), Some(c)) => format!("; CPU lagerd {d:.2} s, lager {c:.2} s)"),
+                _ if secs.is_empty() => String::new(),
+                _ => ")".into(),
+            };
+            let lost = if dropped > 0.0 {
+                format!(", {dropped:.0} B DROPPED")
+            } else {
+                String::new()
+            };
+            (
+                format!("{v:.0} MB/s{secs}{cpu}{lost}"),
+                Some(v >= 200.0 && dropped == 0.0),
+            )
+        }),
+    );
+    add(
+        G,
+        &format!("stdout via lager-bench's raw HTTP client, {size} (daemon alone)"),
+        "info".into(),
+        m.get("py.stream.raw.mbps").map(|v| {
+            let detail = match (
+                m.get("py.stream.raw.secs"),
+                m.get("py.stream.raw.lagerd_cpu_secs"),
+            ) {
+                (Some(s), Some(d)) => format!(" ({s:.2} s; CPU lagerd {d:.2} s)"),
+                _ => String::new(),
+            };
+            (format!("{v:.0} MB/s{detail}"), None)
+        }),
+    );
+    for (key, name) in [
+        (
+            "cli",
+            "`lagerd` VmRSS peak while streaming via `lager python`",
+        ),
+        ("raw", "`lagerd` VmRSS peak while streaming via raw client"),
+    ] {
+        add(
+            G,
+            &format!("{name} (sampled every 50 ms)"),
+            "≤ 8 MiB".into(),
+            m.get(&format!("py.stream.{key}.rss_peak_kib")).map(|k| {
+                let hwm = m
+                    .get(&format!("py.stream.{key}.hwm_kib"))
+                    .map_or(String::new(), |h| format!(", VmHWM {:.2} MiB", h / KIB));
+                let samples = m
+                    .get(&format!("py.stream.{key}.rss_samples"))
+                    .map_or(String::new(), |n| format!(" ({n:.0} samples{hwm})"));
+                (format!("{:.2} MiB{samples}", k / KIB), Some(k <= 8.0 * KIB))
+            }),
+        );
+    }
+
+    let clients = m.get("py.concurrent.clients");
+    let via = match m.texts.get("py.concurrent.via").map(String::as_str) {
+        Some("raw") => "raw HTTP clients",
+        _ => "`lager python` processes, auto-lock off",
+    };
+    add(
+        G,
+        &format!(
+            "{} concurrent runs from {via}",
+            clients.map_or("32".into(), |c| format!("{c:.0}"))
+        ),
+        "all complete, correct, unmixed; 0 errors".into(),
+        m.get("py.concurrent.errors")
+            .zip(clients)
+            .map(|(errors, clients)| {
+                let ok = m.get("py.concurrent.runs_ok").unwrap_or(0.0);
+                let lines = m.get("py.concurrent.lines_checked").unwrap_or(0.0);
+                let expected = m.get("py.concurrent.lines_expected").unwrap_or(f64::NAN);
+                let wall = m
+                    .get("py.concurrent.wall_ms")
+                    .map_or(String::new(), |w| format!(", wall {w:.0} ms"));
+                (
+                    format!(
+                        "{ok:.0}/{clients:.0} runs OK, {lines:.0}/{expected:.0} lines checked, {errors:.0} errors{wall}"
+                    ),
+                    Some(errors == 0.0 && ok == clients && lines == expected),
+                )
+            }),
+    );
 }
 
 fn render(rows: &[Row]) -> String {
@@ -394,6 +541,41 @@ mod tests {
             (help.measured.as_str(), help.verdict),
             ("NO DATA", Some(false))
         );
+    }
+
+    #[test]
+    fn lager_python_targets() {
+        let m = parse(
+            "METRIC py.hello.python_pass.median_us 13000\nMETRIC py.hello.lager.median_us 56000\n\
+             METRIC py.stream.bytes 1073741824\nMETRIC py.stream.cli.mbps 419\n\
+             METRIC py.stream.cli.dropped_bytes 0\nMETRIC py.stream.cli.rss_peak_kib 4096\n\
+             METRIC py.concurrent.clients 32\nMETRIC py.concurrent.errors 0\n\
+             METRIC py.concurrent.runs_ok 32\nMETRIC py.concurrent.lines_checked 64000\n\
+             METRIC py.concurrent.lines_expected 64000\n",
+        );
+        let rows = rows(&m);
+        let verdict = |prefix: &str| {
+            rows.iter()
+                .find(|r| r.what.starts_with(prefix))
+                .unwrap()
+                .verdict
+        };
+        assert_eq!(verdict("`lager python hello.py` − "), Some(false));
+        assert_eq!(verdict("stdout via `lager python"), Some(true));
+        assert_eq!(
+            verdict("`lagerd` VmRSS peak while streaming via `lager"),
+            Some(true)
+        );
+        assert_eq!(verdict("32 concurrent runs"), Some(true));
+        // A run the raw client did not make is missing, not passed.
+        let raw_rss = rows
+            .iter()
+            .find(|r| {
+                r.what
+                    .starts_with("`lagerd` VmRSS peak while streaming via raw")
+            })
+            .unwrap();
+        assert_eq!(raw_rss.measured, "NO DATA");
     }
 
     #[test]
