@@ -3,6 +3,8 @@
 //! binaries (and their tests) can use it anywhere.
 
 pub mod addr;
+pub mod diagnose;
+pub mod errclass;
 pub mod holder;
 pub mod runid;
 pub mod version;
