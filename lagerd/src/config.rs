@@ -40,6 +40,12 @@ pub struct Args {
     /// where /proc is (default /proc); tests point it at fixture trees
     #[argh(option)]
     pub proc_root: Option<PathBuf>,
+    /// where /sys is (default /sys), for USB enumeration
+    #[argh(option)]
+    pub sys_root: Option<PathBuf>,
+    /// where /dev is (default /dev), for device nodes
+    #[argh(option)]
+    pub dev_root: Option<PathBuf>,
     /// log debug detail (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -52,6 +58,8 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub state_dir: PathBuf,
     pub proc_root: PathBuf,
+    pub sys_root: PathBuf,
+    pub dev_root: PathBuf,
     pub sim: bool,
     pub token: Option<String>,
     pub enforce_locks: bool,
@@ -148,6 +156,8 @@ impl Config {
             listen,
             state_dir,
             proc_root: args.proc_root.unwrap_or_else(|| PathBuf::from("/proc")),
+            sys_root: args.sys_root.unwrap_or_else(|| PathBuf::from("/sys")),
+            dev_root: args.dev_root.unwrap_or_else(|| PathBuf::from("/dev")),
             sim: args.sim,
             token,
             enforce_locks: args.enforce_locks,

@@ -13,6 +13,7 @@ use log::{error, info, warn};
 
 use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
+use crate::diagnose::{Diagnose, Roots};
 use crate::http::{Api, BoxInfo};
 use crate::lockbox::LockBox;
 use crate::runner::{Runner, RunnerConfig};
@@ -56,7 +57,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         &config.state_dir,
         &config.proc_root,
     )));
-    let api = Arc::new(Api::new(lock_box.clone(), runner, info));
+    let diagnose = Arc::new(Diagnose::new(Roots {
+        sys: config.sys_root.clone(),
+        proc: config.proc_root.clone(),
+        dev: config.dev_root.clone(),
+        state: config.state_dir.clone(),
+    }));
+    let api = Arc::new(Api::new(lock_box.clone(), runner, diagnose, info));
     let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
     info!(
         "lagerd {} serving state dir {}",

@@ -10,6 +10,7 @@ use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
 
+use crate::diagnose::Diagnose;
 use crate::lockbox::{LockBox, LockError};
 use crate::multipart;
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
@@ -30,6 +31,7 @@ pub struct BoxInfo {
 pub struct Api {
     lock_box: Arc<LockBox>,
     runner: Arc<Runner>,
+    diagnose: Arc<Diagnose>,
     info: BoxInfo,
 }
 
@@ -130,10 +132,16 @@ impl From<RunError> for ApiError {
 }
 
 impl Api {
-    pub fn new(lock_box: Arc<LockBox>, runner: Arc<Runner>, info: BoxInfo) -> Api {
+    pub fn new(
+        lock_box: Arc<LockBox>,
+        runner: Arc<Runner>,
+        diagnose: Arc<Diagnose>,
+        info: BoxInfo,
+    ) -> Api {
         Api {
             lock_box,
             runner,
+            diagnose,
             info,
         }
     }
@@ -188,6 +196,12 @@ impl Api {
                     body: Body::Full(bytes),
                 })
             }
+            "/diagnose/usb" if get => Ok(answer(self.diagnose.usb(&address_param(request)))),
+            "/diagnose/visa" if get => Ok(answer(self.diagnose.visa(&address_param(request)))),
+            "/diagnose/dispatcher" if get => {
+                Ok(answer(self.diagnose.dispatcher(&address_param(request))))
+            }
+            "/nets/list" if get => ok(Value::Array(self.saved_nets())),
             "/test-stream" if get => Ok(Response {
                 status: 200,
                 headers: vec![
@@ -299,13 +313,18 @@ impl Api {
         })
     }
 
-    /// Names and roles of the saved nets (instruments.md §3); `[]` when the
-    /// box has none or the file is unreadable.
-    fn net_summaries(&self) -> Value {
-        let nets = std::fs::read(self.info.state_dir.join("saved_nets.json"))
+    /// The saved nets (instruments.md §3); `[]` when the box has none or
+    /// the file is unreadable.
+    fn saved_nets(&self) -> Vec<Value> {
+        std::fs::read(self.info.state_dir.join("saved_nets.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// Names and roles of the saved nets, for `/status`.
+    fn net_summaries(&self) -> Value {
+        let nets = self.saved_nets();
         let summaries = nets
             .iter()
             .filter_map(|net| {
@@ -367,6 +386,15 @@ fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(RunError::BadRequest("Invalid JSON".into()).into()),
     }
+}
+
+/// The `address` query parameter of the diagnose routes, `""` when absent.
+fn address_param(request: &Request) -> String {
+    request.query_param("address").unwrap_or_default()
+}
+
+fn answer((status, body): crate::diagnose::Answer) -> Response {
+    json_response(status, &body)
 }
 
 /// A `text/plain` framed stream with `Lager-Output-Version: 1` (§3.1).

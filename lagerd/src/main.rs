@@ -3,12 +3,17 @@
 mod clock;
 mod config;
 mod daemon;
+mod devlock;
+mod diagnose;
 mod http;
+mod instruments;
 mod lockbox;
 mod multipart;
+mod procscan;
 mod runner;
 mod server;
 mod signals;
+mod sysfs;
 
 use std::process::ExitCode;
 

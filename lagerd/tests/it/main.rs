@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod concurrency;
 mod crash;
+mod diagnose;
 mod lifecycle;
 mod runner;
 

@@ -1,0 +1,193 @@
+//! The `/diagnose/*` endpoints (diagnose.md §3): facts about one instrument
+//! address, gathered from sysfs, `/proc`, the kernel and a fresh `*IDN?`
+//! probe, for `lager diagnose` to classify. Read-only except the probe,
+//! which goes through the same device lock as every other instrument open.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::addr::Address;
+use serde_json::{json, Value};
+
+use crate::devlock::DeviceLocks;
+use crate::instruments::transport::TcpTransport;
+use crate::procscan::{self, Holder, Target};
+use crate::sysfs::{self, UsbDevice};
+
+/// The fresh probe's open + `*IDN?` budget (§3, 2000 ms).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// Where the OS facts come from; tests point these at fixture trees.
+pub struct Roots {
+    pub sys: PathBuf,
+    pub proc: PathBuf,
+    pub dev: PathBuf,
+    pub state: PathBuf,
+}
+
+/// An endpoint answer: HTTP status and JSON body.
+pub type Answer = (u16, Value);
+
+pub struct Diagnose {
+    roots: Roots,
+    device_locks: DeviceLocks,
+}
+
+impl Diagnose {
+    pub fn new(roots: Roots) -> Diagnose {
+        let device_locks = DeviceLocks::new(
+            &roots.state,
+            "lager_device_locks",
+            crate::devlock::DEFAULT_TIMEOUT,
+        );
+        Diagnose {
+            roots,
+            device_locks,
+        }
+    }
+
+    /// `GET /diagnose/usb?address=A`: the host's view of a USB instrument.
+    pub fn usb(&self, address: &str) -> Answer {
+        let Ok(Address::Usb {
+            vid, pid, serial, ..
+        }) = Address::parse(address)
+        else {
+            return (
+                400,
+                json!({"address": address, "error": "not a USB VISA address (expected USB0::0xVID::0xPID::SERIAL::INSTR)"}),
+            );
+        };
+        let usbtmc_loaded = sysfs::usbtmc_loaded(&self.roots.proc);
+        let dmesg_tail = sysfs::dmesg_tail();
+        let blacklist_installed = self.blacklist_installed();
+        let Some(device) = sysfs::find(&self.roots.sys, vid, pid, &serial) else {
+            return (
+                200,
+                json!({
+                    "address": address,
+                    "enumerated": false,
+                    "sysfs_path": null,
+                    "device_path": null,
+                    "is_usbtmc": false,
+                    "lsof": [],
+                    "usbtmc_loaded": usbtmc_loaded,
+                    "blacklist_installed": blacklist_installed,
+                    "dmesg_tail": dmesg_tail,
+                    "classification_hint": "instrument not enumerated on USB — check power and cabling",
+                }),
+            );
+        };
+        let holders = self.holders(&device);
+        (
+            200,
+            json!({
+                "address": address,
+                "enumerated": true,
+                "sysfs_path": device.sysfs_path,
+                "device_path": device.device_path(),
+                "vid": device.vid,
+                "pid": device.pid,
+                "serial": device.serial,
+                "manufacturer": device.manufacturer,
+                "product": device.product,
+                "is_usbtmc": device.is_usbtmc(),
+                "usbtmc_bound": device.usbtmc_bound(),
+                "interfaces": device.interfaces,
+                "lsof": holders,
+                "usbtmc_loaded": usbtmc_loaded,
+                "blacklist_installed": blacklist_installed,
+                "dmesg_tail": dmesg_tail,
+            }),
+        )
+    }
+
+    /// `GET /diagnose/visa?address=A`: a fresh open and `*IDN?`, under the
+    /// device lock, always closed again.
+    pub fn visa(&self, address: &str) -> Answer {
+        if address.is_empty() {
+            return (400, json!({"error": "address parameter required"}));
+        }
+        let started = Instant::now();
+        let elapsed_ms = || started.elapsed().as_millis() as u64;
+        let failure = |error: String, class: &str, elapsed_ms: u64| {
+            (
+                200,
+                json!({"address": address, "error": error, "error_class": class, "elapsed_ms": elapsed_ms}),
+            )
+        };
+        let parsed = match Address::parse(address) {
+            Ok(parsed) => parsed,
+            Err(e) => return failure(e.to_string(), "other", elapsed_ms()),
+        };
+        let (host, port) = match &parsed {
+            Address::Socket { host, port, .. } => (host.clone(), *port),
+            Address::Usb { .. } | Address::Serial { .. } => {
+                return failure(
+                    format!("lagerd cannot open {address} yet: its USB-TMC and serial transports come with the instruments work; the USB section above still shows the host's view"),
+                    "other",
+                    elapsed_ms(),
+                );
+            }
+        };
+        let key = parsed.canonical();
+        let probe = self.device_locks.with(&key, || {
+            TcpTransport::open(&key, &host, port, PROBE_TIMEOUT)
+                .and_then(|mut transport| transport.query("*IDN?"))
+        });
+        match probe {
+            Ok(Ok(idn)) => (
+                200,
+                json!({"address": address, "idn": idn.trim(), "elapsed_ms": elapsed_ms()}),
+            ),
+            Ok(Err(e)) => failure(e.to_string(), e.class(), elapsed_ms()),
+            Err(contended) => failure(contended.to_string(), "busy", elapsed_ms()),
+        }
+    }
+
+    /// `GET /diagnose/dispatcher?address=A`: the shared session pool. lagerd
+    /// keeps no instrument sessions yet, so the pool is empty.
+    pub fn dispatcher(&self, address: &str) -> Answer {
+        if address.is_empty() {
+            return (400, json!({"error": "address parameter required"}));
+        }
+        (
+            200,
+            json!({"address": address, "cached_session": false, "cached_drivers": [], "shared_pool_size": 0}),
+        )
+    }
+
+    /// Processes holding the device's usbfs node or a `/dev/usbtmcN` the
+    /// kernel driver made for it; one entry per process.
+    fn holders(&self, device: &UsbDevice) -> Vec<Holder> {
+        let mut nodes: Vec<PathBuf> = device.device_path().into_iter().collect();
+        for interface in &device.interfaces {
+            let misc = device
+                .sysfs_path
+                .with_file_name(&interface.name)
+                .join("usbmisc");
+            if let Ok(entries) = std::fs::read_dir(misc) {
+                nodes.extend(
+                    entries
+                        .flatten()
+                        .map(|e| Path::new("/dev").join(e.file_name())),
+                );
+            }
+        }
+        let mut holders: Vec<Holder> = Vec::new();
+        for node in nodes {
+            for holder in procscan::holders(&self.roots.proc, &Target::new(&node, &self.roots.dev))
+            {
+                if !holders.iter().any(|h| h.pid == holder.pid) {
+                    holders.push(holder);
+                }
+            }
+        }
+        holders
+    }
+
+    /// The usbtmc blacklist in the state dir's or the system's modprobe.d.
+    fn blacklist_installed(&self) -> bool {
+        sysfs::blacklist_installed(&self.roots.state)
+            || sysfs::blacklist_installed(Path::new("/etc"))
+    }
+}

@@ -1,0 +1,285 @@
+//! The diagnose endpoints (diagnose.md §3) against the fixture trees in
+//! `tests/fixtures/boxes/` and real sockets for the VISA probe.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use lager_testsupport::{request, Daemon, TempDir};
+use serde_json::{json, Value};
+
+use crate::lagerd;
+
+const KEITHLEY: &str = "USB0::0x05E6::0x2281::4587429::INSTR";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/boxes")
+        .join(name)
+}
+
+/// A daemon whose /sys, /proc and /dev are the fixture tree `name`.
+fn on_fixture(name: &str) -> (Daemon, TempDir) {
+    let dir = TempDir::new(&format!("diag-{name}"));
+    let root = fixture(name);
+    let arg = |sub: &str| root.join(sub).to_str().unwrap().to_string();
+    let (sys, proc, dev) = (arg("sys"), arg("proc"), arg("dev"));
+    let daemon = Daemon::start(
+        &lagerd(),
+        dir.path(),
+        &["--sys-root", &sys, "--proc-root", &proc, "--dev-root", &dev],
+    );
+    (daemon, dir)
+}
+
+fn get(daemon: &Daemon, route: &str, address: &str) -> (u16, Value) {
+    let encoded: String = address
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let reply = request(
+        daemon.addr(),
+        "GET",
+        &format!("/diagnose/{route}?address={encoded}"),
+        None,
+    );
+    (reply.status, serde_json::from_slice(&reply.body).unwrap())
+}
+
+#[test]
+fn a_keithley_bound_to_usbtmc_and_its_holders() {
+    let (daemon, _dir) = on_fixture("usbtmc-bound");
+    let (status, usb) = get(&daemon, "usb", KEITHLEY);
+    assert_eq!(status, 200, "{usb}");
+    assert_eq!(usb["enumerated"], true);
+    assert!(usb["sysfs_path"]
+        .as_str()
+        .unwrap()
+        .ends_with("/bus/usb/devices/1-1.2"));
+    assert_eq!(usb["device_path"], "/dev/bus/usb/001/004");
+    assert_eq!(
+        (
+            usb["vid"].as_str(),
+            usb["pid"].as_str(),
+            usb["serial"].as_str()
+        ),
+        (Some("05e6"), Some("2281"), Some("4587429"))
+    );
+    assert_eq!(
+        (usb["is_usbtmc"].as_bool(), usb["usbtmc_bound"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(usb["usbtmc_loaded"], true);
+    assert_eq!(usb["product"], "Keithley 2281S-20-6");
+    assert_eq!(usb["interfaces"][0]["driver"], "usbtmc");
+    let holders: Vec<(&str, &str)> = usb["lsof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["pid"].as_str().unwrap(), h["command"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        holders,
+        [("4200", "hw_service"), ("4121", "python3")],
+        "usbfs node holders, then /dev/usbtmc0 holders"
+    );
+    assert_eq!(usb["lsof"][1]["cmdline"], "python3 -u run.py");
+    assert!(
+        !usb["dmesg_tail"].as_str().unwrap().is_empty(),
+        "never empty"
+    );
+}
+
+#[test]
+fn a_free_instrument_and_one_gone_from_the_bus() {
+    let (daemon, _dir) = on_fixture("free");
+    let (_, usb) = get(&daemon, "usb", "usb0::005e6::0x2281::4587429::instr");
+    assert_eq!(
+        (usb["enumerated"].as_bool(), usb["is_usbtmc"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        (
+            usb["usbtmc_bound"].as_bool(),
+            usb["usbtmc_loaded"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+    assert_eq!(usb["lsof"], json!([]));
+
+    let (daemon, _dir) = on_fixture("gone");
+    let (status, usb) = get(&daemon, "usb", KEITHLEY);
+    assert_eq!(status, 200);
+    assert_eq!(usb["enumerated"], false);
+    assert_eq!(
+        (usb["sysfs_path"].clone(), usb["device_path"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(
+        usb["classification_hint"],
+        "instrument not enumerated on USB — check power and cabling"
+    );
+}
+
+#[test]
+fn bad_addresses_get_400() {
+    let (daemon, _dir) = on_fixture("gone");
+    for bad in [
+        "TCPIP0::1.2.3.4::5025::SOCKET",
+        "USB0::0x5E6::0x2281::1::INSTR",
+        "",
+        "garbage",
+    ] {
+        let (status, body) = get(&daemon, "usb", bad);
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(
+            body["error"],
+            "not a USB VISA address (expected USB0::0xVID::0xPID::SERIAL::INSTR)"
+        );
+        assert_eq!(body["address"], bad);
+    }
+    assert_eq!(
+        get(&daemon, "visa", ""),
+        (400, json!({"error": "address parameter required"}))
+    );
+    assert_eq!(
+        get(&daemon, "dispatcher", ""),
+        (400, json!({"error": "address parameter required"}))
+    );
+    let (_, pool) = get(&daemon, "dispatcher", KEITHLEY);
+    assert_eq!(
+        pool,
+        json!({"address": KEITHLEY, "cached_session": false, "cached_drivers": [], "shared_pool_size": 0})
+    );
+}
+
+/// A one-shot SCPI responder: answers `*IDN?` like a 2281S.
+fn scpi_responder() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim() == "*IDN?" {
+            let _ = reader
+                .get_mut()
+                .write_all(b"KEITHLEY INSTRUMENTS,MODEL 2281S-20-6,4587429,1.02\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn the_visa_probe_names_reachable_busy_and_wedged_instruments() {
+    let dir = TempDir::new("visa");
+    let daemon = Daemon::start(&lagerd(), dir.path(), &[]);
+    let address = format!("TCPIP0::127.0.0.1::{}::SOCKET", scpi_responder());
+    let (status, visa) = get(&daemon, "visa", &address);
+    assert_eq!(status, 200);
+    assert_eq!(
+        visa["idn"], "KEITHLEY INSTRUMENTS,MODEL 2281S-20-6,4587429,1.02",
+        "{visa}"
+    );
+    assert!(visa["elapsed_ms"].as_u64().unwrap() < 2000);
+
+    // Nothing listening: refused, which for a socket instrument is EBUSY.
+    let refused = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_, visa) = get(
+        &daemon,
+        "visa",
+        &format!("TCPIP0::127.0.0.1::{refused}::SOCKET"),
+    );
+    assert_eq!(visa["error_class"], "busy", "{visa}");
+    assert!(visa["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("[Errno 16] Resource busy"));
+
+    // Accepts, never answers: the wedged-firmware case.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_, visa) = get(
+        &daemon,
+        "visa",
+        &format!(
+            "TCPIP0::127.0.0.1::{}::SOCKET",
+            silent.local_addr().unwrap().port()
+        ),
+    );
+    assert_eq!(visa["error_class"], "timeout", "{visa}");
+    assert!(visa["elapsed_ms"].as_u64().unwrap() >= 2000);
+}
+
+#[test]
+fn the_visa_probe_respects_device_locks_held_by_other_processes() {
+    let dir = TempDir::new("visa-locked");
+    let daemon = Daemon::start(&lagerd(), dir.path(), &[]);
+    let port = scpi_responder();
+    let address = format!("TCPIP0::127.0.0.1::{port}::SOCKET");
+    let lock = dir.path().join(format!(
+        "lager_device_locks/device_TCPIP0__127_0_0_1__{port}__SOCKET.lock"
+    ));
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let script = format!(
+        "import fcntl, os, time\nfd = os.open({:?}, os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, f'{{os.getpid()}}\\n'.encode())\nprint('held', flush=True)\ntime.sleep(30)\n",
+        lock.to_str().unwrap()
+    );
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let (_, visa) = get(&daemon, "visa", &address);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(visa["error_class"], "busy", "{visa}");
+    let error = visa["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "is locked by pid {}, which is still running",
+            holder.id()
+        )),
+        "{error}"
+    );
+    // Released: the probe gets through (the responder is still waiting).
+    let (_, visa) = get(&daemon, "visa", &address);
+    assert_eq!(
+        visa["idn"], "KEITHLEY INSTRUMENTS,MODEL 2281S-20-6,4587429,1.02",
+        "{visa}"
+    );
+}
+
+#[test]
+fn nets_are_listed_from_the_state_dir() {
+    let dir = TempDir::new("nets");
+    let daemon = Daemon::start(&lagerd(), dir.path(), &[]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&request(daemon.addr(), "GET", "/nets/list", None).body)
+            .unwrap(),
+        json!([])
+    );
+    let nets = json!([{"name": "supply1", "role": "power-supply", "instrument": "Keithley_2281S", "address": KEITHLEY}]);
+    std::fs::write(dir.path().join("saved_nets.json"), nets.to_string()).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&request(daemon.addr(), "GET", "/nets/list", None).body)
+            .unwrap(),
+        nets
+    );
+}
