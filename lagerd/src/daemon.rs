@@ -15,6 +15,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
 use crate::diagnose::{Diagnose, Roots};
 use crate::http::{Api, BoxInfo};
+use crate::instruments::sim::Simulator;
 use crate::lockbox::LockBox;
 use crate::runner::{Runner, RunnerConfig};
 use crate::server::Server;
@@ -47,9 +48,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _ = stdout.flush();
     drop(stdout);
 
+    // --sim: a simulated Keithley 2281S on loopback, as two nets on one
+    // address (the dual-role case), so everything works without hardware.
+    let simulator = if config.sim {
+        let simulator = Simulator::start().map_err(StartError::Io)?;
+        info!(
+            "simulated Keithley 2281S at {} (fault control on {})",
+            simulator.visa_address(),
+            simulator.control
+        );
+        Some(simulator)
+    } else {
+        None
+    };
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
-        sim: config.sim,
+        simulator,
         enforce_locks: config.enforce_locks,
         token: config.token,
     };

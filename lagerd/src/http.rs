@@ -11,6 +11,7 @@ use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::diagnose::Diagnose;
+use crate::instruments::sim::Simulator;
 use crate::lockbox::{LockBox, LockError};
 use crate::multipart;
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
@@ -23,7 +24,8 @@ const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
 /// What `/status` reports besides the lock (boxes.md §6).
 pub struct BoxInfo {
     pub state_dir: PathBuf,
-    pub sim: bool,
+    /// Running under `--sim`.
+    pub simulator: Option<Simulator>,
     pub enforce_locks: bool,
     pub token: Option<String>,
 }
@@ -305,7 +307,11 @@ impl Api {
             "box_version": version,
             "nets": self.net_summaries(),
             "capabilities": {
-                "sim": self.info.sim,
+                "sim": self.info.simulator.is_some(),
+                "simulator": self.info.simulator.as_ref().map(|sim| json!({
+                    "address": sim.visa_address(),
+                    "control": sim.control.to_string(),
+                })),
                 "lock_wait": true,
                 "enforce_locks": self.info.enforce_locks,
                 "token": self.info.token.is_some(),
@@ -313,13 +319,31 @@ impl Api {
         })
     }
 
-    /// The saved nets (instruments.md §3); `[]` when the box has none or
-    /// the file is unreadable.
+    /// The saved nets (instruments.md §3), `[]` when the box has none or
+    /// the file is unreadable; under `--sim`, `supply1` and `battery1` on
+    /// the simulator first, unless the file names them itself.
     fn saved_nets(&self) -> Vec<Value> {
-        std::fs::read(self.info.state_dir.join("saved_nets.json"))
+        let saved: Vec<Value> = std::fs::read(self.info.state_dir.join("saved_nets.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let Some(sim) = &self.info.simulator else {
+            return saved;
+        };
+        let address = sim.visa_address();
+        let simulated = [("supply1", "power-supply"), ("battery1", "battery")].map(|(name, role)| {
+            json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": address, "pin": 1})
+        });
+        let taken = |name: &str| {
+            saved
+                .iter()
+                .any(|net| net.get("name").and_then(Value::as_str) == Some(name))
+        };
+        simulated
+            .into_iter()
+            .filter(|net| !taken(net["name"].as_str().unwrap_or_default()))
+            .chain(saved.clone())
+            .collect()
     }
 
     /// Names and roles of the saved nets, for `/status`.

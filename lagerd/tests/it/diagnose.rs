@@ -283,3 +283,54 @@ fn nets_are_listed_from_the_state_dir() {
         nets
     );
 }
+
+#[test]
+fn sim_mode_serves_a_dual_role_keithley_that_diagnose_can_reach() {
+    let dir = TempDir::new("sim");
+    let daemon = Daemon::start(&lagerd(), dir.path(), &["--sim"]);
+    let nets: Value =
+        serde_json::from_slice(&request(daemon.addr(), "GET", "/nets/list", None).body).unwrap();
+    let roles: Vec<(&str, &str)> = nets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [("supply1", "power-supply"), ("battery1", "battery")]
+    );
+    assert_eq!(
+        nets[0]["address"], nets[1]["address"],
+        "one instrument, two roles"
+    );
+    let status: Value =
+        serde_json::from_slice(&request(daemon.addr(), "GET", "/status", None).body).unwrap();
+    let simulator = &status["capabilities"]["simulator"];
+    assert_eq!(simulator["address"], nets[0]["address"]);
+    assert!(
+        !dir.path().join("saved_nets.json").exists(),
+        "the user's nets file is never written"
+    );
+
+    let address = nets[0]["address"].as_str().unwrap();
+    let (_, visa) = get(&daemon, "visa", address);
+    assert!(
+        visa["idn"]
+            .as_str()
+            .unwrap()
+            .starts_with("KEITHLEY INSTRUMENTS,MODEL 2281S-20-6"),
+        "{visa}"
+    );
+
+    // A fault injected at the simulator's socket reaches diagnose as its class.
+    let mut control = std::net::TcpStream::connect(simulator["control"].as_str().unwrap()).unwrap();
+    writeln!(control, "mute").unwrap();
+    let mut reply = String::new();
+    BufReader::new(control.try_clone().unwrap())
+        .read_line(&mut reply)
+        .unwrap();
+    assert_eq!(reply.trim(), "OK");
+    let (_, visa) = get(&daemon, "visa", address);
+    assert_eq!(visa["error_class"], "timeout", "{visa}");
+}

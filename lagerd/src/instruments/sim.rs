@@ -1,0 +1,851 @@
+//! A simulated Keithley 2281S-20-6 (instruments.md §9): real SCPI over a
+//! real TCP socket on loopback, with the state a real one has (entry
+//! function, supply setpoints and output, battery-simulator parameters,
+//! measurements that follow a simple load model, the error queue).
+//!
+//! Faults are injected at the socket, where a real USB stack would show
+//! them: a closed listener refuses opens (EBUSY), an unplugged instrument
+//! resets its sessions and every new one (ENODEV), a muted instrument never
+//! answers (ETIMEDOUT), garbled replies are garbage bytes. They are driven through a line-based control port.
+//! Nothing above the transport can tell this from an instrument.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+pub const SERIAL: &str = "4587429";
+const MAX_VOLTS: f64 = 20.0;
+const MAX_AMPS: f64 = 6.0;
+const MODEL_RESISTANCE: f64 = 0.067;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Function {
+    PowerSupply,
+    Battery,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Trip {
+    None,
+    Ocp,
+    Ovp,
+}
+
+/// The instrument's state, as its front panel would show it.
+struct State {
+    function: Function,
+    output: bool,
+    volts: f64,
+    amps: f64,
+    ovp: f64,
+    ocp: f64,
+    trip: Trip,
+    battery_output: bool,
+    dynamic: bool,
+    soc: f64,
+    voc: f64,
+    voc_full: f64,
+    voc_empty: f64,
+    resistance_offset: f64,
+    capacity: f64,
+    current_limit: f64,
+    current_protection: f64,
+    voltage_protection: f64,
+    model: String,
+    /// Amps the simulated load would draw.
+    load: f64,
+    errors: VecDeque<(i32, &'static str)>,
+}
+
+impl State {
+    fn reset() -> State {
+        State {
+            function: Function::PowerSupply,
+            output: false,
+            volts: 0.0,
+            amps: 0.1,
+            ovp: 21.0,
+            ocp: 6.1,
+            trip: Trip::None,
+            battery_output: false,
+            dynamic: false,
+            soc: 100.0,
+            voc: 4.2,
+            voc_full: 4.2,
+            voc_empty: 3.0,
+            resistance_offset: 0.0,
+            capacity: 2.0,
+            current_limit: 1.0,
+            current_protection: 6.1,
+            voltage_protection: 21.0,
+            model: "0".into(),
+            load: 0.0,
+            errors: VecDeque::new(),
+        }
+    }
+
+    fn push_error(&mut self, code: i32, message: &'static str) {
+        if self.errors.len() < 32 {
+            self.errors.push_back((code, message));
+        }
+    }
+
+    /// Supply current: the load, capped by the current limit (CC mode).
+    fn supply_amps(&self) -> f64 {
+        if self.output {
+            self.load.min(self.amps)
+        } else {
+            0.0
+        }
+    }
+
+    fn in_cc(&self) -> bool {
+        self.output && self.load > self.amps
+    }
+
+    fn battery_amps(&self) -> f64 {
+        if self.battery_output {
+            self.load.min(self.current_limit)
+        } else {
+            0.0
+        }
+    }
+
+    fn terminal_volts(&self) -> f64 {
+        self.voc - self.battery_amps() * (MODEL_RESISTANCE + self.resistance_offset)
+    }
+
+    /// Over-current protection: delivering more than the OCP level trips it
+    /// and turns the output off, as the real supply does.
+    fn enforce_protection(&mut self) {
+        if self.output && self.supply_amps() > self.ocp {
+            self.trip = Trip::Ocp;
+            self.output = false;
+        }
+    }
+
+    /// Handles one command line; `Some(reply)` for queries.
+    fn execute(&mut self, line: &str) -> Option<String> {
+        self.enforce_protection();
+        let line = line.trim();
+        let (header, argument) = match line.split_once(char::is_whitespace) {
+            Some((header, argument)) => (header, argument.trim()),
+            None => (line, ""),
+        };
+        let query = header.ends_with('?');
+        let header = canonical_header(header.trim_end_matches('?'));
+        let number = || argument.parse::<f64>().ok();
+        let on_off = || match argument.to_ascii_uppercase().as_str() {
+            "ON" | "1" => Some(true),
+            "OFF" | "0" => Some(false),
+            _ => None,
+        };
+        let fmt = |v: f64| format_number(v);
+        macro_rules! set_in_range {
+            ($field:expr, $min:expr, $max:expr) => {
+                match number() {
+                    Some(v) if ($min..=$max).contains(&v) => $field = v,
+                    Some(_) => self.push_error(-222, "Data out of range"),
+                    None => self.push_error(-224, "Illegal parameter value"),
+                }
+            };
+        }
+        macro_rules! battery_only {
+            () => {
+                if self.function != Function::Battery {
+                    self.push_error(700, "Command not permitted in this mode");
+                    return None;
+                }
+            };
+        }
+        macro_rules! battery_param {
+            ($field:expr, $min:expr, $max:expr) => {{
+                battery_only!();
+                if query {
+                    return Some(fmt($field));
+                }
+                if self.battery_output {
+                    self.push_error(704, "Not allowed while output is running");
+                    return None;
+                }
+                set_in_range!($field, $min, $max);
+                None
+            }};
+        }
+        match (header.as_str(), query) {
+            ("*IDN", true) => Some(format!(
+                "KEITHLEY INSTRUMENTS,MODEL 2281S-20-6,{SERIAL},1.05.3b"
+            )),
+            ("*RST", false) => {
+                let load = self.load;
+                *self = State::reset();
+                self.load = load;
+                None
+            }
+            ("*CLS", false) => {
+                self.errors.clear();
+                None
+            }
+            ("SYST:ERR", true) => Some(match self.errors.pop_front() {
+                Some((code, message)) => format!("{code},\"{message}\""),
+                None => "0,\"No error\"".into(),
+            }),
+            ("ENTR:FUNC", true) => Some(match self.function {
+                Function::PowerSupply => "POW".into(),
+                Function::Battery => "BATT".into(),
+            }),
+            ("ENTR:FUNC", false) => {
+                let token = argument.trim_matches('"').to_ascii_uppercase();
+                let function = match token.as_str() {
+                    "POW" | "POWER" | "POWERSUPPLY" => Function::PowerSupply,
+                    "BATT" | "BATTERY" | "SIM" => Function::Battery,
+                    _ => {
+                        self.push_error(-224, "Illegal parameter value");
+                        return None;
+                    }
+                };
+                self.function = function;
+                self.output = false;
+                self.battery_output = false;
+                None
+            }
+            ("ABOR", false) | ("INIT:CONT", false) => None,
+            ("OUTP", true) => Some(if self.output { "1" } else { "0" }.into()),
+            ("OUTP", false) => {
+                match on_off() {
+                    Some(true) if self.function != Function::PowerSupply => {
+                        self.push_error(700, "Command not permitted in this mode")
+                    }
+                    Some(true) if self.volts > self.ovp => {
+                        self.trip = Trip::Ovp;
+                        self.output = false;
+                    }
+                    Some(on) => self.output = on,
+                    None => self.push_error(-224, "Illegal parameter value"),
+                }
+                None
+            }
+            ("OUTP:PROT:CLE", false) => {
+                self.trip = Trip::None;
+                None
+            }
+            ("OUTP:PROT:TRIP", true) => Some(
+                match self.trip {
+                    Trip::None => "NONE",
+                    Trip::Ocp => "OCP",
+                    Trip::Ovp => "OVP",
+                }
+                .into(),
+            ),
+            ("SOUR:VOLT", true) => Some(fmt(self.volts)),
+            ("SOUR:VOLT", false) => {
+                set_in_range!(self.volts, 0.0, MAX_VOLTS);
+                if self.output && self.volts > self.ovp {
+                    self.trip = Trip::Ovp;
+                    self.output = false;
+                }
+                None
+            }
+            ("SOUR:CURR", true) => Some(fmt(self.amps)),
+            ("SOUR:CURR", false) => {
+                set_in_range!(self.amps, 0.0, MAX_AMPS);
+                None
+            }
+            ("SOUR:VOLT:PROT", true) => Some(fmt(self.ovp)),
+            ("SOUR:VOLT:PROT", false) => {
+                set_in_range!(self.ovp, 0.0, MAX_VOLTS + 1.0);
+                None
+            }
+            ("SOUR:CURR:PROT", true) => Some(fmt(self.ocp)),
+            ("SOUR:CURR:PROT", false) => {
+                set_in_range!(self.ocp, 0.0, MAX_AMPS + 0.1);
+                None
+            }
+            ("MEAS:VOLT", true) => Some(fmt(if !self.output {
+                0.0
+            } else if self.in_cc() {
+                self.volts * self.amps / self.load
+            } else {
+                self.volts
+            })),
+            ("MEAS:CURR", true) => Some(fmt(self.supply_amps())),
+            ("STAT:QUES:INST:ISUM:COND", true) => {
+                let mut bits = 0;
+                if self.output {
+                    bits |= if self.in_cc() { 1 } else { 2 };
+                }
+                bits |= match self.trip {
+                    Trip::Ocp => 4,
+                    Trip::Ovp => 8,
+                    Trip::None => 0,
+                };
+                Some(bits.to_string())
+            }
+            ("BATT:OUTP", true) => Some(if self.battery_output { "1" } else { "0" }.into()),
+            ("BATT:OUTP", false) => {
+                battery_only!();
+                match on_off() {
+                    Some(on) => self.battery_output = on,
+                    None => self.push_error(-224, "Illegal parameter value"),
+                }
+                None
+            }
+            ("BATT:OUTP:PROT:CLE", false) | ("BATT:PROT:CLE", false) => None,
+            ("BATT:SIM:METH", true) => {
+                battery_only!();
+                Some(if self.dynamic { "DYN" } else { "STAT" }.into())
+            }
+            ("BATT:SIM:METH", false) => {
+                battery_only!();
+                match argument.to_ascii_uppercase().as_str() {
+                    "STAT" | "STATIC" => self.dynamic = false,
+                    "DYN" | "DYNAMIC" => self.dynamic = true,
+                    _ => self.push_error(-224, "Illegal parameter value"),
+                }
+                None
+            }
+            ("BATT:SIM:SOC", _) => battery_param!(self.soc, 0.0, 100.0),
+            ("BATT:SIM:VOC", _) => battery_param!(self.voc, 0.0, 60.0),
+            ("BATT:SIM:VOC:FULL", _) => battery_param!(self.voc_full, 0.0, 60.0),
+            ("BATT:SIM:VOC:EMPT", _) => battery_param!(self.voc_empty, 0.0, 60.0),
+            ("BATT:SIM:RES:OFFS", _) => battery_param!(self.resistance_offset, -100.0, 100.0),
+            ("BATT:SIM:CAP:LIM", _) => battery_param!(self.capacity, 0.001, 1000.0),
+            ("BATT:SIM:CURR:LIM", _) => battery_param!(self.current_limit, 0.001, MAX_AMPS),
+            ("BATT:SIM:CURR:PROT", _) => {
+                battery_param!(self.current_protection, 0.001, MAX_AMPS + 0.1)
+            }
+            ("BATT:SIM:TVOL:PROT", _) => battery_param!(self.voltage_protection, 0.0, 61.0),
+            ("BATT:SIM:TVOL", true) => Some(fmt(self.terminal_volts())),
+            ("BATT:SIM:CURR", true) => Some(fmt(self.battery_amps())),
+            ("BATT:SIM:RES", true) => Some(fmt(MODEL_RESISTANCE + self.resistance_offset)),
+            ("BATT:MOD:RCL", true) => Some(self.model.clone()),
+            ("BATT:MOD:RCL", false) => {
+                battery_only!();
+                self.model = argument.trim_matches('"').to_string();
+                None
+            }
+            _ => {
+                self.push_error(-113, "Undefined header");
+                None
+            }
+        }
+    }
+}
+
+/// `:STATus:QUEStionable:instrument:ISUM:COND` → `STAT:QUES:INST:ISUM:COND`:
+/// upper case, leading colon dropped, long forms shortened, numeric
+/// suffixes (`SOUR1`) removed.
+fn canonical_header(header: &str) -> String {
+    const LONG: &[(&str, &str)] = &[
+        ("ABORT", "ABOR"),
+        ("BATTERY", "BATT"),
+        ("CAPACITY", "CAP"),
+        ("CLEAR", "CLE"),
+        ("CONDITION", "COND"),
+        ("CONTINUOUS", "CONT"),
+        ("CURRENT", "CURR"),
+        ("EMPTY", "EMPT"),
+        ("ENTRY", "ENTR"),
+        ("ERROR", "ERR"),
+        ("FUNCTION", "FUNC"),
+        ("INITIATE", "INIT"),
+        ("INSTRUMENT", "INST"),
+        ("ISUMMARY", "ISUM"),
+        ("LIMIT", "LIM"),
+        ("MEASURE", "MEAS"),
+        ("METHOD", "METH"),
+        ("MODEL", "MOD"),
+        ("OFFSET", "OFFS"),
+        ("OUTPUT", "OUTP"),
+        ("PROTECTION", "PROT"),
+        ("QUESTIONABLE", "QUES"),
+        ("RECALL", "RCL"),
+        ("RESISTANCE", "RES"),
+        ("SIMULATOR", "SIM"),
+        ("SOURCE", "SOUR"),
+        ("STATUS", "STAT"),
+        ("SYSTEM", "SYST"),
+        ("TVOLTAGE", "TVOL"),
+        ("VOLTAGE", "VOLT"),
+    ];
+    header
+        .trim_start_matches(':')
+        .split(':')
+        .map(|token| {
+            let upper = token.to_ascii_uppercase();
+            let base = upper.trim_end_matches(|c: char| c.is_ascii_digit());
+            let base = if base.is_empty() || base.starts_with('*') {
+                upper.as_str()
+            } else {
+                base
+            };
+            LONG.iter()
+                .find(|(long, _)| *long == base)
+                .map_or(base, |(_, short)| short)
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// `%g`-like plain decimals: `5`, `0.1`, `4.1866`.
+fn format_number(value: f64) -> String {
+    let text = format!("{:.6}", value);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// Injected faults, shared by the instrument and control threads.
+#[derive(Default)]
+struct Faults {
+    /// Refuse opens (listener closed) until this instant.
+    busy_until: Mutex<Option<Instant>>,
+    /// Reset every session and refuse opens until `replug`.
+    unplugged: AtomicBool,
+    /// Take commands, answer nothing.
+    muted: AtomicBool,
+    /// Replies held back this long.
+    delay_ms: AtomicU64,
+    /// The next N replies are garbage.
+    garbled: AtomicUsize,
+}
+
+/// A running simulator: its instrument and control addresses.
+pub struct Simulator {
+    pub address: SocketAddr,
+    pub control: SocketAddr,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    faults: Faults,
+    connections: AtomicUsize,
+    /// Every command received, in order, for tests that check ordering.
+    log: Mutex<Vec<String>>,
+    sessions: Mutex<Vec<TcpStream>>,
+}
+
+impl Simulator {
+    /// Starts a simulated 2281S on an ephemeral loopback port, with its
+    /// control port beside it.
+    pub fn start() -> io::Result<Simulator> {
+        let instrument = TcpListener::bind("127.0.0.1:0")?;
+        let control = TcpListener::bind("127.0.0.1:0")?;
+        let address = instrument.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::reset()),
+            faults: Faults::default(),
+            connections: AtomicUsize::new(0),
+            log: Mutex::new(Vec::new()),
+            sessions: Mutex::new(Vec::new()),
+        });
+        let simulator = Simulator {
+            address,
+            control: control.local_addr()?,
+        };
+        let accept_shared = shared.clone();
+        thread::Builder::new()
+            .name("sim-2281s".into())
+            .spawn(move || accept_loop(instrument, address, accept_shared))?;
+        thread::Builder::new()
+            .name("sim-control".into())
+            .spawn(move || {
+                for stream in control.incoming().flatten() {
+                    let shared = shared.clone();
+                    let _ = thread::Builder::new()
+                        .name("sim-control-conn".into())
+                        .spawn(move || control_session(stream, &shared));
+                }
+            })?;
+        Ok(simulator)
+    }
+
+    /// The address nets use for it: `TCPIP0::127.0.0.1::<port>::SOCKET`.
+    pub fn visa_address(&self) -> String {
+        format!(
+            "TCPIP0::{}::{}::SOCKET",
+            self.address.ip(),
+            self.address.port()
+        )
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Accepts instrument sessions; while busy or unplugged the listener is
+/// closed, so opens are refused as a claimed USB device refuses them.
+fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Shared>) {
+    loop {
+        let refusing =
+            || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
+        if refusing() {
+            drop(listener);
+            while refusing() {
+                thread::sleep(Duration::from_millis(5));
+            }
+            listener = match rebind(address) {
+                Ok(listener) => listener,
+                Err(e) => {
+                    warn!("simulator cannot listen on {address} again: {e}");
+                    return;
+                }
+            };
+        }
+        // Accept with a short timeout so a fault can close the listener.
+        let _ = listener.set_nonblocking(true);
+        match listener.accept() {
+            Ok((stream, _)) if shared.faults.unplugged.load(Ordering::SeqCst) => reset(stream),
+            Ok((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                shared.connections.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    lock(&shared.sessions).push(clone);
+                }
+                let session_shared = shared.clone();
+                let _ = thread::Builder::new()
+                    .name("sim-session".into())
+                    .spawn(move || {
+                        let _ = instrument_session(stream, &session_shared);
+                    });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => debug!("simulator accept: {e}"),
+        }
+    }
+}
+
+/// Closes with an RST (SO_LINGER 0): the peer's next read fails with
+/// ECONNRESET, which the transport reads as ENODEV, like a device that left
+/// the bus.
+fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn rebind(address: SocketAddr) -> io::Result<TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if Instant::now() < deadline => {
+                debug!("rebinding {address}: {e}");
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let reader = BufReader::new(stream);
+    for line in reader.split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).trim().to_string();
+        if line.is_empty() {
+            continue;
+        }
+        lock(&shared.log).push(line.clone());
+        let reply = lock(&shared.state).execute(&line);
+        let Some(reply) = reply else { continue };
+        if shared.faults.muted.load(Ordering::SeqCst) {
+            continue;
+        }
+        let delay = shared.faults.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            thread::sleep(Duration::from_millis(delay));
+        }
+        let garble = shared
+            .faults
+            .garbled
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let reply = if garble {
+            "\u{1}#%garbled~\u{7f}".to_string()
+        } else {
+            reply
+        };
+        writer.write_all(format!("{reply}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The control port: one command per line, one reply line each.
+fn control_session(stream: TcpStream, shared: &Shared) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { return };
+        let (command, value) = line
+            .trim()
+            .split_once(['=', ' '])
+            .unwrap_or((line.trim(), ""));
+        let number = value.trim().parse::<f64>().ok();
+        let faults = &shared.faults;
+        let reply = match (command, number) {
+            ("busy_ms", Some(ms)) => {
+                *lock(&faults.busy_until) = Some(Instant::now() + Duration::from_millis(ms as u64));
+                "OK".to_string()
+            }
+            ("drop", _) => {
+                faults.unplugged.store(true, Ordering::SeqCst);
+                for session in lock(&shared.sessions).drain(..) {
+                    let _ = session.shutdown(Shutdown::Both);
+                    reset(session);
+                }
+                "OK".to_string()
+            }
+            ("replug", _) => {
+                faults.unplugged.store(false, Ordering::SeqCst);
+                "OK".to_string()
+            }
+            ("mute", _) => {
+                faults.muted.store(true, Ordering::SeqCst);
+                "OK".to_string()
+            }
+            ("unmute", _) => {
+                faults.muted.store(false, Ordering::SeqCst);
+                "OK".to_string()
+            }
+            ("delay_ms", Some(ms)) => {
+                faults.delay_ms.store(ms as u64, Ordering::SeqCst);
+                "OK".to_string()
+            }
+            ("garble", Some(n)) => {
+                faults.garbled.store(n as usize, Ordering::SeqCst);
+                "OK".to_string()
+            }
+            ("set_load_current", Some(amps)) => {
+                lock(&shared.state).load = amps.max(0.0);
+                "OK".to_string()
+            }
+            ("connections?", _) => shared.connections.load(Ordering::SeqCst).to_string(),
+            ("log?", _) => lock(&shared.log).join(";"),
+            ("clear_log", _) => {
+                lock(&shared.log).clear();
+                "OK".to_string()
+            }
+            _ => format!("ERR unknown control command {:?}", line.trim()),
+        };
+        if writeln!(writer, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: &mut State, lines: &[&str]) -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|line| state.execute(line))
+            .collect()
+    }
+
+    #[test]
+    fn headers_match_in_long_short_and_mixed_case() {
+        assert_eq!(
+            canonical_header(":STATus:QUEStionable:INSTrument:ISUMmary:CONDition"),
+            "STAT:QUES:INST:ISUM:COND"
+        );
+        assert_eq!(
+            canonical_header(":STATUS:QUESTIONABLE:INSTRUMENT:ISUMMARY:CONDITION"),
+            "STAT:QUES:INST:ISUM:COND"
+        );
+        assert_eq!(canonical_header("sour1:volt:prot"), "SOUR:VOLT:PROT");
+        assert_eq!(canonical_header(":SOURce1:VOLTage"), "SOUR:VOLT");
+        assert_eq!(canonical_header("*IDN"), "*IDN");
+    }
+
+    #[test]
+    fn supply_setpoints_output_and_load_model() {
+        let mut s = State::reset();
+        assert_eq!(
+            run(&mut s, &["*IDN?"]),
+            [format!(
+                "KEITHLEY INSTRUMENTS,MODEL 2281S-20-6,{SERIAL},1.05.3b"
+            )]
+        );
+        run(&mut s, &[":SOUR1:VOLT 5", ":SOUR1:CURR 1.5", ":OUTP ON"]);
+        assert_eq!(
+            run(
+                &mut s,
+                &[":SOUR1:VOLT?", ":OUTP?", ":MEAS:VOLT?", ":MEAS:CURR?"]
+            ),
+            ["5", "1", "5", "0"]
+        );
+        s.load = 0.5;
+        assert_eq!(
+            run(&mut s, &[":MEAS:CURR?", ":STAT:QUES:INST:ISUM:COND?"]),
+            ["0.5", "2"]
+        );
+        s.load = 3.0; // more than the 1.5 A limit: constant current
+        assert_eq!(
+            run(
+                &mut s,
+                &[":MEAS:CURR?", ":MEAS:VOLT?", ":STAT:QUES:INST:ISUM:COND?"]
+            ),
+            ["1.5", "2.5", "1"]
+        );
+        run(&mut s, &[":SOUR1:VOLT 25"]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?", ":SYST:ERR?"]),
+            ["-222,\"Data out of range\"", "0,\"No error\""]
+        );
+        run(&mut s, &[":SOUR1:VOLT:PROT 6", ":SOUR1:VOLT 7"]);
+        assert_eq!(
+            run(
+                &mut s,
+                &[":OUTP?", ":OUTP:PROT:TRIP?", ":STAT:QUES:INST:ISUM:COND?"]
+            ),
+            ["0", "OVP", "8"]
+        );
+        run(&mut s, &[":OUTP:PROT:CLE"]);
+        assert_eq!(run(&mut s, &[":OUTP:PROT:TRIP?"]), ["NONE"]);
+        // 1.5 A delivered against a 1 A OCP: tripped, output off.
+        run(&mut s, &[":SOUR1:VOLT 5", ":SOUR1:CURR:PROT 1", ":OUTP ON"]);
+        assert_eq!(
+            run(
+                &mut s,
+                &[":OUTP?", ":OUTP:PROT:TRIP?", ":STAT:QUES:INST:ISUM:COND?"]
+            ),
+            ["0", "OCP", "4"]
+        );
+    }
+
+    #[test]
+    fn battery_commands_need_the_battery_entry_function() {
+        let mut s = State::reset();
+        run(&mut s, &[":BATT:SIM:SOC 50"]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?"]),
+            ["700,\"Command not permitted in this mode\""]
+        );
+        run(&mut s, &[":OUTP ON", ":ENTR:FUNC BATT"]);
+        assert_eq!(
+            run(&mut s, &[":ENTR:FUNC?", ":OUTP?"]),
+            ["BATT", "0"],
+            "switching turns outputs off"
+        );
+        run(
+            &mut s,
+            &[
+                ":BATT:SIM:SOC 50",
+                ":BATT:SIM:VOC 3.7",
+                ":BATT:SIM:CURR:LIM 2",
+                ":BATT:OUTP ON",
+            ],
+        );
+        s.load = 1.0;
+        assert_eq!(
+            run(
+                &mut s,
+                &[
+                    ":BATT:SIM:SOC?",
+                    ":BATT:SIM:TVOL?",
+                    ":BATT:SIM:CURR?",
+                    ":BATT:SIM:RES?"
+                ]
+            ),
+            ["50", "3.633", "1", "0.067"]
+        );
+        run(&mut s, &[":BATT:SIM:CAP:LIM 3"]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?"]),
+            ["704,\"Not allowed while output is running\""]
+        );
+        run(&mut s, &[":ENTR:FUNC NOPE", ":FOO:BAR?"]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?", ":SYST:ERR?"]),
+            [
+                "-224,\"Illegal parameter value\"",
+                "-113,\"Undefined header\""
+            ]
+        );
+    }
+
+    fn control(sim: &Simulator, command: &str) -> String {
+        let mut stream = TcpStream::connect(sim.control).unwrap();
+        writeln!(stream, "{command}").unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+
+    #[test]
+    fn faults_show_up_at_the_socket() {
+        use crate::instruments::transport::TcpTransport;
+        let sim = Simulator::start().unwrap();
+        let addr = sim.visa_address();
+        let open = |timeout_ms| {
+            TcpTransport::open(
+                &addr,
+                "127.0.0.1",
+                sim.address.port(),
+                Duration::from_millis(timeout_ms),
+            )
+        };
+        let mut session = open(1000).unwrap();
+        assert!(session.query("*IDN?").unwrap().starts_with("KEITHLEY"));
+        assert_eq!(control(&sim, "connections?"), "1");
+
+        assert_eq!(control(&sim, "busy_ms 300"), "OK");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(open(1000).err().unwrap().class(), "busy");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(open(1000).is_ok(), "opens again once the claim is released");
+
+        assert_eq!(control(&sim, "garble 1"), "OK");
+        assert_ne!(
+            session.query("*IDN?").unwrap(),
+            session.query("*IDN?").unwrap()
+        );
+
+        assert_eq!(control(&sim, "mute"), "OK");
+        let mut short = open(150).unwrap();
+        assert_eq!(short.query("*IDN?").unwrap_err().class(), "timeout");
+        control(&sim, "unmute");
+
+        assert_eq!(control(&sim, "drop"), "OK");
+        assert_eq!(session.query("*IDN?").unwrap_err().class(), "nodev");
+        let mut reopened = open(300).unwrap();
+        assert_eq!(
+            reopened.query("*IDN?").unwrap_err().class(),
+            "nodev",
+            "gone until replugged"
+        );
+        control(&sim, "replug");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(open(1000).unwrap().query("*IDN?").is_ok());
+        assert!(control(&sim, "log?").starts_with("*IDN?;"));
+        assert!(control(&sim, "bogus").starts_with("ERR unknown control command"));
+    }
+}
