@@ -12,6 +12,10 @@ struct TopArgs {
     /// more logging on stderr (repeat for more; RUST_LOG also works)
     #[argh(switch, short = 'v')]
     verbose: u8,
+    /// show the box's raw error text under mapped instrument errors (also
+    /// LAGER_DEBUG=1)
+    #[argh(switch)]
+    debug: bool,
     #[argh(subcommand)]
     command: Option<TopCommand>,
 }
@@ -25,6 +29,34 @@ enum TopCommand {
     Hello(HelloArgs),
     Defaults(DefaultsArgs),
     Python(PythonArgs),
+    Diagnose(DiagnoseArgs),
+}
+
+/// Say exactly why an instrument does not answer.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "diagnose",
+    note = "Looks NET up in the box's saved nets, then asks the box in parallel for the\n\
+            host's USB view, a fresh *IDN? probe and the daemon's session pool, and\n\
+            prints one classification with the next step.\n\
+            Exit status: 0 REACHABLE, 2 any other classification (the instrument needs\n\
+            attention), 1 when nothing could be diagnosed (box or net not found)."
+)]
+struct DiagnoseArgs {
+    /// name of the net to diagnose
+    #[argh(positional, arg_name = "NET")]
+    net: String,
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// which of the net's entries to use: auto (the first) or a role such as
+    /// battery, power-supply, eload, scope
+    #[argh(option, long = "type", default = "String::from(\"auto\")")]
+    role: String,
+    /// print one JSON object instead of the report
+    #[argh(switch)]
+    json: bool,
 }
 
 /// List, add, delete, lock and unlock saved boxes.
@@ -365,6 +397,17 @@ pub enum Command {
         yes: bool,
     },
     Python(PythonOpts),
+    Diagnose(DiagnoseOpts),
+}
+
+/// `lager diagnose` options (diagnose.md §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnoseOpts {
+    pub net: String,
+    pub box_name: Option<String>,
+    /// `None` for `--type auto`.
+    pub role: Option<String>,
+    pub json: bool,
 }
 
 /// What `lager python` should do besides running a script (runner.md §5.6–5.8).
@@ -401,6 +444,8 @@ pub struct PythonOpts {
 #[derive(Debug)]
 pub struct Invocation {
     pub verbose: u8,
+    /// `--debug`: raw error text under mapped errors (diagnose.md §6).
+    pub debug: bool,
     pub command: Command,
 }
 
@@ -417,20 +462,20 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
         Ok(()) => EarlyExit::Help(exit.output),
         Err(()) => EarlyExit::Usage(exit.output),
     })?;
-    let command =
-        if top.version {
-            Command::Version
-        } else {
-            match top.command {
+    let command = if top.version {
+        Command::Version
+    } else {
+        match top.command {
                 None => return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python"
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose"
                         .to_string(),
                 )),
                 Some(command) => typed(command)?,
             }
-        };
+    };
     Ok(Invocation {
         verbose: top.verbose,
+        debug: top.debug,
         command,
     })
 }
@@ -438,6 +483,7 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
 fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
     Ok(match command {
         TopCommand::Python(python) => Command::Python(python_opts(python)?),
+        TopCommand::Diagnose(diagnose) => Command::Diagnose(diagnose_opts(diagnose)?),
         TopCommand::Boxes(boxes) => match boxes.command {
             None => Command::BoxesList { json: boxes.json },
             Some(BoxesCommand::List(list)) => Command::BoxesList {
@@ -573,6 +619,28 @@ fn python_opts(python: PythonArgs) -> Result<PythonOpts, EarlyExit> {
         ports: python.port,
         org: python.org,
         add_files: python.add_file,
+    })
+}
+
+fn diagnose_opts(diagnose: DiagnoseArgs) -> Result<DiagnoseOpts, EarlyExit> {
+    if diagnose.net.trim().is_empty() {
+        return Err(EarlyExit::Usage(
+            "Net name cannot be empty. Usage: lager diagnose NET [--box BOX] [--type ROLE]"
+                .to_string(),
+        ));
+    }
+    let role = diagnose.role.trim();
+    if role.is_empty() {
+        return Err(EarlyExit::Usage(
+            "--type cannot be empty: use auto or a role such as battery, power-supply, eload, scope"
+                .to_string(),
+        ));
+    }
+    Ok(DiagnoseOpts {
+        net: diagnose.net,
+        box_name: diagnose.box_name,
+        role: (!role.eq_ignore_ascii_case("auto")).then(|| role.to_string()),
+        json: diagnose.json,
     })
 }
 
@@ -729,6 +797,31 @@ mod tests {
         assert!(is_env_key("_A1"));
         assert!(!is_env_key(""));
         assert!(!is_env_key("A-B"));
+    }
+
+    #[test]
+    fn diagnose_options() {
+        assert_eq!(
+            command(&["diagnose", "bat1", "--box", "b", "--json"]),
+            Command::Diagnose(DiagnoseOpts {
+                net: "bat1".into(),
+                box_name: Some("b".into()),
+                role: None,
+                json: true
+            })
+        );
+        let Command::Diagnose(opts) = command(&["diagnose", "s1", "--type", "power-supply"]) else {
+            panic!("not diagnose");
+        };
+        assert_eq!(opts.role.as_deref(), Some("power-supply"));
+        let Command::Diagnose(opts) = command(&["diagnose", "s1", "--type", "AUTO"]) else {
+            panic!("not diagnose");
+        };
+        assert_eq!(opts.role, None);
+        assert!(matches!(parse(&["diagnose"]), Err(EarlyExit::Usage(_))));
+        assert!(usage(&["diagnose", ""]).contains("Net name cannot be empty"));
+        assert!(usage(&["diagnose", "n", "--type", " "]).contains("--type cannot be empty"));
+        assert!(parse(&["--debug", "diagnose", "n"]).expect("parses").debug);
     }
 
     #[test]

@@ -100,7 +100,8 @@ impl fmt::Display for TransportError {
     }
 }
 
-fn fmt_timeout(timeout: Duration) -> String {
+/// `5s`, or `400ms` when not whole seconds.
+pub fn fmt_timeout(timeout: Duration) -> String {
     if timeout.subsec_millis() == 0 {
         format!("{}s", timeout.as_secs())
     } else {

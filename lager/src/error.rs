@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::client::TransportError;
+use crate::cmd::diagnose::DiagnoseFailure;
 use crate::cmd::python::stream::RequestFailed;
 
 #[derive(Debug)]
@@ -118,7 +119,9 @@ pub enum CliError {
         reason: String,
     },
     Random(String),
-}
+    /// `lager diagnose` could not find the net's address (diagnose.md §4
+    /// step 2); nothing was diagnosed.
+    CannotDiagnose(DiagnoseFailure),
 
 impl CliError {
     /// 2 for usage errors, 1 for everything else.
@@ -291,6 +294,9 @@ impl fmt::Display for CliError {
                 f,
                 "Error: Could not connect to the breakpoint console at {addr}: {reason}; check that the script is still paused"
             ),
+            CliError::CannotDiagnose(failure) => {
+                write!(f, "{failure}\nCannot diagnose without a VISA address.")
+            }
             CliError::Random(reason) => write!(
                 f,
                 "Error: Could not read /dev/urandom for a process ID: {reason}"

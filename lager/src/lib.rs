@@ -60,5 +60,6 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::DefaultsDelete { key, yes } => cmd::defaults::delete(&key, yes),
         Command::DefaultsDeleteAll { yes } => cmd::defaults::delete_all(yes),
         Command::Python(opts) => cmd::python::run(opts),
+        Command::Diagnose(opts) => cmd::diagnose::run(&opts),
     }
 }

@@ -55,6 +55,15 @@ pub fn paint(stream: Stream, color: Color, text: &str) -> String {
 
 /// `text` in `color` when `on`; each line is wrapped so a pager keeps it.
 pub fn paint_if(on: bool, color: Color, text: &str) -> String {
+    paint_style(on, color.code(), text)
+}
+
+/// `text` in bold `color` when `on` (headlines: diagnose.md §4 step 7, §6).
+pub fn paint_bold_if(on: bool, color: Color, text: &str) -> String {
+    paint_style(on, &format!("1;{}", color.code()), text)
+}
+
+fn paint_style(on: bool, code: &str, text: &str) -> String {
     if !on || text.is_empty() {
         return text.to_string();
     }
@@ -63,7 +72,7 @@ pub fn paint_if(on: bool, color: Color, text: &str) -> String {
             if line.is_empty() {
                 String::new()
             } else {
-                format!("\x1b[{}m{line}\x1b[0m", color.code())
+                format!("\x1b[{code}m{line}\x1b[0m")
             }
         })
         .collect::<Vec<_>>()
@@ -99,5 +108,7 @@ mod tests {
             "\x1b[31ma\x1b[0m\n\n\x1b[31mb\x1b[0m"
         );
         assert_eq!(paint_if(true, Color::Red, ""), "");
+        assert_eq!(paint_bold_if(true, Color::Red, "x"), "\x1b[1;31mx\x1b[0m");
+        assert_eq!(paint_bold_if(false, Color::Red, "x"), "x");
     }
 }

@@ -8,6 +8,7 @@
 mod autolock;
 mod boxes;
 mod defaults;
+mod diagnose;
 mod hello;
 mod lock;
 mod python;
