@@ -122,6 +122,15 @@ pub enum CliError {
     /// `lager diagnose` could not find the net's address (diagnose.md §4
     /// step 2); nothing was diagnosed.
     CannotDiagnose(DiagnoseFailure),
+    /// A box command on an instrument failed with the box's error text
+    /// (instruments.md §8). The last-resort path maps it through the errno
+    /// table (diagnose.md §6, `errmap`); this is the unmapped form.
+    Instrument {
+        box_name: String,
+        net: Option<String>,
+        error: String,
+    },
+}
 
 impl CliError {
     /// 2 for usage errors, 1 for everything else.
@@ -297,6 +306,7 @@ impl fmt::Display for CliError {
             CliError::CannotDiagnose(failure) => {
                 write!(f, "{failure}\nCannot diagnose without a VISA address.")
             }
+            CliError::Instrument { error, .. } => write!(f, "Error: {error}"),
             CliError::Random(reason) => write!(
                 f,
                 "Error: Could not read /dev/urandom for a process ID: {reason}"

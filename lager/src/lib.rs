@@ -9,6 +9,7 @@ pub mod boxsel;
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod errmap;
 pub mod error;
 pub mod identity;
 pub mod output;

@@ -41,7 +41,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            output::tell(Color::Red, &err.to_string());
+            // diagnose.md §6: instrument errors the errno table knows get
+            // its block; everything else is one red line.
+            match lager::errmap::mapped(&err) {
+                Some(block) => eprintln!("{block}"),
+                None => output::tell(Color::Red, &err.to_string()),
+            }
             ExitCode::from(err.exit_code())
         }
     }
