@@ -46,6 +46,10 @@ pub struct Args {
     /// where /dev is (default /dev), for device nodes
     #[argh(option)]
     pub dev_root: Option<PathBuf>,
+    /// seconds between background health checks of every net (default 60;
+    /// 0 turns them off)
+    #[argh(option)]
+    pub health_interval_secs: Option<u64>,
     /// log debug detail (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -60,6 +64,7 @@ pub struct Config {
     pub proc_root: PathBuf,
     pub sys_root: PathBuf,
     pub dev_root: PathBuf,
+    pub health_interval: std::time::Duration,
     pub sim: bool,
     pub token: Option<String>,
     pub enforce_locks: bool,
@@ -158,6 +163,9 @@ impl Config {
             proc_root: args.proc_root.unwrap_or_else(|| PathBuf::from("/proc")),
             sys_root: args.sys_root.unwrap_or_else(|| PathBuf::from("/sys")),
             dev_root: args.dev_root.unwrap_or_else(|| PathBuf::from("/dev")),
+            health_interval: std::time::Duration::from_secs(
+                args.health_interval_secs.unwrap_or(60),
+            ),
             sim: args.sim,
             token,
             enforce_locks: args.enforce_locks,

@@ -14,9 +14,11 @@ use log::{error, info, warn};
 use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
 use crate::diagnose::{Diagnose, Roots};
-use crate::http::{Api, BoxInfo};
+use crate::health::Health;
+use crate::http::{Api, BoxInfo, Parts};
 use crate::instruments::sim::Simulator;
 use crate::lockbox::LockBox;
+use crate::nets::Nets;
 use crate::runner::{Runner, RunnerConfig};
 use crate::server::Server;
 use crate::signals::Signals;
@@ -77,7 +79,25 @@ pub fn run(config: Config) -> Result<(), StartError> {
         dev: config.dev_root.clone(),
         state: config.state_dir.clone(),
     }));
-    let api = Arc::new(Api::new(lock_box.clone(), runner, diagnose, info));
+    let nets = Arc::new(Nets::new(
+        config.state_dir.clone(),
+        info.simulator.as_ref().map(Simulator::visa_address),
+    ));
+    let stop_background = Arc::new(AtomicBool::new(false));
+    let health = Health::spawn(
+        diagnose.clone(),
+        nets.clone(),
+        config.health_interval,
+        stop_background.clone(),
+    );
+    let parts = Parts {
+        lock_box: lock_box.clone(),
+        runner,
+        diagnose,
+        nets,
+        health,
+    };
+    let api = Arc::new(Api::new(parts, info));
     let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
     info!(
         "lagerd {} serving state dir {}",
@@ -85,14 +105,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.state_dir.display()
     );
 
-    let stop_reaper = Arc::new(AtomicBool::new(false));
-    let reaper = spawn_reaper(lock_box.clone(), stop_reaper.clone()).map_err(StartError::Io)?;
+    let reaper = spawn_reaper(lock_box.clone(), stop_background.clone()).map_err(StartError::Io)?;
 
     let signal = signals.wait();
     info!("signal {signal} received: finishing requests in flight");
     lock_box.shut_down();
     server.stop(SHUTDOWN_GRACE);
-    stop_reaper.store(true, Ordering::SeqCst);
+    stop_background.store(true, Ordering::SeqCst);
     let _ = reaper.join();
     info!("stopped");
     Ok(())

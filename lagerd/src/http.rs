@@ -11,9 +11,11 @@ use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::diagnose::Diagnose;
+use crate::health::Health;
 use crate::instruments::sim::Simulator;
 use crate::lockbox::{LockBox, LockError};
 use crate::multipart;
+use crate::nets::Nets;
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::server::{Body, Client, Request, Response, Service};
@@ -34,7 +36,18 @@ pub struct Api {
     lock_box: Arc<LockBox>,
     runner: Arc<Runner>,
     diagnose: Arc<Diagnose>,
+    nets: Arc<Nets>,
+    health: Arc<Health>,
     info: BoxInfo,
+}
+
+/// The parts behind the routes, each owning its own state.
+pub struct Parts {
+    pub lock_box: Arc<LockBox>,
+    pub runner: Arc<Runner>,
+    pub diagnose: Arc<Diagnose>,
+    pub nets: Arc<Nets>,
+    pub health: Arc<Health>,
 }
 
 /// Why a request failed, before or after reaching its owner.
@@ -134,16 +147,20 @@ impl From<RunError> for ApiError {
 }
 
 impl Api {
-    pub fn new(
-        lock_box: Arc<LockBox>,
-        runner: Arc<Runner>,
-        diagnose: Arc<Diagnose>,
-        info: BoxInfo,
-    ) -> Api {
+    pub fn new(parts: Parts, info: BoxInfo) -> Api {
+        let Parts {
+            lock_box,
+            runner,
+            diagnose,
+            nets,
+            health,
+        } = parts;
         Api {
             lock_box,
             runner,
             diagnose,
+            nets,
+            health,
             info,
         }
     }
@@ -203,7 +220,7 @@ impl Api {
             "/diagnose/dispatcher" if get => {
                 Ok(answer(self.diagnose.dispatcher(&address_param(request))))
             }
-            "/nets/list" if get => ok(Value::Array(self.saved_nets())),
+            "/nets/list" if get => ok(Value::Array(self.nets.list())),
             "/test-stream" if get => Ok(Response {
                 status: 200,
                 headers: vec![
@@ -306,6 +323,7 @@ impl Api {
             "version": version,
             "box_version": version,
             "nets": self.net_summaries(),
+            "health": self.health.report(),
             "capabilities": {
                 "sim": self.info.simulator.is_some(),
                 "simulator": self.info.simulator.as_ref().map(|sim| json!({
@@ -319,36 +337,9 @@ impl Api {
         })
     }
 
-    /// The saved nets (instruments.md §3), `[]` when the box has none or
-    /// the file is unreadable; under `--sim`, `supply1` and `battery1` on
-    /// the simulator first, unless the file names them itself.
-    fn saved_nets(&self) -> Vec<Value> {
-        let saved: Vec<Value> = std::fs::read(self.info.state_dir.join("saved_nets.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-            .unwrap_or_default();
-        let Some(sim) = &self.info.simulator else {
-            return saved;
-        };
-        let address = sim.visa_address();
-        let simulated = [("supply1", "power-supply"), ("battery1", "battery")].map(|(name, role)| {
-            json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": address, "pin": 1})
-        });
-        let taken = |name: &str| {
-            saved
-                .iter()
-                .any(|net| net.get("name").and_then(Value::as_str) == Some(name))
-        };
-        simulated
-            .into_iter()
-            .filter(|net| !taken(net["name"].as_str().unwrap_or_default()))
-            .chain(saved.clone())
-            .collect()
-    }
-
     /// Names and roles of the saved nets, for `/status`.
     fn net_summaries(&self) -> Value {
-        let nets = self.saved_nets();
+        let nets = self.nets.list();
         let summaries = nets
             .iter()
             .filter_map(|net| {

@@ -334,3 +334,45 @@ fn sim_mode_serves_a_dual_role_keithley_that_diagnose_can_reach() {
     let (_, visa) = get(&daemon, "visa", address);
     assert_eq!(visa["error_class"], "timeout", "{visa}");
 }
+
+#[test]
+fn box_health_in_status_follows_the_instruments() {
+    let dir = TempDir::new("health");
+    let daemon = Daemon::start(
+        &lagerd(),
+        dir.path(),
+        &["--sim", "--health-interval-secs", "1"],
+    );
+    let health = || {
+        let status: Value =
+            serde_json::from_slice(&request(daemon.addr(), "GET", "/status", None).body).unwrap();
+        status["health"].clone()
+    };
+    assert!(
+        lager_testsupport::wait_until(std::time::Duration::from_secs(10), || health()["state"]
+            == "ok"),
+        "{}",
+        health()
+    );
+    let report = health();
+    assert_eq!(report["nets"].as_array().unwrap().len(), 2);
+    assert_eq!(report["nets"][0]["bucket"], "reachable");
+
+    // The instrument stops answering: the box turns degraded on its own.
+    let status: Value =
+        serde_json::from_slice(&request(daemon.addr(), "GET", "/status", None).body).unwrap();
+    let mut control = std::net::TcpStream::connect(
+        status["capabilities"]["simulator"]["control"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    writeln!(control, "mute").unwrap();
+    assert!(
+        lager_testsupport::wait_until(std::time::Duration::from_secs(15), || health()["state"]
+            == "degraded"),
+        "{}",
+        health()
+    );
+    assert_eq!(health()["bucket"], "wedged");
+}
