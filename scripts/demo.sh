@@ -2,7 +2,8 @@
 # The main job on the embedded default, no hardware needed: builds both
 # binaries, starts lagerd with simulated instruments and a local state dir
 # (./.demo) on a free loopback port, then drives it with the lager CLI:
-# reserve the box, list it, run a script on it with `lager python`.
+# reserve the box, list it, run a script on it with `lager python`, and ask
+# `lager diagnose` about its simulated Keithley 2281S.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin lagerd --bin lager
@@ -35,6 +36,7 @@ print("this line goes to stderr", file=sys.stderr)
 sys.exit(3)
 PY
 run "$bin/lager" python "$demo/hello.py" --box demo || echo "(exit $?: the script's own exit code)"
+run "$bin/lager" diagnose supply1 --box demo
 echo
 echo "lagerd log ($demo/lagerd.log):"
 sed 's/^/  /' "$demo/lagerd.log"

@@ -53,6 +53,8 @@ pub struct Row {
     pub version_status: Option<VersionStatus>,
     /// The `GET /lock` body, when it answered with JSON.
     pub lock: Option<Value>,
+    /// The `health` object of `/status` (instruments classified by the box).
+    pub health: Option<Value>,
 }
 
 impl Row {
@@ -63,6 +65,19 @@ impl Row {
             return None;
         }
         lock.get("user").and_then(Value::as_str)
+    }
+
+    /// `degraded: <bucket>` when the box reports a stuck instrument.
+    pub fn degraded(&self) -> Option<String> {
+        let health = self.health.as_ref()?;
+        if health.get("state").and_then(Value::as_str) != Some("degraded") {
+            return None;
+        }
+        let bucket = health
+            .get("bucket")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        Some(format!("degraded: {bucket}"))
     }
 }
 
@@ -118,6 +133,7 @@ fn base_row(name: &str, entry: &BoxEntry) -> Row {
         unreachable: false,
         version_status: None,
         lock: None,
+        health: None,
     }
 }
 
@@ -160,6 +176,7 @@ fn probe(i: usize, name: &str, entry: &BoxEntry, budget: Duration, events: &Send
         }
         Ok(reply) => {
             let (status, color, reported, version_status) = status_of_reply(&reply);
+            row.health = reply.json().and_then(|body| body.get("health").cloned());
             row.status = status;
             row.status_color = color;
             row.version = reported;
@@ -263,7 +280,11 @@ pub fn probe_all(boxes: Vec<(String, BoxEntry)>, budget: Duration) -> Vec<Row> {
 /// The table of locking.md B.11 (without the footer).
 pub fn render_table(rows: &[Row], color: bool) -> String {
     let any_locked = rows.iter().any(|r| r.locked_by().is_some());
+    let any_degraded = rows.iter().any(|r| r.degraded().is_some());
     let mut header = vec!["name", "ip", "user", "version", "status"];
+    if any_degraded {
+        header.push("health");
+    }
     if any_locked {
         header.push("locked by");
     }
@@ -277,6 +298,13 @@ pub fn render_table(rows: &[Row], color: bool) -> String {
                 (r.version.clone().unwrap_or_else(|| "-".into()), None),
                 (r.status.clone(), Some(r.status_color)),
             ];
+            if any_degraded {
+                match r.degraded() {
+                    Some(text) => line.push((text, Some(Color::Red))),
+                    None if r.health.is_some() => line.push(("ok".into(), Some(Color::Green))),
+                    None => line.push(("-".into(), None)),
+                }
+            }
             if any_locked {
                 let who = r.locked_by().map(format_lock_user).unwrap_or_default();
                 line.push((who, Some(Color::Magenta)));
@@ -336,6 +364,7 @@ pub fn rows_json(rows: &[Row]) -> Value {
                     "status": r.status,
                     "locked_by": r.locked_by().map(format_lock_user),
                     "lock": r.lock,
+                    "health": r.health,
                 })
             })
             .collect(),
@@ -714,7 +743,29 @@ mod tests {
             unreachable: false,
             version_status: None,
             lock,
+            health: None,
         }
+    }
+
+    #[test]
+    fn a_degraded_box_gets_a_health_column() {
+        let mut stuck = row("b1", "current", None);
+        stuck.health = Some(json!({"state": "degraded", "bucket": "wedged", "nets": []}));
+        let mut fine = row("b2", "current", None);
+        fine.health = Some(json!({"state": "ok", "nets": []}));
+        let old = row("b3", "current", None);
+        let text = render_table(&[stuck.clone(), fine, old], false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("status    health"), "{text}");
+        assert!(lines[2].ends_with("current   degraded: wedged"), "{text}");
+        assert!(lines[3].ends_with("current   ok"), "{text}");
+        assert!(lines[4].ends_with("current   -"), "{text}");
+        assert_eq!(rows_json(&[stuck])[0]["health"]["bucket"], "wedged");
+        let healthy = render_table(&[row("b1", "current", None)], false);
+        assert!(
+            !healthy.contains("health"),
+            "no column while every box is fine"
+        );
     }
 
     #[test]

@@ -435,3 +435,43 @@ fn odd_status_answers_map_to_statuses() {
         run.stdout
     );
 }
+
+#[test]
+fn a_box_with_a_stuck_instrument_shows_as_degraded() {
+    let daemon = Box_::start_with(&["--sim", "--health-interval-secs", "1"]);
+    let status: Value = serde_json::from_str(
+        &lager_testsupport::request(daemon.addr(), "GET", "/status", None).text(),
+    )
+    .expect("status JSON");
+    let control = status["capabilities"]["simulator"]["control"]
+        .as_str()
+        .expect("simulator control")
+        .to_string();
+    let cli = Cli::new("list-health");
+    cli.write_config(&json!({"BOXES": {"bench": entry(daemon.port())}}));
+    // Healthy: no health column at all.
+    let healthy = lager_testsupport::wait_until(Duration::from_secs(10), || {
+        let run = cli.run(&["boxes", "--json"]);
+        let rows: Value = serde_json::from_str(&run.stdout).unwrap_or_default();
+        rows[0]["health"]["state"] == "ok"
+    });
+    assert!(healthy);
+    assert!(!cli.run(&["boxes"]).stdout.contains("health"));
+    // The simulated Keithley stops answering.
+    let mut stream = std::net::TcpStream::connect(control).expect("control port");
+    std::io::Write::write_all(&mut stream, b"mute\n").expect("mute");
+    let degraded = lager_testsupport::wait_until(Duration::from_secs(15), || {
+        cli.run(&["boxes"]).stdout.contains("degraded: wedged")
+    });
+    let run = cli.run(&["boxes"]);
+    assert!(degraded, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .ends_with("status    health"),
+        "{}",
+        run.stdout
+    );
+}
