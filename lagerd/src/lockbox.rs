@@ -431,11 +431,13 @@ impl LockBox {
         }
     }
 
-    /// The committed state when answering needs no write, without waiting
-    /// for the critical section: `lock.json` only ever changes by an atomic
-    /// rename, so this sees a whole committed record, never one whose write
-    /// is still in flight. `None`: take the critical section (an expired lock
-    /// to reap, a free lock owed to a waiter, a corrupt file to report).
+    /// The state on disk when answering needs no write, without waiting for
+    /// the critical section: `lock.json` only ever changes by an atomic
+    /// rename, so this sees a whole record, never a torn one. It may see a
+    /// change whose directory fsync is still running, a few hundred µs
+    /// before its writer is answered; the writer is still answered only
+    /// once the change is durable. `None`: take the critical section (an
+    /// expired lock to reap, a free lock owed to a waiter, a corrupt file).
     fn peek(&self) -> Option<Option<Record>> {
         match self.on_disk() {
             Disk::Corrupt(_) => None,
