@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -63,24 +64,18 @@ impl Target {
         }
     }
 
+    /// One `stat` per fd; the link text only when there is nothing to
+    /// stat (a fixture tree's dangling links, an fd closed mid-scan).
     fn matches(&self, fd: &Path) -> bool {
-        let Ok(text) = fs::read_link(fd) else {
-            return false;
-        };
-        if text == self.logical {
-            return true;
+        if self.rdev.is_some() || self.file.is_some() {
+            if let Ok(meta) = fs::metadata(fd) {
+                return match self.rdev {
+                    Some(rdev) => meta.file_type().is_char_device() && meta.rdev() == rdev,
+                    None => self.file == Some((meta.dev(), meta.ino())),
+                };
+            }
         }
-        // Sockets, pipes and anon inodes are never a device node.
-        if !text.is_absolute() || (self.rdev.is_none() && self.file.is_none()) {
-            return false;
-        }
-        let Ok(meta) = fs::metadata(fd) else {
-            return false;
-        };
-        match self.rdev {
-            Some(rdev) => meta.file_type().is_char_device() && meta.rdev() == rdev,
-            None => self.file == Some((meta.dev(), meta.ino())),
-        }
+        fs::read_link(fd).is_ok_and(|text| text == self.logical)
     }
 }
 
@@ -101,14 +96,22 @@ pub fn holders(proc_root: &Path, target: &Target) -> Vec<Holder> {
         1
     };
     let chunk = pids.len().div_ceil(threads).max(1);
-    let matched: Vec<u32> = std::thread::scope(|scope| {
+    // Read once, and only if some process matches.
+    let users = OnceLock::new();
+    let own_ns = fs::read_link("/proc/self/ns/mnt").ok();
+    std::thread::scope(|scope| {
         let workers: Vec<_> = pids
             .chunks(chunk)
             .map(|pids| {
+                let (users, own_ns) = (&users, own_ns.as_deref());
                 scope.spawn(move || {
                     pids.iter()
-                        .copied()
-                        .filter(|&pid| holds(proc_root, pid, target))
+                        .filter(|&&pid| holds(proc_root, pid, target))
+                        .map(|&pid| {
+                            let users =
+                                users.get_or_init(|| passwd_names(Path::new("/etc/passwd")));
+                            describe(proc_root, pid, users, own_ns)
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -117,16 +120,7 @@ pub fn holders(proc_root: &Path, target: &Target) -> Vec<Holder> {
             .into_iter()
             .flat_map(|w| w.join().unwrap_or_default())
             .collect()
-    });
-    if matched.is_empty() {
-        return Vec::new();
-    }
-    let users = passwd_names(Path::new("/etc/passwd"));
-    let own_ns = fs::read_link("/proc/self/ns/mnt").ok();
-    matched
-        .into_iter()
-        .map(|pid| describe(proc_root, pid, &users, own_ns.as_deref()))
-        .collect()
+    })
 }
 
 /// Whether any fd of `pid` is the target (stops at the first).

@@ -9,7 +9,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -167,6 +169,7 @@ pub fn blacklist_installed(etc: &Path) -> bool {
 }
 
 const DMESG_UNREADABLE: &str = "(kernel log not readable from the box container: the services run unprivileged and dmesg_restrict is set. Per-device enumeration history comes from the host journal instead -- see `lager diagnose`.)";
+const DMESG_TIMEOUT: Duration = Duration::from_secs(3);
 const DMESG_NO_USB: &str = "(no USB lines in the kernel ring buffer for this boot)";
 
 /// The last 20 USB lines among the last 200 of `dmesg` (found on PATH, no
@@ -180,24 +183,27 @@ pub fn dmesg_tail() -> String {
     else {
         return DMESG_UNREADABLE.to_string();
     };
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
+    // Read while it runs: a kernel log larger than the pipe buffer would
+    // otherwise block dmesg until the deadline (seen: 3 s for a 136 kB log).
+    let stdout = child.stdout.take();
+    let (sender, receiver) = mpsc::channel();
+    let reader = thread::Builder::new().name("dmesg".into()).spawn(move || {
+        let mut out = Vec::new();
+        if let Some(mut stdout) = stdout {
+            let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
         }
+        let _ = sender.send(out);
+    });
+    let output = match reader {
+        Ok(_) => receiver.recv_timeout(DMESG_TIMEOUT).ok(),
+        Err(_) => None,
     };
-    let mut out = Vec::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+    if output.is_none() {
+        let _ = child.kill();
     }
-    match status {
-        Some(status) if status.success() => usb_lines(&String::from_utf8_lossy(&out)),
+    let status = child.wait().ok();
+    match (status, output) {
+        (Some(status), Some(out)) if status.success() => usb_lines(&String::from_utf8_lossy(&out)),
         _ => DMESG_UNREADABLE.to_string(),
     }
 }

@@ -236,7 +236,14 @@ impl Job {
                 break;
             }
             if last_write.elapsed() >= KEEPALIVE_EVERY {
-                out.write_all(b"0 0 ")?;
+                if let Err(e) = out.write_all(b"0 0 ") {
+                    info!(
+                        "run {}: client gone at a keepalive ({e}); reaping the job",
+                        self.id
+                    );
+                    self.reap_abandoned(quiesce);
+                    return Err(e);
+                }
                 last_write = Instant::now();
             }
             if last_probe.elapsed() >= PROBE_EVERY {

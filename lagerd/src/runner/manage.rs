@@ -56,7 +56,8 @@ impl Runner {
             None => libc::SIGTERM,
             Some(value) => value
                 .as_i64()
-                .filter(|n| (0..i64::from(libc::SIGRTMAX())).contains(n))
+                // [0, NSIG), and NSIG is SIGRTMAX + 1.
+                .filter(|n| (0..=i64::from(libc::SIGRTMAX())).contains(n))
                 .map(|n| n as i32)
                 .ok_or_else(|| RunError::Unprocessable(format!("Invalid signal: {value}")))?,
         };

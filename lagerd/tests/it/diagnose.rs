@@ -376,3 +376,48 @@ fn box_health_in_status_follows_the_instruments() {
     );
     assert_eq!(health()["bucket"], "wedged");
 }
+
+/// Found by the group-7 benchmark: lagerd read dmesg's output only after it
+/// exited, so a kernel log bigger than a pipe buffer stalled diagnose for
+/// the 3 s deadline and was then reported as unreadable.
+#[test]
+fn a_big_kernel_log_is_read_not_waited_out() {
+    let dir = TempDir::new("dmesg");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("dmesg");
+    std::fs::write(&fake, "#!/bin/sh\ni=0\nwhile [ $i -lt 3000 ]; do echo \"[$i.000000] eth0: link up, 1000Mbps, full-duplex, a long line of noise\"; i=$((i+1)); done\necho '[9999.000000] usb 1-1.2: USB disconnect, device number 4'\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let root = fixture("free");
+    let arg = |sub: &str| root.join(sub).to_str().unwrap().to_string();
+    let daemon = Daemon::start_with_env(
+        &lagerd(),
+        &dir.path().join("state"),
+        &["127.0.0.1:0"],
+        &[
+            "--sys-root",
+            &arg("sys"),
+            "--proc-root",
+            &arg("proc"),
+            "--dev-root",
+            &arg("dev"),
+        ],
+        &[("PATH", &path)],
+    );
+    let started = std::time::Instant::now();
+    let (_, usb) = get(&daemon, "usb", KEITHLEY);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        usb["dmesg_tail"],
+        "[9999.000000] usb 1-1.2: USB disconnect, device number 4"
+    );
+}
