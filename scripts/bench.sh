@@ -5,7 +5,7 @@
 # interpreter's own start-up, 1 GiB of script output streamed through the
 # CLI and through a raw client with lagerd's memory sampled, 32 concurrent runs.
 #
-#   scripts/bench.sh           full run (about 100 s plus the build)
+#   scripts/bench.sh           full run (about 90 s plus the build)
 #   scripts/bench.sh --quick   short run (about 45 s plus the build)
 #
 # Installs what it needs (the musl target via rustup, hyperfine and python3
