@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ const REAP_TERM_GRACE: Duration = Duration::from_secs(2);
 /// A detached run's log stops growing here (§3.3).
 const LOG_MAX: u64 = 10 * 1024 * 1024;
 const READ_BLOCK: usize = 64 * 1024;
+/// Longest wait for output before checking the job and the client.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+const EXIT_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct Queue {
@@ -126,7 +129,10 @@ pub struct Job {
     pub id: String,
     child: Child,
     output: Arc<Output>,
-    stop_channel: Arc<AtomicBool>,
+    /// lagerd's own write end of the output channel FIFO: it keeps reads
+    /// from seeing EOF before the script opens the FIFO; dropping it at the
+    /// end gives the channel reader its EOF at once.
+    channel_writer: Option<File>,
     work_dir: PathBuf,
     /// Attached runs clean their work dir at the end; detached ones keep it
     /// until `--kill` (§2).
@@ -166,7 +172,6 @@ impl Job {
         // the CPU ahead of housekeeping on a small box.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, child.id(), -10) };
         let output = Arc::new(Output::default());
-        let stop_channel = Arc::new(AtomicBool::new(false));
         {
             let mut queue = output.lock();
             queue.pipes_open = 1 + usize::from(err_read.is_some());
@@ -176,14 +181,15 @@ impl Job {
         if let Some(err_read) = err_read {
             spawn_pipe_reader(err_read, 2, output.clone());
         }
-        if let Some(channel) = channel {
-            spawn_channel_reader(channel, output.clone(), stop_channel.clone());
-        }
+        let channel_writer = channel.map(|(reader, writer)| {
+            spawn_channel_reader(reader, output.clone());
+            writer
+        });
         Ok(Job {
             id: id.to_string(),
             child,
             output,
-            stop_channel,
+            channel_writer,
             work_dir,
             remove_work_dir: true,
             timeout,
@@ -213,7 +219,14 @@ impl Job {
         let mut last_write = Instant::now();
         let mut last_probe = Instant::now();
         loop {
-            let (chunks, finished) = self.output.take(Duration::from_millis(100), 256 * 1024);
+            // Once the pipes are closed only the exit status is awaited:
+            // look often, so the exit marker is not held back.
+            let wait = if self.output.pipes_closed() {
+                EXIT_POLL
+            } else {
+                IDLE_WAIT
+            };
+            let (chunks, finished) = self.output.take(wait, 256 * 1024);
             encode_frames(&chunks, &mut frames);
             if !frames.is_empty() {
                 if let Err(e) = out.write_all(&frames) {
@@ -230,7 +243,7 @@ impl Job {
             self.poll_exit();
             self.enforce_timeout();
             if self.output.pipes_closed() && self.status.is_some() {
-                self.stop_channel.store(true, Ordering::SeqCst);
+                self.channel_writer = None;
             }
             if finished && self.status.is_some() {
                 break;
@@ -344,7 +357,7 @@ impl Job {
             self.killed = true;
         }
         let _ = self.child.wait();
-        self.stop_channel.store(true, Ordering::SeqCst);
+        self.channel_writer = None;
         info!("run {}: reaped after its client left", self.id);
     }
 }
@@ -359,7 +372,7 @@ impl Drop for Job {
             }
             let _ = self.child.wait();
         }
-        self.stop_channel.store(true, Ordering::SeqCst);
+        self.channel_writer = None;
         if self.remove_work_dir {
             let _ = fs::remove_dir_all(&self.work_dir);
         }
@@ -415,7 +428,7 @@ pub fn run_detached(mut job: Job, run_dir: PathBuf) {
                 frames.clear();
                 job.poll_exit();
                 if job.output.pipes_closed() && job.status.is_some() {
-                    job.stop_channel.store(true, Ordering::SeqCst);
+                    job.channel_writer = None;
                 }
                 if finished && job.status.is_some() {
                     break;
@@ -518,33 +531,29 @@ fn open_channel(path: &Path) -> Option<(File, File)> {
     Some((open(libc::O_RDONLY)?, open(libc::O_WRONLY)?))
 }
 
-fn spawn_channel_reader(
-    (mut reader, keep_open): (File, File),
-    output: Arc<Output>,
-    stop: Arc<AtomicBool>,
-) {
+fn spawn_channel_reader(mut reader: File, output: Arc<Output>) {
     let spawned = thread::Builder::new()
         .name("job-channel".into())
         .stack_size(128 * 1024)
         .spawn({
             let output = output.clone();
             move || {
-                let _keep_open = keep_open;
                 let mut block = vec![0u8; READ_BLOCK];
                 loop {
                     match reader.read(&mut block) {
-                        Ok(n) if n > 0 => output.push(3, block[..n].to_vec()),
+                        // EOF: the script's writers and lagerd's own end are closed.
+                        Ok(0) => break,
+                        Ok(n) => output.push(3, block[..n].to_vec()),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        // Nothing to read (or error): stop once told, else wait.
-                        _ if stop.load(Ordering::SeqCst) => break,
-                        _ => {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             let mut pfd = libc::pollfd {
                                 fd: reader.as_raw_fd(),
                                 events: libc::POLLIN,
                                 revents: 0,
                             };
-                            unsafe { libc::poll(&mut pfd, 1, 50) };
+                            unsafe { libc::poll(&mut pfd, 1, -1) };
                         }
+                        Err(_) => break,
                     }
                 }
                 output.lock().channel_open = false;
