@@ -697,17 +697,21 @@ fn send_continue(conn: &mut Conn, head: &Head) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Appends what the socket has (up to 8 KiB). Reads into the stack and
+/// copies only what arrived: growing the buffer first zeroed 8 KiB per
+/// read for requests of a few hundred bytes.
 fn fill(conn: &mut Conn) -> io::Result<usize> {
-    let len = conn.buf.len();
-    conn.buf.resize(len + READ_CHUNK, 0);
-    let read = loop {
-        match conn.stream.read(&mut conn.buf[len..]) {
+    let mut chunk = [0u8; READ_CHUNK];
+    loop {
+        match conn.stream.read(&mut chunk) {
+            Ok(n) => {
+                conn.buf.extend_from_slice(&chunk[..n]);
+                return Ok(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => break other,
+            Err(e) => return Err(e),
         }
-    };
-    conn.buf.truncate(len + *read.as_ref().unwrap_or(&0));
-    read
+    }
 }
 
 fn read_exact_body(conn: &mut Conn, length: usize) -> Result<Vec<u8>, Refusal> {
