@@ -50,6 +50,9 @@ pub struct Args {
     /// 0 turns them off)
     #[argh(option)]
     pub health_interval_secs: Option<u64>,
+    /// milliseconds an instrument may take to answer (default 10000)
+    #[argh(option)]
+    pub instrument_timeout_ms: Option<u64>,
     /// log debug detail (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -65,6 +68,7 @@ pub struct Config {
     pub sys_root: PathBuf,
     pub dev_root: PathBuf,
     pub health_interval: std::time::Duration,
+    pub instrument_timeout: std::time::Duration,
     pub sim: bool,
     pub token: Option<String>,
     pub enforce_locks: bool,
@@ -165,6 +169,9 @@ impl Config {
             dev_root: args.dev_root.unwrap_or_else(|| PathBuf::from("/dev")),
             health_interval: std::time::Duration::from_secs(
                 args.health_interval_secs.unwrap_or(60),
+            ),
+            instrument_timeout: std::time::Duration::from_millis(
+                args.instrument_timeout_ms.unwrap_or(10_000).max(1),
             ),
             sim: args.sim,
             token,

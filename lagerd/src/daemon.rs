@@ -13,10 +13,13 @@ use log::{error, info, warn};
 
 use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
+use crate::devlock::{self, DeviceLocks};
 use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
 use crate::http::{Api, BoxInfo, Parts};
+use crate::instruments::session::Sessions;
 use crate::instruments::sim::Simulator;
+use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
 use crate::nets::Nets;
 use crate::runner::{Runner, RunnerConfig};
@@ -73,12 +76,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
         &config.state_dir,
         &config.proc_root,
     )));
-    let diagnose = Arc::new(Diagnose::new(Roots {
+    // One device-lock manager per process (diagnose.md §1): the sessions and
+    // diagnose's fresh probe must see each other's locks.
+    let device_locks = Arc::new(DeviceLocks::new(
+        &config.state_dir,
+        "lager_device_locks",
+        devlock::DEFAULT_TIMEOUT,
+    ));
+    let sessions = Arc::new(Sessions::new(
+        device_locks.clone(),
+        config.instrument_timeout,
+    ));
+    let roots = Roots {
         sys: config.sys_root.clone(),
         proc: config.proc_root.clone(),
         dev: config.dev_root.clone(),
         state: config.state_dir.clone(),
-    }));
+    };
+    let diagnose = Arc::new(Diagnose::new(roots, device_locks, sessions.clone()));
     let nets = Arc::new(Nets::new(
         config.state_dir.clone(),
         info.simulator.as_ref().map(Simulator::visa_address),
@@ -90,12 +105,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.health_interval,
         stop_background.clone(),
     );
+    let instruments = Arc::new(Instruments::new(sessions, nets.clone()));
     let parts = Parts {
         lock_box: lock_box.clone(),
         runner,
         diagnose,
         nets,
         health,
+        instruments,
     };
     let api = Arc::new(Api::new(parts, info));
     let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;

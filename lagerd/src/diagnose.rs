@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use common::addr::Address;
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
 use crate::devlock::DeviceLocks;
+use crate::instruments::session::Sessions;
 use crate::instruments::transport::TcpTransport;
 use crate::procscan::{self, Holder, Target};
 use crate::sysfs::{self, UsbDevice};
@@ -30,19 +33,17 @@ pub type Answer = (u16, Value);
 
 pub struct Diagnose {
     roots: Roots,
-    device_locks: DeviceLocks,
+    /// The daemon's one device-lock manager, shared with the sessions.
+    device_locks: Arc<DeviceLocks>,
+    sessions: Arc<Sessions>,
 }
 
 impl Diagnose {
-    pub fn new(roots: Roots) -> Diagnose {
-        let device_locks = DeviceLocks::new(
-            &roots.state,
-            "lager_device_locks",
-            crate::devlock::DEFAULT_TIMEOUT,
-        );
+    pub fn new(roots: Roots, device_locks: Arc<DeviceLocks>, sessions: Arc<Sessions>) -> Diagnose {
         Diagnose {
             roots,
             device_locks,
+            sessions,
         }
     }
 
@@ -107,6 +108,13 @@ impl Diagnose {
         if address.is_empty() {
             return (400, json!({"error": "address parameter required"}));
         }
+        // §3 step 2: a fresh open would collide with the shared session.
+        if self.sessions.is_open(address) {
+            return (
+                200,
+                json!({"address": address, "skipped": true, "reason": "lagerd already holds a shared session for this address; a fresh open would collide with it. See the Dispatcher section for the session's state."}),
+            );
+        }
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
         let failure = |error: String, class: &str, elapsed_ms: u64| {
@@ -144,15 +152,21 @@ impl Diagnose {
         }
     }
 
-    /// `GET /diagnose/dispatcher?address=A`: the shared session pool. lagerd
-    /// keeps no instrument sessions yet, so the pool is empty.
+    /// `GET /diagnose/dispatcher?address=A`: the shared session pool.
     pub fn dispatcher(&self, address: &str) -> Answer {
         if address.is_empty() {
             return (400, json!({"error": "address parameter required"}));
         }
+        let cached = self.sessions.is_open(address);
+        let drivers = if cached {
+            json!([{"device_name": "keithley", "driver_class": "Keithley2281S"}])
+        } else {
+            json!([])
+        };
+        let pool = self.sessions.open_count();
         (
             200,
-            json!({"address": address, "cached_session": false, "cached_drivers": [], "shared_pool_size": 0}),
+            json!({"address": address, "cached_session": cached, "cached_drivers": drivers, "shared_pool_size": pool}),
         )
     }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::diagnose::Diagnose;
 use crate::health::Health;
 use crate::instruments::sim::Simulator;
+use crate::instruments::Instruments;
 use crate::lockbox::{LockBox, LockError};
 use crate::multipart;
 use crate::nets::Nets;
@@ -38,6 +39,7 @@ pub struct Api {
     diagnose: Arc<Diagnose>,
     nets: Arc<Nets>,
     health: Arc<Health>,
+    instruments: Arc<Instruments>,
     info: BoxInfo,
 }
 
@@ -48,6 +50,7 @@ pub struct Parts {
     pub diagnose: Arc<Diagnose>,
     pub nets: Arc<Nets>,
     pub health: Arc<Health>,
+    pub instruments: Arc<Instruments>,
 }
 
 /// Why a request failed, before or after reaching its owner.
@@ -154,6 +157,7 @@ impl Api {
             diagnose,
             nets,
             health,
+            instruments,
         } = parts;
         Api {
             lock_box,
@@ -161,6 +165,7 @@ impl Api {
             diagnose,
             nets,
             health,
+            instruments,
             info,
         }
     }
@@ -221,6 +226,8 @@ impl Api {
                 Ok(answer(self.diagnose.dispatcher(&address_param(request))))
             }
             "/nets/list" if get => ok(Value::Array(self.nets.list())),
+            "/supply/command" if post => self.instrument_command(request, false),
+            "/battery/command" if post => self.instrument_command(request, true),
             "/test-stream" if get => Ok(Response {
                 status: 200,
                 headers: vec![
@@ -267,6 +274,23 @@ impl Api {
                 })))
             }
         }
+    }
+
+    /// `POST /supply|battery/command`; hardware changes are lock-enforced.
+    fn instrument_command(&self, request: &Request, battery: bool) -> Result<Response, ApiError> {
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
+            return Ok(json_response(
+                400,
+                &json!({"success": false, "error": "Invalid JSON"}),
+            ));
+        };
+        if Instruments::mutates(battery, &body) {
+            let holder = request
+                .header(HOLDER_HEADER)
+                .or(body.get("holder").and_then(Value::as_str));
+            self.enforce_lock(holder)?;
+        }
+        Ok(answer(self.instruments.command(battery, &body)))
     }
 
     /// A.10: with `--enforce-locks`, only the holder's scope may proceed.
@@ -408,7 +432,7 @@ fn address_param(request: &Request) -> String {
     request.query_param("address").unwrap_or_default()
 }
 
-fn answer((status, body): crate::diagnose::Answer) -> Response {
+fn answer((status, body): (u16, Value)) -> Response {
     json_response(status, &body)
 }
 

@@ -89,12 +89,17 @@ impl TcpTransport {
         })
     }
 
-    /// Sends `command` and reads one reply line, without its terminator.
-    pub fn query(&mut self, command: &str) -> Result<String, TransportError> {
+    /// Sends a command that has no reply.
+    pub fn write(&mut self, command: &str) -> Result<(), TransportError> {
         let stream = self.reader.get_mut();
         stream
             .write_all(format!("{command}\n").as_bytes())
-            .map_err(|e| classify(&self.address, self.timeout, e))?;
+            .map_err(|e| classify(&self.address, self.timeout, e))
+    }
+
+    /// Sends `command` and reads one reply line, without its terminator.
+    pub fn query(&mut self, command: &str) -> Result<String, TransportError> {
+        self.write(command)?;
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => Err(TransportError::NoDevice {

@@ -1,0 +1,287 @@
+//! One session per instrument address (instruments.md §2), shared by every
+//! net and role on it and owned by one thread per address, so SCPI traffic
+//! is serialized: no interleaving across roles or clients.
+//!
+//! The session opens lazily under the cross-process device lock, retries a
+//! busy open with backoff (§4), and closes its transport on a vanished
+//! device, a timeout or a garbled reply, so the next command reopens
+//! cleanly and stale bytes never answer a later command (§10.8).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use common::addr::Address;
+use log::{info, warn};
+
+use super::transport::{TcpTransport, TransportError};
+use crate::devlock::DeviceLocks;
+
+/// Busy opens are retried after these waits (≈ 3.7 s in all, §4).
+const BUSY_BACKOFF: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+    Duration::from_millis(2000),
+];
+/// A command's whole budget, queueing included (§2: 30 s).
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The instrument's entry function, remembered once known (§10.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    PowerSupply,
+    Battery,
+}
+
+/// Why a command could not run on its instrument.
+#[derive(Debug)]
+pub enum SessionError {
+    /// The transport failed (busy after retries, gone, timed out).
+    Transport(TransportError),
+    /// Another process holds the device lock.
+    Locked(crate::devlock::LockError),
+    /// No transport for this kind of address yet.
+    Unsupported(String),
+    /// Queued behind other commands past the deadline.
+    Deadline { address: String },
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionError::Transport(e) => e.fmt(f),
+            SessionError::Locked(e) => write!(f, "[Errno 16] Resource busy: {e}"),
+            SessionError::Unsupported(address) => write!(
+                f,
+                "lagerd cannot open {address} yet: only TCPIP…::SOCKET instruments are supported so far (USB-TMC and serial come later)"
+            ),
+            SessionError::Deadline { address } => write!(
+                f,
+                "invoke-timeout: {address} did not finish earlier commands within {}s; it may be wedged (lager diagnose)",
+                CALL_DEADLINE.as_secs()
+            ),
+        }
+    }
+}
+
+impl From<TransportError> for SessionError {
+    fn from(e: TransportError) -> SessionError {
+        SessionError::Transport(e)
+    }
+}
+
+/// The state of one instrument's connection, used only on its own thread.
+pub struct Session {
+    key: String,
+    host: String,
+    port: u16,
+    io_timeout: Duration,
+    locks: Arc<DeviceLocks>,
+    transport: Option<TcpTransport>,
+    /// Known entry function; forgotten whenever the transport is closed.
+    pub function: Option<Function>,
+}
+
+impl Session {
+    /// Sends a command without a reply.
+    pub fn write(&mut self, command: &str) -> Result<(), SessionError> {
+        let outcome = self.transport()?.write(command);
+        self.settle(outcome)
+    }
+
+    /// Sends a query and returns its reply line.
+    pub fn query(&mut self, command: &str) -> Result<String, SessionError> {
+        let outcome = self.transport()?.query(command);
+        let reply = self.settle(outcome)?;
+        // A reply that is not text is garbage from a confused instrument:
+        // close, so nothing stale answers the next command.
+        if reply.chars().any(|c| c.is_control() && c != '\t') {
+            self.close("garbled reply");
+            return Err(SessionError::Transport(TransportError::Io {
+                address: self.key.clone(),
+                error: std::io::Error::other(format!("garbled reply to {command}: {reply:?}")),
+            }));
+        }
+        Ok(reply)
+    }
+
+    fn settle<T>(&mut self, outcome: Result<T, TransportError>) -> Result<T, SessionError> {
+        if let Err(e) = &outcome {
+            self.close(&e.to_string());
+        }
+        outcome.map_err(SessionError::from)
+    }
+
+    fn close(&mut self, why: &str) {
+        if self.transport.take().is_some() {
+            warn!(
+                "{}: session closed ({why}); the next command reopens it",
+                self.key
+            );
+        }
+        self.function = None;
+    }
+
+    fn is_open(&self) -> bool {
+        self.transport.is_some()
+    }
+
+    /// The open transport, opening it first if needed (§2 open sequence).
+    fn transport(&mut self) -> Result<&mut TcpTransport, SessionError> {
+        if self.transport.is_none() {
+            let transport = self.open()?;
+            info!("{}: session opened", self.key);
+            self.transport = Some(transport);
+        }
+        Ok(self.transport.as_mut().expect("opened just above"))
+    }
+
+    /// Device lock around the open; busy opens retried with backoff.
+    fn open(&mut self) -> Result<TcpTransport, SessionError> {
+        let mut waits = BUSY_BACKOFF.iter();
+        loop {
+            let attempt = self
+                .locks
+                .with(&self.key, || {
+                    TcpTransport::open(&self.key, &self.host, self.port, self.io_timeout)
+                })
+                .map_err(SessionError::Locked)?;
+            match (attempt, waits.next()) {
+                (Ok(transport), _) => return Ok(transport),
+                (Err(TransportError::Busy { .. }), Some(wait)) => {
+                    info!(
+                        "{}: busy, retrying the open in {} ms",
+                        self.key,
+                        wait.as_millis()
+                    );
+                    thread::sleep(*wait);
+                }
+                (Err(e), _) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+struct Worker {
+    jobs: Sender<(Job, Arc<AtomicBool>)>,
+    open: Arc<AtomicBool>,
+}
+
+/// Every instrument session of this lagerd.
+pub struct Sessions {
+    locks: Arc<DeviceLocks>,
+    io_timeout: Duration,
+    workers: Mutex<HashMap<String, Worker>>,
+}
+
+impl Sessions {
+    pub fn new(locks: Arc<DeviceLocks>, io_timeout: Duration) -> Sessions {
+        Sessions {
+            locks,
+            io_timeout,
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `job` on the address's session thread, after every command
+    /// queued before it; gives up (and the job is skipped) at the deadline.
+    pub fn run<T, E>(
+        &self,
+        address: &Address,
+        job: impl FnOnce(&mut Session) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<SessionError> + Send + 'static,
+    {
+        let key = address.canonical();
+        let jobs = self.worker(address)?;
+        let (reply, answer) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let job: Job = Box::new(move |session| {
+            let _ = reply.send(job(session));
+        });
+        if jobs.send((job, abandoned.clone())).is_err() {
+            return Err(SessionError::Deadline { address: key }.into());
+        }
+        match answer.recv_timeout(CALL_DEADLINE) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                abandoned.store(true, Ordering::SeqCst);
+                Err(SessionError::Deadline { address: key }.into())
+            }
+        }
+    }
+
+    /// Whether `address` has an open shared session (the dispatcher view).
+    pub fn is_open(&self, address: &str) -> bool {
+        let Ok(parsed) = Address::parse(address) else {
+            return false;
+        };
+        let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        workers
+            .get(&parsed.canonical())
+            .is_some_and(|w| w.open.load(Ordering::SeqCst))
+    }
+
+    pub fn open_count(&self) -> usize {
+        let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        workers
+            .values()
+            .filter(|w| w.open.load(Ordering::SeqCst))
+            .count()
+    }
+
+    fn worker(&self, address: &Address) -> Result<Sender<(Job, Arc<AtomicBool>)>, SessionError> {
+        let key = address.canonical();
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(worker) = workers.get(&key) {
+            return Ok(worker.jobs.clone());
+        }
+        let Address::Socket { host, port, .. } = address else {
+            return Err(SessionError::Unsupported(key));
+        };
+        let session = Session {
+            key: key.clone(),
+            host: host.clone(),
+            port: *port,
+            io_timeout: self.io_timeout,
+            locks: self.locks.clone(),
+            transport: None,
+            function: None,
+        };
+        let (jobs, inbox) = mpsc::channel();
+        let open = Arc::new(AtomicBool::new(false));
+        let flag = open.clone();
+        thread::Builder::new()
+            .name(format!("session-{port}"))
+            .spawn(move || serve(session, inbox, flag))
+            .map_err(|e| {
+                SessionError::Unsupported(format!("{key} (cannot start its session thread: {e})"))
+            })?;
+        workers.insert(
+            key,
+            Worker {
+                jobs: jobs.clone(),
+                open,
+            },
+        );
+        Ok(jobs)
+    }
+}
+
+fn serve(mut session: Session, inbox: Receiver<(Job, Arc<AtomicBool>)>, open: Arc<AtomicBool>) {
+    for (job, abandoned) in inbox {
+        if abandoned.load(Ordering::SeqCst) {
+            continue;
+        }
+        job(&mut session);
+        open.store(session.is_open(), Ordering::SeqCst);
+    }
+}

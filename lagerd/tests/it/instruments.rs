@@ -1,0 +1,336 @@
+//! Instruments (instruments.md §2–§10) against the simulated Keithley 2281S
+//! of `lagerd --sim`, over real sockets; faults come from the simulator's
+//! control port, never from mocks.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use lager_testsupport::{request, Daemon, TempDir};
+use serde_json::{json, Value};
+
+use crate::lagerd;
+
+struct Bench {
+    daemon: Daemon,
+    _dir: TempDir,
+    control: String,
+}
+
+impl Bench {
+    fn start(tag: &str, extra: &[&str]) -> Bench {
+        let dir = TempDir::new(tag);
+        let mut args = vec!["--sim", "--health-interval-secs", "0"];
+        args.extend_from_slice(extra);
+        let daemon = Daemon::start(&lagerd(), dir.path(), &args);
+        let status: Value =
+            serde_json::from_slice(&request(daemon.addr(), "GET", "/status", None).body).unwrap();
+        let control = status["capabilities"]["simulator"]["control"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Bench {
+            daemon,
+            _dir: dir,
+            control,
+        }
+    }
+
+    fn command(&self, role: &str, body: Value) -> (u16, Value) {
+        let reply = request(
+            self.daemon.addr(),
+            "POST",
+            &format!("/{role}/command"),
+            Some(&body.to_string()),
+        );
+        (reply.status, serde_json::from_slice(&reply.body).unwrap())
+    }
+
+    fn supply(&self, action: &str, value: Option<f64>) -> (u16, Value) {
+        let params = value.map_or(json!({}), |v| json!({"value": v}));
+        self.command(
+            "supply",
+            json!({"netname": "supply1", "action": action, "params": params}),
+        )
+    }
+
+    fn battery(&self, action: &str, value: Option<Value>) -> (u16, Value) {
+        let params = value.map_or(json!({}), |v| json!({"value": v}));
+        self.command(
+            "battery",
+            json!({"netname": "battery1", "action": action, "params": params}),
+        )
+    }
+
+    /// One line to the simulator's control port, one line back.
+    fn sim(&self, line: &str) -> String {
+        let mut stream = TcpStream::connect(&self.control).unwrap();
+        writeln!(stream, "{line}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        reply.trim().to_string()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.sim("log?")
+            .split(';')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+#[test]
+fn both_roles_share_one_session_and_switch_function_only_on_role_changes() {
+    let b = Bench::start("dual-role", &[]);
+    assert_eq!(
+        b.supply("voltage", Some(5.0)),
+        (
+            200,
+            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V"})
+        )
+    );
+    assert_eq!(b.supply("enable", None).0, 200);
+    assert_eq!(b.supply("voltage", None).1["message"], "Voltage: 5V");
+    assert_eq!(
+        b.battery("set_soc", Some(json!(42))).1["message"],
+        "SOC set to 42%"
+    );
+    let (_, state) = b.battery("state", None);
+    assert_eq!(
+        (
+            state["state"]["soc"].as_f64(),
+            state["state"]["netname"].as_str()
+        ),
+        (Some(42.0), Some("battery1"))
+    );
+    assert_eq!(b.supply("voltage", Some(3.3)).0, 200);
+    let (_, state) = b.supply("state", None);
+    assert_eq!(state["state"]["voltage_set"], 3.3);
+
+    assert_eq!(b.sim("connections?"), "1", "one session opened in total");
+    let switches: Vec<String> = b
+        .log()
+        .into_iter()
+        .filter(|c| c.starts_with(":ENTR:FUNC "))
+        .collect();
+    assert_eq!(
+        switches,
+        [":ENTR:FUNC BATT", ":ENTR:FUNC POW"],
+        "switched exactly when the role changed"
+    );
+    let queries = b.log().iter().filter(|c| *c == ":ENTR:FUNC?").count();
+    assert_eq!(
+        queries, 3,
+        "once to learn it, once after each switch to confirm it"
+    );
+}
+
+#[test]
+fn concurrent_clients_never_interleave_at_the_instrument() {
+    let b = Bench::start("concurrent", &[]);
+    let addr = b.daemon.addr();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut errors = Vec::new();
+                for round in 0..8 {
+                    let (role, body, expect) = if (i + round) % 2 == 0 {
+                        let volts = f64::from(i) + f64::from(round) / 10.0;
+                        (
+                            "supply",
+                            json!({"netname": "supply1", "action": "voltage", "params": {"value": volts}}),
+                            format!("Voltage set to {}V", format!("{volts:.1}").trim_end_matches(".0")),
+                        )
+                    } else {
+                        ("battery", json!({"netname": "battery1", "action": "state"}), "Battery: ".to_string())
+                    };
+                    let reply = request(addr, "POST", &format!("/{role}/command"), Some(&body.to_string()));
+                    let reply: Value = serde_json::from_slice(&reply.body).unwrap();
+                    let message = reply["message"].as_str().unwrap_or_default();
+                    if reply["success"] != true || !message.starts_with(&expect) {
+                        errors.push(format!("{body} -> {reply}"));
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let errors: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(b.sim("connections?"), "1");
+    // Every battery state read is one uninterrupted run of queries.
+    let log = b.log();
+    for (at, command) in log.iter().enumerate() {
+        if command == ":BATT:SIM:TVOL?" {
+            let run = &log[at..at + 11];
+            assert!(
+                run.iter().all(|c| c.starts_with(":BATT:SIM:")),
+                "interleaved: {run:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_busy_instrument_is_retried_with_backoff() {
+    let b = Bench::start("busy", &[]);
+    assert_eq!(b.sim("busy_ms 600"), "OK");
+    std::thread::sleep(Duration::from_millis(20));
+    let started = Instant::now();
+    let (status, reply) = b.supply("voltage", Some(2.0));
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "succeeded only after the claim ended"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_vanished_instrument_fails_clearly_then_recovers_without_a_restart() {
+    let b = Bench::start("nodev", &[]);
+    assert_eq!(b.supply("voltage", Some(4.0)).0, 200);
+    assert_eq!(b.sim("drop"), "OK");
+    let (status, reply) = b.supply("voltage", None);
+    assert_eq!(status, 502);
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.starts_with("[Errno 19] No such device"), "{error}");
+    assert!(
+        error.contains("TCPIP0::127.0.0.1::"),
+        "names the address: {error}"
+    );
+    // Replugged: the next command opens a new session and works.
+    assert_eq!(b.sim("replug"), "OK");
+    let (status, reply) = b.supply("voltage", Some(4.5));
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (200, Some("Voltage set to 4.5V"))
+    );
+    assert_eq!(
+        b.sim("connections?"),
+        "2",
+        "the dead session was closed and one new one opened"
+    );
+}
+
+#[test]
+fn a_silent_or_garbling_instrument_is_an_error_and_the_session_recovers() {
+    let b = Bench::start("mute", &["--instrument-timeout-ms", "300"]);
+    assert_eq!(b.supply("voltage", Some(1.0)).0, 200);
+    b.sim("mute");
+    let (status, reply) = b.supply("state", None);
+    assert_eq!(status, 502);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("[Errno 110] Operation timed out"),
+        "{reply}"
+    );
+    b.sim("unmute");
+    assert_eq!(
+        b.supply("voltage", None).1["message"],
+        "Voltage: 1V",
+        "a late reply never answers a later command"
+    );
+
+    b.sim("garble 1");
+    let (status, reply) = b.supply("voltage", None);
+    assert_eq!(status, 502);
+    assert!(
+        reply["error"].as_str().unwrap().contains("garbled"),
+        "{reply}"
+    );
+    assert_eq!(b.supply("voltage", None).1["message"], "Voltage: 1V");
+}
+
+#[test]
+fn bad_requests_are_refused_and_leave_the_instrument_alone() {
+    let b = Bench::start("bad", &[]);
+    assert_eq!(b.supply("voltage", Some(5.0)).0, 200);
+    let before = b.log().len();
+    let cases = [
+        (
+            "supply",
+            json!({"action": "voltage"}),
+            400,
+            "netname and action are required",
+        ),
+        (
+            "supply",
+            json!({"netname": "ghost", "action": "voltage"}),
+            404,
+            "Net 'ghost' not found. Create it with 'lager nets add'.",
+        ),
+        (
+            "supply",
+            json!({"netname": "battery1", "action": "voltage"}),
+            400,
+            "Net 'battery1' is a 'battery' net, not 'power-supply'.",
+        ),
+        (
+            "supply",
+            json!({"netname": "supply1", "action": "warp"}),
+            400,
+            "Unknown action: warp",
+        ),
+        (
+            "supply",
+            json!({"netname": "supply1", "action": "voltage", "params": {"value": 25}}),
+            400,
+            "Voltage 25V is outside the instrument's range 0–20V",
+        ),
+        (
+            "supply",
+            json!({"netname": "supply1", "action": "current", "params": {"value": "lots"}}),
+            400,
+            "Current must be a number, not \"lots\"",
+        ),
+        (
+            "battery",
+            json!({"netname": "battery1", "action": "set_soc", "params": {"value": 120}}),
+            400,
+            "SOC 120% is outside the instrument's range 0–100%",
+        ),
+    ];
+    for (role, body, status, error) in cases {
+        let (got_status, got) = b.command(role, body.clone());
+        assert_eq!(
+            (got_status, got["error"].as_str()),
+            (status, Some(error)),
+            "{body}"
+        );
+        assert_eq!(got["success"], false);
+    }
+    assert_eq!(b.log().len(), before, "nothing reached the instrument");
+    assert_eq!(b.supply("voltage", None).1["message"], "Voltage: 5V");
+    let reply = request(b.daemon.addr(), "POST", "/supply/command", Some("not json"));
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn enforced_locks_guard_hardware_changes_but_not_reads() {
+    let b = Bench::start("enforce", &["--enforce-locks"]);
+    request(
+        b.daemon.addr(),
+        "POST",
+        "/lock",
+        Some(r#"{"user": "alice"}"#),
+    );
+    let (status, reply) = b.supply("voltage", Some(3.0));
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (423, Some("Box is locked by alice"))
+    );
+    assert_eq!(b.supply("state", None).0, 200, "reads are not enforced");
+    let body = json!({"netname": "supply1", "action": "voltage", "params": {"value": 3.0}, "holder": "alice"});
+    assert_eq!(b.command("supply", body).0, 200);
+}
