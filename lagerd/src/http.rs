@@ -226,6 +226,22 @@ impl Api {
                 Ok(answer(self.diagnose.dispatcher(&address_param(request))))
             }
             "/nets/list" if get => ok(Value::Array(self.nets.list())),
+            "/nets" if post => {
+                let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
+                    return Ok(json_response(
+                        400,
+                        &json!({"success": false, "error": "Invalid JSON"}),
+                    ));
+                };
+                Ok(match self.nets.change(&body) {
+                    Ok(message) => {
+                        json_response(200, &json!({"success": true, "message": message}))
+                    }
+                    Err((status, error)) => {
+                        json_response(status, &json!({"success": false, "error": error}))
+                    }
+                })
+            }
             "/supply/command" if post => self.instrument_command(request, false),
             "/battery/command" if post => self.instrument_command(request, true),
             "/test-stream" if get => Ok(Response {

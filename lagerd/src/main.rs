@@ -5,6 +5,7 @@ mod config;
 mod daemon;
 mod devlock;
 mod diagnose;
+mod fsutil;
 mod health;
 mod http;
 mod instruments;

@@ -1,15 +1,40 @@
 //! The nets a box serves (instruments.md §3): `<state-dir>/saved_nets.json`,
 //! plus, under `--sim`, `supply1` and `battery1` on the simulated Keithley
-//! (in memory only: the user's file is never written for them).
+//! (in memory only: the user's file is never written for them). The only
+//! writer of `saved_nets.json` (`POST /nets`, §10.6).
 
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
-use serde_json::{json, Value};
+use common::addr::Address;
+use serde_json::{json, Map, Value};
+
+use crate::fsutil::{self, Durability};
+
+/// Roles a net may have (instruments.md §3).
+const ROLES: &[&str] = &[
+    "power-supply",
+    "battery",
+    "eload",
+    "scope",
+    "debug",
+    "usb",
+    "gpio",
+    "adc",
+    "dac",
+    "uart",
+];
+
+/// A refused change: HTTP status and message.
+pub type Refusal = (u16, String);
 
 pub struct Nets {
     state_dir: PathBuf,
     /// The simulator's address under `--sim`.
     simulated: Option<String>,
+    /// Serializes read-modify-write of the file: two adds at once must
+    /// both land.
+    writing: Mutex<()>,
 }
 
 impl Nets {
@@ -17,16 +42,64 @@ impl Nets {
         Nets {
             state_dir,
             simulated,
+            writing: Mutex::new(()),
         }
+    }
+
+    /// `POST /nets`: `{"action":"add","net":{…}}` or `{"action":"delete","name"}`.
+    pub fn change(&self, body: &Map<String, Value>) -> Result<String, Refusal> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut saved = self.saved();
+        let message = match body.get("action").and_then(Value::as_str) {
+            Some("add") => {
+                let net = validate(body.get("net"))?;
+                let name = net["name"].as_str().unwrap_or_default().to_string();
+                if self
+                    .list()
+                    .iter()
+                    .any(|n| n.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                {
+                    return Err((400, format!("Net '{name}' already exists; delete it first (lager nets delete {name})")));
+                }
+                saved.push(net);
+                format!("Added net '{name}'")
+            }
+            Some("delete") => {
+                let name = body
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let before = saved.len();
+                saved.retain(|n| n.get("name").and_then(Value::as_str) != Some(name.as_str()));
+                if saved.len() == before {
+                    return Err((404, format!("Net '{name}' not found in the saved nets")));
+                }
+                format!("Deleted net '{name}'")
+            }
+            _ => return Err((400, "action must be \"add\" or \"delete\"".to_string())),
+        };
+        let bytes = serde_json::to_vec_pretty(&Value::Array(saved)).unwrap_or_default();
+        fsutil::replace(
+            &self.state_dir.join("saved_nets.json"),
+            &bytes,
+            Durability::Durable,
+        )
+        .map_err(|e| (500, format!("Could not save the nets: {e}")))?;
+        Ok(message)
+    }
+
+    fn saved(&self) -> Vec<Value> {
+        std::fs::read(self.state_dir.join("saved_nets.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
+            .unwrap_or_default()
     }
 
     /// Every net, read fresh; `[]` for a missing or unreadable file. Saved
     /// nets of the same name replace the simulated ones.
     pub fn list(&self) -> Vec<Value> {
-        let saved: Vec<Value> = std::fs::read(self.state_dir.join("saved_nets.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
-            .unwrap_or_default();
+        let saved = self.saved();
         let Some(address) = &self.simulated else {
             return saved;
         };
@@ -42,5 +115,155 @@ impl Nets {
             })
             .chain(saved)
             .collect()
+    }
+}
+
+/// A net to add: known role, a driver for supply/battery instruments, a
+/// parseable address (stored in canonical form), `pin` 1 by default.
+fn validate(net: Option<&Value>) -> Result<Value, Refusal> {
+    let bad = |why: String| Err((400, why));
+    let Some(Value::Object(net)) = net else {
+        return bad("net must be an object".into());
+    };
+    let text = |key: &str| {
+        net.get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+    };
+    let (name, role, instrument) = (text("name"), text("role"), text("instrument"));
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return bad("net name is required and may not contain spaces".into());
+    }
+    if !ROLES.contains(&role) {
+        return bad(format!(
+            "unknown role '{role}'; one of: {}",
+            ROLES.join(", ")
+        ));
+    }
+    let lowered = instrument.to_ascii_lowercase();
+    let supported = match role {
+        "power-supply" => ["keithley", "rigol", "keysight", "ea"]
+            .iter()
+            .any(|v| lowered.contains(v)),
+        "battery" => lowered.contains("keithley") && lowered.contains("2281s"),
+        _ => !instrument.is_empty(),
+    };
+    if !supported {
+        return bad(format!(
+            "Unsupported instrument '{instrument}' for {role} net '{name}'."
+        ));
+    }
+    let address = Address::parse(text("address")).map_err(|e| (400, e.to_string()))?;
+    let pin = match net.get("pin") {
+        None | Some(Value::Null) => json!(1),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|p| p >= 1) => json!(n),
+        Some(other) => {
+            return bad(format!(
+                "pin must be a channel number of 1 or more, not {other}"
+            ))
+        }
+    };
+    Ok(
+        json!({"name": name, "role": role, "instrument": instrument, "address": address.canonical(), "pin": pin}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(tag: &str, simulated: Option<&str>) -> (Nets, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("nets-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (Nets::new(dir.clone(), simulated.map(str::to_string)), dir)
+    }
+
+    fn add(net: Value) -> Map<String, Value> {
+        json!({"action": "add", "net": net})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn adds_validates_and_deletes() {
+        let (nets, dir) = nets("crud", None);
+        let keithley = json!({"name": "bat", "role": "battery", "instrument": "Keithley_2281S", "address": "USB0::0x05E6::0x2281::1::INSTR"});
+        assert_eq!(
+            nets.change(&add(keithley.clone())),
+            Ok("Added net 'bat'".into())
+        );
+        let saved = nets.list();
+        assert_eq!(
+            saved[0]["address"], "USB0::0x05e6::0x2281::1::INSTR",
+            "stored canonical"
+        );
+        assert_eq!(saved[0]["pin"], 1);
+        assert_eq!(
+            nets.change(&add(keithley)).unwrap_err().0,
+            400,
+            "names are unique"
+        );
+        let cases = [
+            (
+                json!({"name": "x", "role": "toaster", "instrument": "i", "address": "TCPIP0::h::1::SOCKET"}),
+                "unknown role 'toaster'",
+            ),
+            (
+                json!({"name": "x", "role": "battery", "instrument": "Rigol_DP821", "address": "TCPIP0::h::1::SOCKET"}),
+                "Unsupported instrument 'Rigol_DP821' for battery net 'x'.",
+            ),
+            (
+                json!({"name": "x", "role": "power-supply", "instrument": "Keithley_2281S", "address": "nope"}),
+                "not an instrument address",
+            ),
+            (
+                json!({"name": "", "role": "power-supply", "instrument": "Keithley_2281S", "address": "TCPIP0::h::1::SOCKET"}),
+                "net name is required",
+            ),
+            (
+                json!({"name": "x", "role": "power-supply", "instrument": "Keithley_2281S", "address": "TCPIP0::h::1::SOCKET", "pin": 0}),
+                "pin must be",
+            ),
+        ];
+        for (net, error) in cases {
+            let (status, message) = nets.change(&add(net.clone())).unwrap_err();
+            assert!(
+                status == 400 && message.starts_with(error),
+                "{net} -> {message}"
+            );
+        }
+        let delete = |name: &str| {
+            nets.change(
+                json!({"action": "delete", "name": name})
+                    .as_object()
+                    .unwrap(),
+            )
+        };
+        assert_eq!(delete("ghost").unwrap_err().0, 404);
+        assert_eq!(delete("bat"), Ok("Deleted net 'bat'".into()));
+        assert!(nets.list().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn simulated_nets_are_listed_but_never_saved() {
+        let (nets, dir) = nets("sim", Some("TCPIP0::127.0.0.1::5025::SOCKET"));
+        assert_eq!(nets.list().len(), 2);
+        let taken = json!({"name": "supply1", "role": "power-supply", "instrument": "Keithley_2281S", "address": "TCPIP0::h::1::SOCKET"});
+        assert_eq!(
+            nets.change(&add(taken)).unwrap_err().0,
+            400,
+            "the simulated name is taken"
+        );
+        let other = json!({"name": "eload1", "role": "eload", "instrument": "Rigol_DL3021", "address": "TCPIP0::h::1::SOCKET"});
+        nets.change(&add(other)).unwrap();
+        let saved: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(dir.join("saved_nets.json")).unwrap()).unwrap();
+        assert_eq!(saved.len(), 1, "only the added net is written");
+        assert_eq!(nets.list().len(), 3);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

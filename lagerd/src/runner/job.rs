@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::json;
 
-use super::{write_atomic, Quiesce};
+use super::Quiesce;
+use crate::fsutil::{self, Durability};
 use crate::server::Client;
 
 /// File name of the per-run FIFO behind `LAGER_OUTPUT_CHANNEL`.
@@ -495,7 +496,8 @@ impl DetachedMeta {
             "work_dir": self.work_dir,
         });
         let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
-        if let Err(e) = write_atomic(&self.run_dir.join("meta.json"), &bytes) {
+        if let Err(e) = fsutil::replace(&self.run_dir.join("meta.json"), &bytes, Durability::Atomic)
+        {
             warn!("run {}: cannot write meta.json: {e}", self.id);
         }
     }

@@ -421,3 +421,37 @@ fn a_big_kernel_log_is_read_not_waited_out() {
         "[9999.000000] usb 1-1.2: USB disconnect, device number 4"
     );
 }
+
+#[test]
+fn nets_are_added_and_deleted_over_http() {
+    let dir = TempDir::new("nets-write");
+    let daemon = Daemon::start(&lagerd(), dir.path(), &["--health-interval-secs", "0"]);
+    let post = |body: Value| {
+        let reply = request(daemon.addr(), "POST", "/nets", Some(&body.to_string()));
+        (
+            reply.status,
+            serde_json::from_slice::<Value>(&reply.body).unwrap(),
+        )
+    };
+    let net = json!({"name": "bat", "role": "battery", "instrument": "Keithley_2281S", "address": "USB0::0x05E6::0x2281::4587429::INSTR"});
+    assert_eq!(
+        post(json!({"action": "add", "net": net})),
+        (200, json!({"success": true, "message": "Added net 'bat'"}))
+    );
+    let listed: Value =
+        serde_json::from_slice(&request(daemon.addr(), "GET", "/nets/list", None).body).unwrap();
+    assert_eq!(listed[0]["address"], "USB0::0x05e6::0x2281::4587429::INSTR");
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saved_nets.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk, listed);
+    let (status, body) = post(
+        json!({"action": "add", "net": {"name": "x", "role": "battery", "instrument": "Keithley_2281S", "address": "TCPIP::h::INSTR"}}),
+    );
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("VXI-11"), "{body}");
+    assert_eq!(post(json!({"action": "delete", "name": "bat"})).0, 200);
+    assert_eq!(post(json!({"action": "delete", "name": "bat"})).0, 404);
+    let reply = request(daemon.addr(), "POST", "/nets", Some("[]"));
+    assert_eq!(reply.status, 400);
+}
