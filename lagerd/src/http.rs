@@ -242,6 +242,8 @@ impl Api {
                     }
                 })
             }
+            "/supply/monitor" if get => self.monitor(request, false),
+            "/battery/monitor" if get => self.monitor(request, true),
             "/supply/command" if post => self.instrument_command(request, false),
             "/battery/command" if post => self.instrument_command(request, true),
             "/test-stream" if get => Ok(Response {
@@ -289,6 +291,27 @@ impl Api {
                     job.stream(out, client, &runner.quiesce)
                 })))
             }
+        }
+    }
+
+    /// `GET /supply|battery/monitor`: an NDJSON stream of the net's state.
+    fn monitor(&self, request: &Request, battery: bool) -> Result<Response, ApiError> {
+        let name = request.query_param("netname").unwrap_or_default();
+        let holder = request
+            .header(HOLDER_HEADER)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
+        let interval = request.query_param("interval");
+        match self
+            .instruments
+            .monitor(battery, &name, interval.as_deref(), holder)
+        {
+            Err(refused) => Ok(answer(refused)),
+            Ok(stream) => Ok(Response {
+                status: 200,
+                headers: vec![("Content-Type", "application/x-ndjson".into())],
+                body: Body::Stream(Box::new(move |out, client| stream.run(out, client))),
+            }),
         }
     }
 

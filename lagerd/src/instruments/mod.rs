@@ -9,19 +9,65 @@ pub mod session;
 pub mod sim;
 pub mod transport;
 
-use std::sync::Arc;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use common::addr::Address;
 use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
+use crate::server::Client;
 use keithley::{Action, DriverError};
 use session::Sessions;
 
-/// `POST /supply/command` and `/battery/command` (instruments.md §7, §10).
+/// `POST /supply/command` and `/battery/command` (instruments.md §7, §10),
+/// and the live monitors behind `lager supply|battery <net> watch`.
 pub struct Instruments {
     sessions: Arc<Sessions>,
     nets: Arc<Nets>,
+    /// Running monitors, for the cross-role conflict check (§7).
+    monitors: Mutex<Vec<Monitor>>,
+}
+
+/// A registered monitor: who watches which role of which instrument.
+#[derive(Clone)]
+struct Monitor {
+    id: u64,
+    address: String,
+    battery: bool,
+    net: String,
+    holder: String,
+}
+
+/// Unregisters a monitor when its stream ends, however it ends.
+struct Registration<'a> {
+    instruments: &'a Instruments,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.instruments
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|m| m.id != self.id);
+    }
+}
+
+/// A resolved net: its name, canonical address and parsed address.
+struct Target {
+    name: String,
+    address: Address,
+}
+
+fn role_name(battery: bool) -> &'static str {
+    if battery {
+        "battery"
+    } else {
+        "power-supply"
+    }
 }
 
 /// A command's HTTP status and JSON body.
@@ -36,7 +82,108 @@ fn failure(status: u16, error: impl std::fmt::Display) -> Answer {
 
 impl Instruments {
     pub fn new(sessions: Arc<Sessions>, nets: Arc<Nets>) -> Instruments {
-        Instruments { sessions, nets }
+        Instruments {
+            sessions,
+            nets,
+            monitors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The net `name` if it exists, has `battery`'s role and a Keithley 2281S.
+    fn resolve(&self, name: &str, battery: bool) -> Result<Target, Answer> {
+        let role = role_name(battery);
+        let nets = self.nets.list();
+        let Some(net) = nets
+            .iter()
+            .find(|n| n.get("name").and_then(Value::as_str) == Some(name))
+        else {
+            return Err(failure(
+                404,
+                format!("Net '{name}' not found. Create it with 'lager nets add'."),
+            ));
+        };
+        let actual = net.get("role").and_then(Value::as_str).unwrap_or("unknown");
+        if actual != role {
+            return Err(failure(
+                400,
+                format!("Net '{name}' is a '{actual}' net, not '{role}'."),
+            ));
+        }
+        let instrument = net
+            .get("instrument")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let lowered = instrument.to_ascii_lowercase();
+        if !(lowered.contains("keithley") && lowered.contains("2281s")) {
+            return Err(failure(
+                400,
+                format!("Unsupported instrument '{instrument}' for {role} net '{name}'."),
+            ));
+        }
+        match Address::parse(
+            net.get("address")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ) {
+            Ok(address) => Ok(Target {
+                name: name.to_string(),
+                address,
+            }),
+            Err(e) => Err(failure(400, format!("Net '{name}' has a bad address: {e}"))),
+        }
+    }
+
+    /// §7: a monitor of the other role on the same instrument blocks it.
+    fn conflict(monitors: &[Monitor], target: &Target, battery: bool) -> Option<String> {
+        let key = target.address.canonical();
+        let other = monitors
+            .iter()
+            .find(|m| m.address == key && m.battery != battery)?;
+        let other_role = role_name(other.battery);
+        Some(format!(
+            "'{}' is on the same Keithley 2281S as '{}', which is currently in use as a {other_role}. The 2281S supports one role at a time — close the {other_role} session first. (A watch of '{}' by {} holds it: stop that watch with Ctrl+C where it runs.)",
+            target.name, other.net, other.net, other.holder
+        ))
+    }
+
+    /// `GET /supply|battery/monitor?netname=N&interval=S` (§7, §10): after
+    /// the checks, an NDJSON stream of state lines until the client leaves.
+    pub fn monitor(
+        self: &Arc<Self>,
+        battery: bool,
+        name: &str,
+        interval: Option<&str>,
+        holder: String,
+    ) -> Result<MonitorStream, Answer> {
+        let target = self.resolve(name, battery)?;
+        let interval = interval
+            .and_then(|i| i.trim().parse::<f64>().ok())
+            .filter(|i| i.is_finite())
+            .map_or(1.0, |i| i.max(0.1));
+        let id = {
+            let mut monitors = self.monitors.lock().unwrap_or_else(PoisonError::into_inner);
+            // Checked and registered under one lock: two opposite watches
+            // started together cannot both pass (the older system's race).
+            if let Some(conflict) = Self::conflict(&monitors, &target, battery) {
+                return Err(failure(409, conflict));
+            }
+            let id = monitors.iter().map(|m| m.id + 1).max().unwrap_or(0);
+            monitors.push(Monitor {
+                id,
+                address: target.address.canonical(),
+                battery,
+                net: name.to_string(),
+                holder,
+            });
+            id
+        };
+        Ok(MonitorStream {
+            instruments: self.clone(),
+            id,
+            battery,
+            target,
+            interval: Duration::from_secs_f64(interval),
+        })
     }
 
     /// Whether the command would change the instrument (for `--enforce-locks`).
@@ -71,43 +218,19 @@ impl Instruments {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let role = if battery { "battery" } else { "power-supply" };
-        let nets = self.nets.list();
-        let Some(net) = nets
-            .iter()
-            .find(|n| n.get("name").and_then(Value::as_str) == Some(name))
-        else {
-            return failure(
-                404,
-                format!("Net '{name}' not found. Create it with 'lager nets add'."),
-            );
+        let target = match self.resolve(name, battery) {
+            Ok(target) => target,
+            Err(answer) => return answer,
         };
-        let actual = net.get("role").and_then(Value::as_str).unwrap_or("unknown");
-        if actual != role {
-            return failure(
-                400,
-                format!("Net '{name}' is a '{actual}' net, not '{role}'."),
-            );
+        let monitors = self
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(conflict) = Self::conflict(&monitors, &target, battery) {
+            return (200, json!({"success": false, "error": conflict}));
         }
-        let instrument = net
-            .get("instrument")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let lowered = instrument.to_ascii_lowercase();
-        if !(lowered.contains("keithley") && lowered.contains("2281s")) {
-            return failure(
-                400,
-                format!("Unsupported instrument '{instrument}' for {role} net '{name}'."),
-            );
-        }
-        let address = match Address::parse(
-            net.get("address")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        ) {
-            Ok(address) => address,
-            Err(e) => return failure(400, format!("Net '{name}' has a bad address: {e}")),
-        };
+        let address = target.address;
         let parsed = match keithley::parse(battery, action, &params) {
             Ok(parsed) => parsed,
             Err(e) => return failure(400, e),
@@ -127,6 +250,62 @@ impl Instruments {
                 (200, reply)
             }
             Err(e) => failure(502, format!("{e} ({})", address.canonical())),
+        }
+    }
+}
+
+/// A live monitor's stream (`Body::Stream`): one JSON object per line.
+pub struct MonitorStream {
+    instruments: Arc<Instruments>,
+    id: u64,
+    battery: bool,
+    target: Target,
+    interval: Duration,
+}
+
+impl MonitorStream {
+    pub fn run(self, out: &mut dyn Write, client: &Client) -> io::Result<()> {
+        let _registered = Registration {
+            instruments: &self.instruments,
+            id: self.id,
+        };
+        let name = &self.target.name;
+        let line = |out: &mut dyn Write, value: Value| -> io::Result<()> {
+            let mut text = value.to_string();
+            text.push('\n');
+            out.write_all(text.as_bytes())
+        };
+        line(
+            out,
+            json!({"event": "monitor_started", "netname": name, "interval": self.interval.as_secs_f64()}),
+        )?;
+        line(out, json!({"event": "driver_ready"}))?;
+        let state = if self.battery {
+            Action::BatteryState
+        } else {
+            Action::SupplyState
+        };
+        loop {
+            let tick = Instant::now();
+            let action = state.clone();
+            let outcome: Result<_, DriverError> = self
+                .instruments
+                .sessions
+                .run(&self.target.address, move |session| {
+                    keithley::run(session, &action)
+                });
+            let event = match outcome {
+                Ok(done) => json!({"event": "state", "state": done.state}),
+                Err(e) => json!({"event": "error", "message": e.to_string()}),
+            };
+            line(out, event)?;
+            // Wait out the interval, noticing a client that left (§10.10).
+            while tick.elapsed() < self.interval {
+                if client.gone() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50).min(self.interval));
+            }
         }
     }
 }

@@ -334,3 +334,100 @@ fn enforced_locks_guard_hardware_changes_but_not_reads() {
     let body = json!({"netname": "supply1", "action": "voltage", "params": {"value": 3.0}, "holder": "alice"});
     assert_eq!(b.command("supply", body).0, 200);
 }
+
+/// Reads a chunked NDJSON stream incrementally, one object per line.
+struct Ndjson {
+    reader: BufReader<TcpStream>,
+    pending: String,
+}
+
+impl Ndjson {
+    fn open(addr: std::net::SocketAddr, path: &str, holder: &str) -> (u16, Ndjson) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nLager-Holder: {holder}\r\n\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header.trim().is_empty() {
+                break;
+            }
+        }
+        let code = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (
+            code,
+            Ndjson {
+                reader,
+                pending: String::new(),
+            },
+        )
+    }
+
+    fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=end).collect();
+                return serde_json::from_str(line.trim()).unwrap();
+            }
+            let mut size = String::new();
+            self.reader.read_line(&mut size).unwrap();
+            let size = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0u8; size + 2];
+            std::io::Read::read_exact(&mut self.reader, &mut chunk).unwrap();
+            self.pending
+                .push_str(std::str::from_utf8(&chunk[..size]).unwrap());
+        }
+    }
+}
+
+#[test]
+fn a_watch_streams_state_and_holds_the_instrument_for_its_role() {
+    let b = Bench::start("monitor", &[]);
+    let (status, mut watch) = Ndjson::open(
+        b.daemon.addr(),
+        "/supply/monitor?netname=supply1&interval=0.2",
+        "alice-laptop",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        watch.next(),
+        json!({"event": "monitor_started", "netname": "supply1", "interval": 0.2})
+    );
+    assert_eq!(watch.next(), json!({"event": "driver_ready"}));
+    let state = watch.next();
+    assert_eq!(
+        (state["event"].as_str(), state["state"]["enabled"].as_bool()),
+        (Some("state"), Some(false))
+    );
+    assert_eq!(watch.next()["event"], "state", "it keeps refreshing");
+
+    // The other role on the same Keithley is refused, naming the watch.
+    let (status, reply) = b.battery("set_soc", Some(json!(50)));
+    assert_eq!((status, reply["success"].as_bool()), (200, Some(false)));
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.starts_with("'battery1' is on the same Keithley 2281S as 'supply1', which is currently in use as a power-supply. The 2281S supports one role at a time — close the power-supply session first."), "{error}");
+    assert!(
+        error.contains("alice-laptop") && error.contains("Ctrl+C"),
+        "{error}"
+    );
+    let (status, _) = Ndjson::open(b.daemon.addr(), "/battery/monitor?netname=battery1", "bob");
+    assert_eq!(status, 409);
+    // The same role is fine alongside the watch.
+    assert_eq!(b.supply("voltage", Some(2.0)).0, 200);
+
+    // The watcher leaves: the conflict goes with it.
+    drop(watch);
+    assert!(lager_testsupport::wait_until(
+        Duration::from_secs(3),
+        || b.battery("set_soc", Some(json!(50))).1["success"] == true
+    ));
+}
