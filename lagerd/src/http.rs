@@ -242,6 +242,9 @@ impl Api {
                     }
                 })
             }
+            "/cache/clear" if post => ok(self.instruments.clear_cache(false)),
+            "/cache/clear_all" if post => ok(self.instruments.clear_cache(true)),
+            "/cache/stats" if get => ok(self.instruments.cache_stats()),
             "/supply/monitor" if get => self.monitor(request, false),
             "/battery/monitor" if get => self.monitor(request, true),
             "/supply/command" if post => self.instrument_command(request, false),

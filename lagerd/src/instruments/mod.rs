@@ -186,6 +186,28 @@ impl Instruments {
         })
     }
 
+    /// `POST /cache/clear` and `/cache/clear_all` (§5).
+    pub fn clear_cache(&self, close: bool) -> Value {
+        let (cleared, open) = self.sessions.clear(close);
+        let kept = if close {
+            "shared_closed"
+        } else {
+            "shared_retained"
+        };
+        json!({"status": "success", "cleared": cleared, "closed": if close { open } else { 0 }, "errors": [], kept: open})
+    }
+
+    /// `GET /cache/stats` (§5; lagerd reports addresses, never a 500).
+    pub fn cache_stats(&self) -> Value {
+        let devices: Vec<Value> = self
+            .sessions
+            .addresses()
+            .iter()
+            .map(|a| json!({"name": "keithley", "address": a}))
+            .collect();
+        json!({"cached_devices": devices.len(), "devices": devices})
+    }
+
     /// Whether the command would change the instrument (for `--enforce-locks`).
     pub fn mutates(battery: bool, body: &Map<String, Value>) -> bool {
         let action = body

@@ -230,6 +230,47 @@ impl Sessions {
             .is_some_and(|w| w.open.load(Ordering::SeqCst))
     }
 
+    /// `/cache/clear` (keep transports) and `/cache/clear_all` (close them),
+    /// run on each session's own thread after its queued commands; returns
+    /// (sessions touched, transports closed or kept open).
+    pub fn clear(&self, close: bool) -> (usize, usize) {
+        let senders: Vec<_> = {
+            let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+            workers.values().map(|w| w.jobs.clone()).collect()
+        };
+        let (done, results) = mpsc::channel();
+        let mut touched = 0;
+        for jobs in senders {
+            let done = done.clone();
+            let job: Job = Box::new(move |session| {
+                let was_open = session.is_open();
+                session.function = None;
+                if close {
+                    session.close("cache cleared");
+                }
+                let _ = done.send(was_open);
+            });
+            if jobs.send((job, Arc::new(AtomicBool::new(false)))).is_ok() {
+                touched += 1;
+            }
+        }
+        drop(done);
+        let open = results
+            .iter()
+            .take(touched)
+            .filter(|was_open| *was_open)
+            .count();
+        (touched, open)
+    }
+
+    /// Addresses with a session thread (open or not), for `/cache/stats`.
+    pub fn addresses(&self) -> Vec<String> {
+        let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut addresses: Vec<String> = workers.keys().cloned().collect();
+        addresses.sort();
+        addresses
+    }
+
     pub fn open_count(&self) -> usize {
         let workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
         workers

@@ -431,3 +431,37 @@ fn a_watch_streams_state_and_holds_the_instrument_for_its_role() {
         || b.battery("set_soc", Some(json!(50))).1["success"] == true
     ));
 }
+
+#[test]
+fn cache_clear_keeps_sessions_and_clear_all_closes_them() {
+    let b = Bench::start("cache", &[]);
+    assert_eq!(b.supply("voltage", Some(1.5)).0, 200);
+    let post = |path: &str| {
+        serde_json::from_slice::<Value>(&request(b.daemon.addr(), "POST", path, Some("{}")).body)
+            .unwrap()
+    };
+    let stats: Value =
+        serde_json::from_slice(&request(b.daemon.addr(), "GET", "/cache/stats", None).body)
+            .unwrap();
+    assert_eq!(stats["cached_devices"], 1);
+    assert!(stats["devices"][0]["address"]
+        .as_str()
+        .unwrap()
+        .starts_with("TCPIP0::127.0.0.1::"));
+    assert_eq!(
+        post("/cache/clear"),
+        json!({"status": "success", "cleared": 1, "closed": 0, "errors": [], "shared_retained": 1})
+    );
+    assert_eq!(b.supply("voltage", None).1["message"], "Voltage: 1.5V");
+    assert_eq!(b.sim("connections?"), "1", "clear keeps the shared session");
+    assert_eq!(
+        post("/cache/clear_all"),
+        json!({"status": "success", "cleared": 1, "closed": 1, "errors": [], "shared_closed": 1})
+    );
+    assert_eq!(b.supply("voltage", None).1["message"], "Voltage: 1.5V");
+    assert_eq!(
+        b.sim("connections?"),
+        "2",
+        "clear_all closed it; the next command reopened"
+    );
+}
