@@ -18,7 +18,7 @@ use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
 use crate::http::{Api, BoxInfo, Parts};
 use crate::instruments::session::Sessions;
-use crate::instruments::sim::Simulator;
+use crate::instruments::sim::{Kind, Simulator};
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
 use crate::nets::Nets;
@@ -55,20 +55,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     // --sim: a simulated Keithley 2281S on loopback, as two nets on one
     // address (the dual-role case), so everything works without hardware.
-    let simulator = if config.sim {
-        let simulator = Simulator::start().map_err(StartError::Io)?;
+    let (simulator, rigol) = if config.sim {
+        let keithley = Simulator::start(Kind::Keithley2281S).map_err(StartError::Io)?;
+        let rigol = Simulator::start(Kind::RigolDp832).map_err(StartError::Io)?;
         info!(
-            "simulated Keithley 2281S at {} (fault control on {})",
-            simulator.visa_address(),
-            simulator.control
+            "simulated Keithley 2281S at {} (fault control on {}), Rigol DP832 at {} (on {})",
+            keithley.visa_address(),
+            keithley.control,
+            rigol.visa_address(),
+            rigol.control
         );
-        Some(simulator)
+        (Some(keithley), Some(rigol))
     } else {
-        None
+        (None, None)
     };
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
         simulator,
+        rigol,
         enforce_locks: config.enforce_locks,
         token: config.token,
     };

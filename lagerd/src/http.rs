@@ -27,8 +27,10 @@ const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
 /// What `/status` reports besides the lock (boxes.md §6).
 pub struct BoxInfo {
     pub state_dir: PathBuf,
-    /// Running under `--sim`.
+    /// Running under `--sim`: the simulated Keithley 2281S (served as
+    /// nets) and a simulated Rigol DP832 (for nets users add).
     pub simulator: Option<Simulator>,
+    pub rigol: Option<Simulator>,
     pub enforce_locks: bool,
     pub token: Option<String>,
 }
@@ -392,10 +394,8 @@ impl Api {
             "health": self.health.report(),
             "capabilities": {
                 "sim": self.info.simulator.is_some(),
-                "simulator": self.info.simulator.as_ref().map(|sim| json!({
-                    "address": sim.visa_address(),
-                    "control": sim.control.to_string(),
-                })),
+                "simulator": self.info.simulator.as_ref().map(simulator_json),
+                "rigol_simulator": self.info.rigol.as_ref().map(simulator_json),
                 "lock_wait": true,
                 "enforce_locks": self.info.enforce_locks,
                 "token": self.info.token.is_some(),
@@ -467,6 +467,10 @@ fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(RunError::BadRequest("Invalid JSON".into()).into()),
     }
+}
+
+fn simulator_json(sim: &Simulator) -> Value {
+    json!({"address": sim.visa_address(), "control": sim.control.to_string()})
 }
 
 /// The `address` query parameter of the diagnose routes, `""` when absent.

@@ -1,12 +1,16 @@
 //! Instruments: the transport boundary (`transport.rs`) where hardware, or
 //! the simulator (`sim.rs`), plugs in; one shared session per address
-//! (`session.rs`); drivers over a session (`keithley.rs`); and the
+//! (`session.rs`); drivers over a session (`keithley.rs`, `rigol.rs`),
+//! which receive validated `actions.rs`; and the
 //! supply/battery commands that nets resolve to. Nothing above the
 //! transport knows whether an instrument is simulated.
 
+pub mod actions;
 pub mod keithley;
+pub mod rigol;
 pub mod session;
 pub mod sim;
+pub mod sim_rigol;
 pub mod transport;
 
 use std::io::{self, Write};
@@ -18,7 +22,8 @@ use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
 use crate::server::Client;
-use keithley::{Action, DriverError};
+use actions::{Action, Limits};
+use keithley::DriverError;
 use session::Sessions;
 
 /// `POST /supply/command` and `/battery/command` (instruments.md §7, §10),
@@ -56,10 +61,41 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// A resolved net: its name, canonical address and parsed address.
+/// A resolved net: its name, instrument address and driver.
 struct Target {
     name: String,
     address: Address,
+    driver: Driver,
+}
+
+/// The driver for a net's instrument.
+#[derive(Clone, Copy)]
+enum Driver {
+    Keithley2281S,
+    /// A Rigol DP800 channel (the net's `pin`).
+    RigolDp800 {
+        channel: u8,
+    },
+}
+
+impl Driver {
+    fn limits(self) -> Limits {
+        match self {
+            Driver::Keithley2281S => actions::LIMITS_2281S,
+            Driver::RigolDp800 { channel } => rigol::limits(channel),
+        }
+    }
+
+    fn run(
+        self,
+        session: &mut session::Session,
+        action: &Action,
+    ) -> Result<keithley::Outcome, DriverError> {
+        match self {
+            Driver::Keithley2281S => keithley::run(session, action),
+            Driver::RigolDp800 { channel } => rigol::run(session, channel, action),
+        }
+    }
 }
 
 fn role_name(battery: bool) -> &'static str {
@@ -89,7 +125,8 @@ impl Instruments {
         }
     }
 
-    /// The net `name` if it exists, has `battery`'s role and a Keithley 2281S.
+    /// The net `name` if it exists, has `battery`'s role and an instrument
+    /// with a driver (a Keithley 2281S, or a Rigol DP800 channel).
     fn resolve(&self, name: &str, battery: bool) -> Result<Target, Answer> {
         let role = role_name(battery);
         let nets = self.nets.list();
@@ -114,12 +151,28 @@ impl Instruments {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let lowered = instrument.to_ascii_lowercase();
-        if !(lowered.contains("keithley") && lowered.contains("2281s")) {
+        let pin = net.get("pin").and_then(Value::as_u64).unwrap_or(1);
+        let driver = if lowered.contains("keithley") && lowered.contains("2281s") {
+            Driver::Keithley2281S
+        } else if lowered.contains("rigol") && lowered.contains("dp8") && !battery {
+            match u8::try_from(pin)
+                .ok()
+                .filter(|c| (1..=rigol::CHANNELS).contains(c))
+            {
+                Some(channel) => Driver::RigolDp800 { channel },
+                None => {
+                    return Err(failure(
+                        400,
+                        format!("Invalid channel pin '{pin}' for net '{name}'."),
+                    ))
+                }
+            }
+        } else {
             return Err(failure(
                 400,
                 format!("Unsupported instrument '{instrument}' for {role} net '{name}'."),
             ));
-        }
+        };
         match Address::parse(
             net.get("address")
                 .and_then(Value::as_str)
@@ -128,6 +181,7 @@ impl Instruments {
             Ok(address) => Ok(Target {
                 name: name.to_string(),
                 address,
+                driver,
             }),
             Err(e) => Err(failure(400, format!("Net '{name}' has a bad address: {e}"))),
         }
@@ -219,7 +273,14 @@ impl Instruments {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        match keithley::parse(battery, action, &params) {
+        // Only the kind of action matters here, not the instrument's ranges.
+        let any_range = Limits {
+            volts: (f64::MIN, f64::MAX),
+            amps: (f64::MIN, f64::MAX),
+            ovp: (f64::MIN, f64::MAX),
+            ocp: (f64::MIN, f64::MAX),
+        };
+        match actions::parse(battery, action, &params, &any_range) {
             Ok(Action::SupplyState | Action::BatteryState) => false,
             Ok(Action::Voltage(v) | Action::Current(v) | Action::Ovp(v) | Action::Ocp(v)) => {
                 v.is_some()
@@ -252,14 +313,14 @@ impl Instruments {
         if let Some(conflict) = Self::conflict(&monitors, &target, battery) {
             return (200, json!({"success": false, "error": conflict}));
         }
-        let address = target.address;
-        let parsed = match keithley::parse(battery, action, &params) {
+        let (address, driver) = (target.address, target.driver);
+        let parsed = match actions::parse(battery, action, &params, &driver.limits()) {
             Ok(parsed) => parsed,
             Err(e) => return failure(400, e),
         };
         let outcome: Result<_, DriverError> = self
             .sessions
-            .run(&address, move |session| keithley::run(session, &parsed));
+            .run(&address, move |session| driver.run(session, &parsed));
         match outcome {
             Ok(done) => {
                 let mut reply = json!({"success": true, "action": action, "message": done.message});
@@ -310,11 +371,12 @@ impl MonitorStream {
         loop {
             let tick = Instant::now();
             let action = state.clone();
+            let driver = self.target.driver;
             let outcome: Result<_, DriverError> = self
                 .instruments
                 .sessions
                 .run(&self.target.address, move |session| {
-                    keithley::run(session, &action)
+                    driver.run(session, &action)
                 });
             let event = match outcome {
                 Ok(done) => json!({"event": "state", "state": done.state}),

@@ -37,8 +37,23 @@ enum Trip {
     Ovp,
 }
 
-/// The instrument's state, as its front panel would show it.
-struct State {
+/// What a simulated instrument does with its SCPI lines.
+pub trait Model: Send {
+    /// Handles one command line; `Some(reply)` for queries.
+    fn execute(&mut self, line: &str) -> Option<String>;
+    /// Amps the simulated load would draw.
+    fn set_load(&mut self, amps: f64);
+}
+
+/// Which instrument to simulate.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Keithley2281S,
+    RigolDp832,
+}
+
+/// The Keithley's state, as its front panel would show it.
+struct Keithley {
     function: Function,
     output: bool,
     volts: f64,
@@ -63,9 +78,9 @@ struct State {
     errors: VecDeque<(i32, &'static str)>,
 }
 
-impl State {
-    fn reset() -> State {
-        State {
+impl Keithley {
+    fn reset() -> Keithley {
+        Keithley {
             function: Function::PowerSupply,
             output: false,
             volts: 0.0,
@@ -131,7 +146,7 @@ impl State {
     }
 
     /// Handles one command line; `Some(reply)` for queries.
-    fn execute(&mut self, line: &str) -> Option<String> {
+    fn handle(&mut self, line: &str) -> Option<String> {
         self.enforce_protection();
         let line = line.trim();
         let (header, argument) = match line.split_once(char::is_whitespace) {
@@ -184,7 +199,7 @@ impl State {
             )),
             ("*RST", false) => {
                 let load = self.load;
-                *self = State::reset();
+                *self = Keithley::reset();
                 self.load = load;
                 None
             }
@@ -338,12 +353,23 @@ impl State {
     }
 }
 
+impl Model for Keithley {
+    fn execute(&mut self, line: &str) -> Option<String> {
+        self.handle(line)
+    }
+
+    fn set_load(&mut self, amps: f64) {
+        self.load = amps;
+    }
+}
+
 /// `:STATus:QUEStionable:instrument:ISUM:COND` → `STAT:QUES:INST:ISUM:COND`:
 /// upper case, leading colon dropped, long forms shortened, numeric
 /// suffixes (`SOUR1`) removed.
-fn canonical_header(header: &str) -> String {
+pub(super) fn canonical_header(header: &str) -> String {
     const LONG: &[(&str, &str)] = &[
         ("ABORT", "ABOR"),
+        ("APPLY", "APPL"),
         ("BATTERY", "BATT"),
         ("CAPACITY", "CAP"),
         ("CLEAR", "CLE"),
@@ -359,11 +385,13 @@ fn canonical_header(header: &str) -> String {
         ("ISUMMARY", "ISUM"),
         ("LIMIT", "LIM"),
         ("MEASURE", "MEAS"),
+        ("NSELECT", "NSEL"),
         ("METHOD", "METH"),
         ("MODEL", "MOD"),
         ("OFFSET", "OFFS"),
         ("OUTPUT", "OUTP"),
         ("PROTECTION", "PROT"),
+        ("QUESTION", "QUES"),
         ("QUESTIONABLE", "QUES"),
         ("RECALL", "RCL"),
         ("RESISTANCE", "RES"),
@@ -372,6 +400,7 @@ fn canonical_header(header: &str) -> String {
         ("STATUS", "STAT"),
         ("SYSTEM", "SYST"),
         ("TVOLTAGE", "TVOL"),
+        ("VALUE", "VAL"),
         ("VOLTAGE", "VOLT"),
     ];
     header
@@ -395,7 +424,7 @@ fn canonical_header(header: &str) -> String {
 }
 
 /// `%g`-like plain decimals: `5`, `0.1`, `4.1866`.
-fn format_number(value: f64) -> String {
+pub(super) fn format_number(value: f64) -> String {
     let text = format!("{:.6}", value);
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" {
@@ -427,7 +456,7 @@ pub struct Simulator {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    model: Mutex<Box<dyn Model>>,
     faults: Faults,
     connections: AtomicUsize,
     /// Every command received, in order, for tests that check ordering.
@@ -438,12 +467,15 @@ struct Shared {
 impl Simulator {
     /// Starts a simulated 2281S on an ephemeral loopback port, with its
     /// control port beside it.
-    pub fn start() -> io::Result<Simulator> {
+    pub fn start(kind: Kind) -> io::Result<Simulator> {
         let instrument = TcpListener::bind("127.0.0.1:0")?;
         let control = TcpListener::bind("127.0.0.1:0")?;
         let address = instrument.local_addr()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::reset()),
+            model: Mutex::new(match kind {
+                Kind::Keithley2281S => Box::new(Keithley::reset()) as Box<dyn Model>,
+                Kind::RigolDp832 => Box::new(super::sim_rigol::RigolDp832::new()),
+            }),
             faults: Faults::default(),
             connections: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
@@ -571,7 +603,7 @@ fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             continue;
         }
         lock(&shared.log).push(line.clone());
-        let reply = lock(&shared.state).execute(&line);
+        let reply = lock(&shared.model).execute(&line);
         let Some(reply) = reply else { continue };
         if shared.faults.muted.load(Ordering::SeqCst) {
             continue;
@@ -642,7 +674,7 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("set_load_current", Some(amps)) => {
-                lock(&shared.state).load = amps.max(0.0);
+                lock(&shared.model).set_load(amps.max(0.0));
                 "OK".to_string()
             }
             ("connections?", _) => shared.connections.load(Ordering::SeqCst).to_string(),
@@ -663,7 +695,7 @@ fn control_session(stream: TcpStream, shared: &Shared) {
 mod tests {
     use super::*;
 
-    fn run(state: &mut State, lines: &[&str]) -> Vec<String> {
+    fn run(state: &mut Keithley, lines: &[&str]) -> Vec<String> {
         lines
             .iter()
             .filter_map(|line| state.execute(line))
@@ -687,7 +719,7 @@ mod tests {
 
     #[test]
     fn supply_setpoints_output_and_load_model() {
-        let mut s = State::reset();
+        let mut s = Keithley::reset();
         assert_eq!(
             run(&mut s, &["*IDN?"]),
             [format!(
@@ -743,7 +775,7 @@ mod tests {
 
     #[test]
     fn battery_commands_need_the_battery_entry_function() {
-        let mut s = State::reset();
+        let mut s = Keithley::reset();
         run(&mut s, &[":BATT:SIM:SOC 50"]);
         assert_eq!(
             run(&mut s, &[":SYST:ERR?"]),
@@ -803,7 +835,7 @@ mod tests {
     #[test]
     fn faults_show_up_at_the_socket() {
         use crate::instruments::transport::TcpTransport;
-        let sim = Simulator::start().unwrap();
+        let sim = Simulator::start(Kind::Keithley2281S).unwrap();
         let addr = sim.visa_address();
         let open = |timeout_ms| {
             TcpTransport::open(

@@ -465,3 +465,82 @@ fn cache_clear_keeps_sessions_and_clear_all_closes_them() {
         "clear_all closed it; the next command reopened"
     );
 }
+
+#[test]
+fn a_rigol_dp800_serves_each_channel_as_its_own_net_over_one_session() {
+    let b = Bench::start("rigol", &[]);
+    let status: Value =
+        serde_json::from_slice(&request(b.daemon.addr(), "GET", "/status", None).body).unwrap();
+    let rigol = &status["capabilities"]["rigol_simulator"];
+    let address = rigol["address"].as_str().unwrap();
+    for (name, pin) in [("rail12", 1), ("rail3v3", 3)] {
+        let net = json!({"name": name, "role": "power-supply", "instrument": "Rigol_DP832", "address": address, "pin": pin});
+        let reply = request(
+            b.daemon.addr(),
+            "POST",
+            "/nets",
+            Some(&json!({"action": "add", "net": net}).to_string()),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let run = |net: &str, action: &str, value: Option<f64>| {
+        let params = value.map_or(json!({}), |v| json!({"value": v}));
+        b.command(
+            "supply",
+            json!({"netname": net, "action": action, "params": params}),
+        )
+    };
+    assert_eq!(
+        run("rail12", "voltage", Some(12.0)).1["message"],
+        "Voltage set to 12V"
+    );
+    assert_eq!(
+        run("rail3v3", "voltage", Some(3.3)).1["message"],
+        "Voltage set to 3.3V"
+    );
+    let (status, reply) = run("rail3v3", "voltage", Some(6.0));
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (
+            400,
+            Some("Voltage 6V is outside the instrument's range 0–5V")
+        ),
+        "channel 3 is the 5 V one"
+    );
+    assert_eq!(
+        run("rail12", "enable", None).1["message"],
+        "Channel 1 output enabled"
+    );
+    let (_, state) = run("rail12", "state", None);
+    assert_eq!(
+        (
+            state["state"]["channel"].as_u64(),
+            state["state"]["enabled"].as_bool()
+        ),
+        (Some(1), Some(true))
+    );
+    assert_eq!(state["state"]["voltage"], 12.0);
+    let (_, state) = run("rail3v3", "state", None);
+    assert_eq!(
+        (
+            state["state"]["voltage_set"].as_f64(),
+            state["state"]["enabled"].as_bool()
+        ),
+        (Some(3.3), Some(false))
+    );
+    // The battery role has no driver on a DP800.
+    let net = json!({"name": "fakebat", "role": "battery", "instrument": "Rigol_DP832", "address": address});
+    let reply = request(
+        b.daemon.addr(),
+        "POST",
+        "/nets",
+        Some(&json!({"action": "add", "net": net}).to_string()),
+    );
+    assert_eq!(reply.status, 400);
+    // Both channels share the instrument's one session.
+    let mut control = TcpStream::connect(rigol["control"].as_str().unwrap()).unwrap();
+    writeln!(control, "connections?").unwrap();
+    let mut count = String::new();
+    BufReader::new(control).read_line(&mut count).unwrap();
+    assert_eq!(count.trim(), "1");
+}

@@ -1,0 +1,205 @@
+//! The Rigol DP800 driver (instruments.md §6.3): a multi-channel supply.
+//! One session per instrument (§2), shared by the nets on its channels; each
+//! command names its channel (`CH<n>`), so nothing depends on which channel
+//! a previous command selected.
+
+use serde_json::{json, Value};
+
+use super::actions::{number, Action, Limits};
+use super::keithley::{DriverError, Outcome};
+use super::session::Session;
+
+/// DP832 channels: 1 and 2 are 30 V/3 A, 3 is 5 V/3 A.
+pub const CHANNELS: u8 = 3;
+
+/// The settable ranges of `channel` (1-based).
+pub fn limits(channel: u8) -> Limits {
+    let volts = if channel == 3 { 5.0 } else { 30.0 };
+    Limits {
+        volts: (0.0, volts),
+        amps: (0.0, 3.0),
+        ovp: (0.0, volts * 1.1),
+        ocp: (0.0, 3.3),
+    }
+}
+
+/// Runs a supply `action` on `channel`.
+pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcome, DriverError> {
+    let ch = format!("CH{channel}");
+    let done = |message: String| {
+        Ok(Outcome {
+            message,
+            state: None,
+        })
+    };
+    match action {
+        Action::Voltage(Some(v)) => {
+            let (_, amps) = setpoints(session, &ch)?;
+            checked(
+                session,
+                &format!(":APPL {ch},{},{}", number(*v), number(amps)),
+            )?;
+            done(format!("Voltage set to {}V", number(*v)))
+        }
+        Action::Current(Some(a)) => {
+            let (volts, _) = setpoints(session, &ch)?;
+            checked(
+                session,
+                &format!(":APPL {ch},{},{}", number(volts), number(*a)),
+            )?;
+            done(format!("Current limit set to {}A", number(*a)))
+        }
+        Action::Voltage(None) | Action::Current(None) => {
+            let volts = matches!(action, Action::Voltage(_));
+            let reading = if session.query(&format!(":OUTP? {ch}"))? == "ON" {
+                session.query(&format!(
+                    ":MEAS:{}? {ch}",
+                    if volts { "VOLT" } else { "CURR" }
+                ))?
+            } else {
+                let (v, a) = setpoints(session, &ch)?;
+                number(if volts { v } else { a })
+            };
+            done(if volts {
+                format!("Voltage: {reading}V")
+            } else {
+                format!("Current: {reading}A")
+            })
+        }
+        Action::Ovp(Some(v)) | Action::Ocp(Some(v)) => {
+            let kind = if matches!(action, Action::Ovp(_)) {
+                "OVP"
+            } else {
+                "OCP"
+            };
+            checked(session, &format!(":OUTP:{kind}:VAL {ch},{}", number(*v)))?;
+            checked(session, &format!(":OUTP:{kind} {ch},ON"))?;
+            done(format!(
+                "{kind} set to {}{}",
+                number(*v),
+                if kind == "OVP" { "V" } else { "A" }
+            ))
+        }
+        Action::Ovp(None) => done(format!(
+            "OVP: {}V",
+            session.query(&format!(":OUTP:OVP:VAL? {ch}"))?
+        )),
+        Action::Ocp(None) => done(format!(
+            "OCP: {}A",
+            session.query(&format!(":OUTP:OCP:VAL? {ch}"))?
+        )),
+        Action::Enable => {
+            checked(session, &format!(":OUTP {ch},ON"))?;
+            done(format!("Channel {channel} output enabled"))
+        }
+        Action::Disable => {
+            checked(session, &format!(":OUTP {ch},OFF"))?;
+            done(format!("Channel {channel} output disabled"))
+        }
+        Action::ClearProtection => {
+            session.write(&format!(":OUTP:OVP:CLEAR {ch}"))?;
+            session.write(&format!(":OUTP:OCP:CLEAR {ch}"))?;
+            done(format!("Channel {channel} protection cleared"))
+        }
+        Action::SupplyState => {
+            let state = state(session, channel)?;
+            let message = format!(
+                "Channel {channel}: {}, Set: {}V/{}A, Measured: {}V/{}A, OCP: {}A, OVP: {}V",
+                if state["enabled"] == true {
+                    "ON"
+                } else {
+                    "OFF"
+                },
+                state["voltage_set"],
+                state["current_set"],
+                state["voltage"],
+                state["current"],
+                state["ocp_limit"],
+                state["ovp_limit"]
+            );
+            Ok(Outcome {
+                message,
+                state: Some(state),
+            })
+        }
+        // Battery actions never reach a supply-only instrument: the net's
+        // role is checked first.
+        _ => Err(DriverError::Function(
+            "The Rigol DP800 is a power supply; it has no battery simulator.",
+        )),
+    }
+}
+
+/// `(volts, amps)` set on the channel, from `:APPL? CHn` (`CH1:30V/3A,5.000,1.000`).
+fn setpoints(session: &mut Session, ch: &str) -> Result<(f64, f64), DriverError> {
+    let reply = session.query(&format!(":APPL? {ch}"))?;
+    let mut fields = reply.split(',').skip(1).map(|f| f.trim().parse::<f64>());
+    match (fields.next(), fields.next()) {
+        (Some(Ok(volts)), Some(Ok(amps))) => Ok((volts, amps)),
+        _ => Err(DriverError::Refused {
+            command: format!(":APPL? {ch}"),
+            error: format!("unexpected reply {reply:?}"),
+        }),
+    }
+}
+
+fn checked(session: &mut Session, command: &str) -> Result<(), DriverError> {
+    session.write(command)?;
+    let error = session.query(":SYST:ERR?")?;
+    if error.starts_with('0') {
+        return Ok(());
+    }
+    let _ = session.write("*CLS");
+    Err(DriverError::Refused {
+        command: command.to_string(),
+        error,
+    })
+}
+
+fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
+    let ch = format!("CH{channel}");
+    session.query("*IDN?")?;
+    let enabled = session.query(&format!(":OUTP? {ch}"))? == "ON";
+    let (voltage_set, current_set) = setpoints(session, &ch)?;
+    let all = session.query(&format!(":MEAS:ALL? {ch}"))?;
+    let measured: Vec<f64> = all
+        .split(',')
+        .map(|f| f.trim().parse().unwrap_or(0.0))
+        .collect();
+    let value = |i: usize| measured.get(i).copied().unwrap_or(0.0);
+    let mut query = |header: &str| session.query(&format!("{header} {ch}"));
+    let ovp_limit: f64 = query(":OUTP:OVP:VAL?")?.parse().unwrap_or(0.0);
+    let ocp_limit: f64 = query(":OUTP:OCP:VAL?")?.parse().unwrap_or(0.0);
+    let ovp_tripped = query(":OUTP:OVP:QUES?")? == "YES";
+    let ocp_tripped = query(":OUTP:OCP:QUES?")? == "YES";
+    let limits = limits(channel);
+    Ok(json!({
+        "voltage": value(0),
+        "current": value(1),
+        "power": value(2),
+        "enabled": enabled,
+        "mode": if enabled && value(1) >= current_set && current_set > 0.0 { "CC" } else { "CV" },
+        "voltage_set": voltage_set,
+        "current_set": current_set,
+        "voltage_max": limits.volts.1,
+        "current_max": limits.amps.1,
+        "ocp_limit": ocp_limit,
+        "ocp_tripped": ocp_tripped,
+        "ovp_limit": ovp_limit,
+        "ovp_tripped": ovp_tripped,
+        "channel": channel,
+        "error": null,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_three_is_the_five_volt_one() {
+        assert_eq!(limits(1).volts, (0.0, 30.0));
+        assert_eq!(limits(3).volts, (0.0, 5.0));
+        assert_eq!(limits(2).amps, (0.0, 3.0));
+    }
+}
