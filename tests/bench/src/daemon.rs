@@ -39,6 +39,17 @@ impl Daemon {
         listeners: usize,
         env: &[(&str, &OsStr)],
     ) -> Result<Daemon, BenchError> {
+        Daemon::start_with_args(lagerd, state_dir, listeners, &[], env)
+    }
+
+    /// [`Daemon::start_with_env`] with extra flags (`--sim`, ...).
+    pub fn start_with_args(
+        lagerd: &Path,
+        state_dir: &Path,
+        listeners: usize,
+        args: &[&str],
+        env: &[(&str, &OsStr)],
+    ) -> Result<Daemon, BenchError> {
         let log_path = state_dir.with_extension("log");
         let log = File::create(&log_path)
             .map_err(|e| fail!("cannot create {}: {e}", log_path.display()))?;
@@ -49,6 +60,7 @@ impl Daemon {
         command
             .arg("--state-dir")
             .arg(state_dir)
+            .args(args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
