@@ -257,7 +257,7 @@ impl Instruments {
             .sessions
             .addresses()
             .iter()
-            .map(|a| json!({"name": "keithley", "address": a}))
+            .map(|a| json!({"name": "session", "address": a}))
             .collect();
         json!({"cached_devices": devices.len(), "devices": devices})
     }
