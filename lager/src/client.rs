@@ -76,6 +76,9 @@ pub struct TransportError {
     /// `host:port` the request went to.
     pub addr: String,
     pub timeout: Duration,
+    /// The connection was made and the request sent before it failed, so
+    /// the box may still act on it (instruments.md §8's read timeout).
+    pub connected: bool,
 }
 
 impl fmt::Display for TransportError {
@@ -176,6 +179,25 @@ impl Client {
         self.send("POST", path, &[], Some(body.to_string()), connect, timeout)
     }
 
+    /// POST JSON with extra request headers (`Lager-Holder`, locking.md A.10).
+    pub fn post_json_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        let connect = self.connect_within(timeout);
+        self.send(
+            "POST",
+            path,
+            headers,
+            Some(body.to_string()),
+            connect,
+            timeout,
+        )
+    }
+
     /// POST JSON with its own connect timeout (the runner's management
     /// requests connect within 7 s, runner.md §5.6).
     pub fn post_json_timeouts(
@@ -265,6 +287,7 @@ impl Client {
             kind: io_kind(&e).unwrap_or_else(|| TransportKind::Other(e.to_string())),
             addr: self.addr.clone(),
             timeout,
+            connected: true,
         })?;
         log::trace!("{method} {url} -> {status} {body}");
         Ok(Reply { status, body })
@@ -295,6 +318,9 @@ impl Client {
             kind,
             addr: self.addr.clone(),
             timeout,
+            // ureq reports everything before the connection stands (DNS,
+            // connect, connect timeout) with its own kinds; Io comes later.
+            connected: error.kind() == ureq::ErrorKind::Io,
         }
     }
 }

@@ -719,6 +719,7 @@ mod tests {
             kind: TransportKind::Refused,
             addr: "h:1".into(),
             timeout: Duration::from_secs(8),
+            connected: false,
         }));
         assert!(err["transport_error"]
             .as_str()
