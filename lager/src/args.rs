@@ -3,6 +3,10 @@
 
 use argh::FromArgs;
 
+mod instrument;
+
+pub use instrument::{InstrumentOpts, NetAdd, Role};
+
 /// Control, inspect and reserve lager boxes.
 #[derive(FromArgs, Debug)]
 struct TopArgs {
@@ -30,6 +34,9 @@ enum TopCommand {
     Defaults(DefaultsArgs),
     Python(PythonArgs),
     Diagnose(DiagnoseArgs),
+    Supply(instrument::SupplyArgs),
+    Battery(instrument::BatteryArgs),
+    Nets(instrument::NetsArgs),
 }
 
 /// Say exactly why an instrument does not answer.
@@ -398,6 +405,21 @@ pub enum Command {
     },
     Python(PythonOpts),
     Diagnose(DiagnoseOpts),
+    /// `lager supply|battery NET <command>`.
+    Instrument(InstrumentOpts),
+    /// `lager nets`, and `lager supply|battery` without a command (then
+    /// `role` keeps only that role's nets).
+    NetsList {
+        box_name: Option<String>,
+        json: bool,
+        role: Option<&'static str>,
+    },
+    NetsAdd(NetAdd),
+    NetsDelete {
+        box_name: Option<String>,
+        json: bool,
+        name: String,
+    },
 }
 
 /// `lager diagnose` options (diagnose.md §4).
@@ -458,7 +480,8 @@ pub enum EarlyExit {
 
 /// Parses `args` (without the program name).
 pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
-    let top = TopArgs::from_args(&["lager"], args).map_err(|exit| match exit.status {
+    let args = instrument::hoist_negative_numbers(args);
+    let top = TopArgs::from_args(&["lager"], &args).map_err(|exit| match exit.status {
         Ok(()) => EarlyExit::Help(exit.output),
         Err(()) => EarlyExit::Usage(exit.output),
     })?;
@@ -467,7 +490,7 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
     } else {
         match top.command {
                 None => return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose"
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets"
                         .to_string(),
                 )),
                 Some(command) => typed(command)?,
@@ -484,6 +507,9 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
     Ok(match command {
         TopCommand::Python(python) => Command::Python(python_opts(python)?),
         TopCommand::Diagnose(diagnose) => Command::Diagnose(diagnose_opts(diagnose)?),
+        TopCommand::Supply(supply) => instrument::supply(supply)?,
+        TopCommand::Battery(battery) => instrument::battery(battery)?,
+        TopCommand::Nets(nets) => instrument::nets(nets)?,
         TopCommand::Boxes(boxes) => match boxes.command {
             None => Command::BoxesList { json: boxes.json },
             Some(BoxesCommand::List(list)) => Command::BoxesList {

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::client::TransportError;
+use crate::client::{fmt_timeout, TransportError, TransportKind};
 use crate::cmd::diagnose::DiagnoseFailure;
 use crate::cmd::python::stream::RequestFailed;
 
@@ -130,13 +130,34 @@ pub enum CliError {
         net: Option<String>,
         error: String,
     },
+    /// No NET argument and no default net for the noun (exit 2).
+    NoDefaultNet {
+        noun: &'static str,
+        option: &'static str,
+    },
+    /// A box command was sent but not answered in time (instruments.md §8,
+    /// §10.7); it may still complete on the box.
+    BoxNoAnswer {
+        addr: String,
+        timeout: std::time::Duration,
+    },
+    /// A box command could not be delivered (instruments.md §8).
+    BoxUnreachable(TransportError),
+    /// The box answered with something that is not JSON.
+    NonJsonReply {
+        status: u16,
+    },
+    /// A box refused a request and said why (`error` of its JSON body).
+    BoxRefused(String),
 }
 
 impl CliError {
     /// 2 for usage errors, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::UnknownDefaultKey(_) => 2,
+            CliError::Usage(_) | CliError::UnknownDefaultKey(_) | CliError::NoDefaultNet { .. } => {
+                2
+            }
             _ => 1,
         }
     }
@@ -307,6 +328,33 @@ impl fmt::Display for CliError {
                 write!(f, "{failure}\nCannot diagnose without a VISA address.")
             }
             CliError::Instrument { error, .. } => write!(f, "Error: {error}"),
+            CliError::NoDefaultNet { noun, option } => write!(
+                f,
+                "Error: No {noun} net given and no default is set. Name one: lager {noun} NET <command> --box BOX, or set a default: lager defaults add {option} NET"
+            ),
+            CliError::BoxNoAnswer { addr, timeout } => write!(
+                f,
+                "Error: the box at {addr} accepted the request but did not answer within {}. The operation may just be slow and may still complete on the box; try again in a moment.",
+                fmt_timeout(*timeout)
+            ),
+            CliError::BoxUnreachable(error) => {
+                let reason = match &error.kind {
+                    TransportKind::Refused => "connection refused".to_string(),
+                    TransportKind::Timeout => "the connection timed out".to_string(),
+                    TransportKind::Dns => "the host name does not resolve".to_string(),
+                    TransportKind::Other(detail) => detail.clone(),
+                };
+                write!(
+                    f,
+                    "Error: cannot reach box at {} ({reason}). Check network/Tailscale and that the box is online and updated.",
+                    error.addr
+                )
+            }
+            CliError::NonJsonReply { status } => write!(
+                f,
+                "Error: box returned a non-JSON response (HTTP {status})."
+            ),
+            CliError::BoxRefused(error) => write!(f, "Error: {error}"),
             CliError::Random(reason) => write!(
                 f,
                 "Error: Could not read /dev/urandom for a process ID: {reason}"

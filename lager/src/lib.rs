@@ -62,5 +62,17 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::DefaultsDeleteAll { yes } => cmd::defaults::delete_all(yes),
         Command::Python(opts) => cmd::python::run(opts),
         Command::Diagnose(opts) => cmd::diagnose::run(&opts),
+        Command::Instrument(opts) => cmd::instrument::run(&opts),
+        Command::NetsList {
+            box_name,
+            json,
+            role,
+        } => cmd::nets::list(box_name.as_deref(), json, role),
+        Command::NetsAdd(net) => cmd::nets::add(&net),
+        Command::NetsDelete {
+            box_name,
+            json,
+            name,
+        } => cmd::nets::delete(box_name.as_deref(), json, &name),
     }
 }

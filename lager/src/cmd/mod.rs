@@ -5,6 +5,8 @@ pub mod boxes;
 pub mod defaults;
 pub mod diagnose;
 pub mod hello;
+pub mod instrument;
+pub mod nets;
 pub mod python;
 
 use std::io::{BufRead, Write};

@@ -1,0 +1,885 @@
+//! `lager supply`, `lager battery` and `lager nets` as typed
+//! (instruments.md §8, §10.2, §10.6): the argh structs, and their turning
+//! into [`InstrumentOpts`] and the nets commands. Values get parse-level
+//! checks only (a number, a mode, a VISA address); ranges are the box's to
+//! judge (§10.3), so a 25 V request reaches it and comes back with its
+//! "outside the instrument's range" answer.
+
+use argh::FromArgs;
+use serde_json::Value;
+
+use super::{Command, EarlyExit};
+
+/// The endpoint family a command drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Supply,
+    Battery,
+}
+
+impl Role {
+    /// The CLI noun: `supply`, `battery`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Supply => "supply",
+            Role::Battery => "battery",
+        }
+    }
+
+    /// The net role on the box (instruments.md §3).
+    pub fn net_role(self) -> &'static str {
+        match self {
+            Role::Supply => "power-supply",
+            Role::Battery => "battery",
+        }
+    }
+
+    /// The command route (instruments.md §7).
+    pub fn path(self) -> &'static str {
+        match self {
+            Role::Supply => "/supply/command",
+            Role::Battery => "/battery/command",
+        }
+    }
+
+    /// The `DEFAULTS` key holding the default net (`lager defaults`).
+    pub fn default_key(self) -> &'static str {
+        match self {
+            Role::Supply => "net_power_supply",
+            Role::Battery => "net_battery",
+        }
+    }
+
+    /// The `lager defaults add` option that sets the default net.
+    pub fn default_option(self) -> &'static str {
+        match self {
+            Role::Supply => "--supply-net",
+            Role::Battery => "--battery-net",
+        }
+    }
+}
+
+/// One `lager supply|battery` command, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentOpts {
+    pub role: Role,
+    /// `None`: the default net of `role`, looked up when run.
+    pub net: Option<String>,
+    pub box_name: Option<String>,
+    pub json: bool,
+    pub yes: bool,
+    /// The subcommand as typed (`voltage`, `clear-ovp`), for messages.
+    pub subcommand: &'static str,
+    /// The box's action (`voltage`, `clear_ovp`, `set_soc`).
+    pub action: &'static str,
+    /// `params.value`: a number or a mode; `None` reads the setting.
+    pub value: Option<Value>,
+    /// The value as typed, for prompts and the `--yes` hint.
+    pub value_text: Option<String>,
+}
+
+impl InstrumentOpts {
+    /// Whether the command changes the instrument, so it locks the box
+    /// (locking.md B.8): everything but `state` and a bare read.
+    pub fn mutates(&self) -> bool {
+        self.value.is_some()
+            || !matches!(self.action, "state" | "voltage" | "current" | "ovp" | "ocp")
+    }
+
+    /// The question asked before the change unless `--yes` (as the Python
+    /// CLI does for these four).
+    pub fn question(&self, net: &str) -> Option<String> {
+        match (self.role, self.subcommand, self.value_text.as_deref()) {
+            (Role::Supply, "voltage", Some(v)) => Some(format!("Set voltage of {net} to {v} V?")),
+            (Role::Supply, "current", Some(a)) => Some(format!("Set current of {net} to {a} A?")),
+            (_, "enable", _) => Some(format!("Enable {net}?")),
+            (_, "disable", _) => Some(format!("Disable {net}?")),
+            _ => None,
+        }
+    }
+}
+
+/// `lager nets add`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAdd {
+    pub box_name: Option<String>,
+    pub json: bool,
+    pub name: String,
+    /// The box's role name (`supply` already mapped to `power-supply`).
+    pub role: String,
+    pub instrument: String,
+    /// As typed (trimmed); it parsed as a VISA address.
+    pub address: String,
+    pub pin: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------
+// argh structs
+
+/// The common tail of every leaf subcommand.
+struct Leaf {
+    value: Option<String>,
+    box_name: Option<String>,
+    json: bool,
+    yes: bool,
+}
+
+/// One leaf subcommand struct: `--box`, `--json`, `--yes`, and with
+/// `value = "..."` an optional positional VALUE. argh needs a type per
+/// subcommand; this keeps the eighteen of them identical.
+macro_rules! leaf {
+    ($ty:ident, $name:literal, $doc:literal) => {
+        leaf!(@ $ty, $name, $doc, [], none);
+    };
+    ($ty:ident, $name:literal, $doc:literal, value = $value_doc:literal) => {
+        leaf!(@ $ty, $name, $doc,
+            [#[doc = $value_doc] #[argh(positional, arg_name = "VALUE")] value: Option<String>,],
+            value);
+    };
+    (@ $ty:ident, $name:literal, $doc:literal, [$($field:tt)*], $value:ident) => {
+        #[doc = $doc]
+        #[derive(FromArgs, Debug)]
+        #[argh(subcommand, name = $name)]
+        pub(super) struct $ty {
+            $($field)*
+            #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
+            #[argh(option, long = "box")]
+            box_name: Option<String>,
+            /// print the box's JSON reply instead of the message
+            #[argh(switch)]
+            json: bool,
+            /// do not ask for confirmation
+            #[argh(switch)]
+            yes: bool,
+        }
+
+        impl From<$ty> for Leaf {
+            fn from(args: $ty) -> Leaf {
+                Leaf {
+                    value: leaf!(@value args, $value),
+                    box_name: args.box_name,
+                    json: args.json,
+                    yes: args.yes,
+                }
+            }
+        }
+    };
+    (@value $args:ident, value) => {
+        $args.value
+    };
+    (@value $args:ident, none) => {
+        None
+    };
+}
+
+leaf!(
+    SupplyVoltage,
+    "voltage",
+    "Set or read the output voltage.",
+    value = "volts to set; omit to read"
+);
+leaf!(
+    SupplyCurrent,
+    "current",
+    "Set or read the current limit.",
+    value = "amps to set; omit to read"
+);
+leaf!(
+    SupplyOvp,
+    "ovp",
+    "Set or read the over-voltage protection level.",
+    value = "volts to set; omit to read"
+);
+leaf!(
+    SupplyOcp,
+    "ocp",
+    "Set or read the over-current protection level.",
+    value = "amps to set; omit to read"
+);
+leaf!(SupplyEnable, "enable", "Turn the output on.");
+leaf!(SupplyDisable, "disable", "Turn the output off.");
+leaf!(
+    SupplyState,
+    "state",
+    "Show output, setpoints, measurements and protection."
+);
+leaf!(
+    SupplyClearOvp,
+    "clear-ovp",
+    "Clear a tripped over-voltage protection."
+);
+leaf!(
+    SupplyClearOcp,
+    "clear-ocp",
+    "Clear a tripped over-current protection."
+);
+
+leaf!(
+    BatterySoc,
+    "soc",
+    "Set the simulated state of charge.",
+    value = "state of charge in percent (0-100)"
+);
+leaf!(
+    BatteryVoc,
+    "voc",
+    "Set the open-circuit voltage.",
+    value = "volts"
+);
+leaf!(
+    BatteryCapacity,
+    "capacity",
+    "Set the capacity.",
+    value = "amp-hours"
+);
+leaf!(
+    BatteryCurrentLimit,
+    "current-limit",
+    "Set the current limit.",
+    value = "amps"
+);
+leaf!(
+    BatteryMode,
+    "mode",
+    "Set the simulation method.",
+    value = "static or dynamic"
+);
+leaf!(BatteryEnable, "enable", "Turn the battery output on.");
+leaf!(BatteryDisable, "disable", "Turn the battery output off.");
+leaf!(BatteryClear, "clear", "Clear tripped protections.");
+leaf!(BatteryState, "state", "Show the battery simulator's state.");
+
+/// Set or read a power-supply net.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "supply",
+    note = "NET defaults to `lager defaults add --supply-net NET`. Without a command,\n\
+            lists the box's power-supply nets. Commands that change the instrument\n\
+            lock the box for the command's lifetime; reads (state, a bare voltage)\n\
+            do not. The box checks ranges and answers with its own message.\n\
+            Negative values may be written as they are: lager supply s voltage -1."
+)]
+pub(super) struct SupplyArgs {
+    /// net name (default: the default supply net)
+    #[argh(positional, arg_name = "NET")]
+    net: Option<String>,
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the box's JSON reply instead of the message
+    #[argh(switch)]
+    json: bool,
+    #[argh(subcommand)]
+    command: Option<SupplyCommand>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum SupplyCommand {
+    Voltage(SupplyVoltage),
+    Current(SupplyCurrent),
+    Ovp(SupplyOvp),
+    Ocp(SupplyOcp),
+    Enable(SupplyEnable),
+    Disable(SupplyDisable),
+    State(SupplyState),
+    ClearOvp(SupplyClearOvp),
+    ClearOcp(SupplyClearOcp),
+}
+
+/// Drive a battery-simulator net.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "battery",
+    note = "NET defaults to `lager defaults add --battery-net NET`. Without a command,\n\
+            lists the box's battery nets. Setters need a value; read values with\n\
+            `lager battery NET state`. Commands that change the instrument lock the\n\
+            box for the command's lifetime; state does not."
+)]
+pub(super) struct BatteryArgs {
+    /// net name (default: the default battery net)
+    #[argh(positional, arg_name = "NET")]
+    net: Option<String>,
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the box's JSON reply instead of the message
+    #[argh(switch)]
+    json: bool,
+    #[argh(subcommand)]
+    command: Option<BatteryCommand>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum BatteryCommand {
+    Soc(BatterySoc),
+    Voc(BatteryVoc),
+    Capacity(BatteryCapacity),
+    CurrentLimit(BatteryCurrentLimit),
+    Mode(BatteryMode),
+    Enable(BatteryEnable),
+    Disable(BatteryDisable),
+    Clear(BatteryClear),
+    State(BatteryState),
+}
+
+/// List, add and delete the nets saved on a box.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "nets",
+    note = "With no subcommand, lists the nets (same as `lager nets list`)."
+)]
+pub(super) struct NetsArgs {
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the nets as JSON
+    #[argh(switch)]
+    json: bool,
+    #[argh(subcommand)]
+    command: Option<NetsCommand>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum NetsCommand {
+    List(NetsListArgs),
+    Add(NetsAddArgs),
+    Delete(NetsDeleteArgs),
+}
+
+/// List the box's nets: name, role, instrument, address.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+struct NetsListArgs {
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the nets as JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Save a net on the box.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "add",
+    note = "Example: lager nets add supply2 --role supply --instrument Keithley_2281S \\\n    \
+            --address USB0::0x05E6::0x2281::4587429::INSTR --box bench1"
+)]
+struct NetsAddArgs {
+    /// name of the new net
+    #[argh(positional, arg_name = "NAME")]
+    name: String,
+    /// supply (same as power-supply), battery, or another role the box knows
+    #[argh(option)]
+    role: String,
+    /// instrument model, e.g. Keithley_2281S
+    #[argh(option)]
+    instrument: String,
+    /// VISA address, e.g. USB0::0x05E6::0x2281::4587429::INSTR or
+    /// TCPIP0::10.0.0.5::5025::SOCKET
+    #[argh(option)]
+    address: String,
+    /// channel number (default 1)
+    #[argh(option)]
+    pin: Option<u32>,
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the box's JSON reply
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Delete a net saved on the box.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "delete")]
+struct NetsDeleteArgs {
+    /// name of the net
+    #[argh(positional, arg_name = "NAME")]
+    name: String,
+    /// box name, IP address or host:port (default: LAGER_BOX or the default box)
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the box's JSON reply
+    #[argh(switch)]
+    json: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Typing
+
+/// What a subcommand's VALUE may be.
+#[derive(Clone, Copy)]
+enum Rule {
+    /// The subcommand takes no value.
+    Nothing,
+    /// Optional number: absent reads the setting. `(what, unit word)`.
+    ReadOrSet(&'static str, &'static str),
+    /// Required number: the box has no read for it. `(what, unit word)`.
+    Set(&'static str, &'static str),
+    /// Required `static|dynamic`.
+    Mode,
+}
+
+fn usage(text: String) -> EarlyExit {
+    EarlyExit::Usage(text)
+}
+
+fn empty_net(role: Role) -> EarlyExit {
+    usage(format!(
+        "Net name cannot be empty. Usage: lager {} [NET] --box BOX <command>",
+        role.noun()
+    ))
+}
+
+/// A finite number as typed, else a usage error naming what was expected.
+fn number(text: &str, what: &str, unit: &str) -> Result<Value, EarlyExit> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .ok_or_else(|| {
+            usage(format!(
+                "Invalid {what} '{text}': expected a number of {unit}, e.g. 3.3"
+            ))
+        })
+}
+
+fn value_of(
+    role: Role,
+    subcommand: &str,
+    rule: Rule,
+    given: Option<&str>,
+) -> Result<Option<Value>, EarlyExit> {
+    let noun = role.noun();
+    match (rule, given) {
+        (Rule::Nothing, _) | (Rule::ReadOrSet(..), None) => Ok(None),
+        (Rule::ReadOrSet(what, unit), Some(text)) => number(text, what, unit).map(Some),
+        (Rule::Set(what, unit), None) => Err(usage(format!(
+            "lager {noun} {subcommand} needs a value: lager {noun} [NET] {subcommand} <{unit}>. \
+             To read the {what}, run: lager {noun} [NET] state"
+        ))),
+        (Rule::Set(what, unit), Some(text)) => number(text, what, unit).map(Some),
+        (Rule::Mode, None) => Err(usage(format!(
+            "lager {noun} mode needs static or dynamic: lager {noun} [NET] mode static|dynamic. \
+             To read the mode, run: lager {noun} [NET] state"
+        ))),
+        (Rule::Mode, Some(text)) => match text.trim().to_ascii_lowercase().as_str() {
+            mode @ ("static" | "dynamic") => Ok(Some(Value::String(mode.to_string()))),
+            _ => Err(usage(format!(
+                "Invalid mode '{text}': use static or dynamic"
+            ))),
+        },
+    }
+}
+
+fn instrument(
+    role: Role,
+    net: Option<String>,
+    group_box: Option<String>,
+    group_json: bool,
+    (subcommand, action, rule): (&'static str, &'static str, Rule),
+    leaf: Leaf,
+) -> Result<Command, EarlyExit> {
+    if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(empty_net(role));
+    }
+    let value = value_of(role, subcommand, rule, leaf.value.as_deref())?;
+    Ok(Command::Instrument(InstrumentOpts {
+        role,
+        net,
+        // `--box` may come before or after the subcommand.
+        box_name: leaf.box_name.or(group_box),
+        json: leaf.json || group_json,
+        yes: leaf.yes,
+        subcommand,
+        action,
+        value_text: value.as_ref().and(leaf.value),
+        value,
+    }))
+}
+
+/// Without a subcommand: the role's nets, as `lager supply` lists them.
+fn listing(
+    role: Role,
+    net: Option<String>,
+    box_name: Option<String>,
+    json: bool,
+) -> Result<Command, EarlyExit> {
+    match net {
+        None => Ok(Command::NetsList {
+            box_name,
+            json,
+            role: Some(role.net_role()),
+        }),
+        Some(net) => Err(usage(format!(
+            "Missing command for {} net '{net}'. Try: lager {} {net} state (see lager {} --help)",
+            role.noun(),
+            role.noun(),
+            role.noun()
+        ))),
+    }
+}
+
+pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
+    let role = Role::Supply;
+    let (what, leaf): ((&'static str, &'static str, Rule), Leaf) = match args.command {
+        None => return listing(role, args.net, args.box_name, args.json),
+        Some(SupplyCommand::Voltage(l)) => (
+            ("voltage", "voltage", Rule::ReadOrSet("voltage", "volts")),
+            l.into(),
+        ),
+        Some(SupplyCommand::Current(l)) => (
+            ("current", "current", Rule::ReadOrSet("current", "amps")),
+            l.into(),
+        ),
+        Some(SupplyCommand::Ovp(l)) => (
+            ("ovp", "ovp", Rule::ReadOrSet("OVP level", "volts")),
+            l.into(),
+        ),
+        Some(SupplyCommand::Ocp(l)) => (
+            ("ocp", "ocp", Rule::ReadOrSet("OCP level", "amps")),
+            l.into(),
+        ),
+        Some(SupplyCommand::Enable(l)) => (("enable", "enable", Rule::Nothing), l.into()),
+        Some(SupplyCommand::Disable(l)) => (("disable", "disable", Rule::Nothing), l.into()),
+        Some(SupplyCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
+        Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", "clear_ovp", Rule::Nothing), l.into()),
+        Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", "clear_ocp", Rule::Nothing), l.into()),
+    };
+    instrument(role, args.net, args.box_name, args.json, what, leaf)
+}
+
+pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
+    let role = Role::Battery;
+    let (what, leaf): ((&'static str, &'static str, Rule), Leaf) = match args.command {
+        None => return listing(role, args.net, args.box_name, args.json),
+        Some(BatteryCommand::Soc(l)) => (
+            ("soc", "set_soc", Rule::Set("state of charge", "percent")),
+            l.into(),
+        ),
+        Some(BatteryCommand::Voc(l)) => (
+            ("voc", "set_voc", Rule::Set("open-circuit voltage", "volts")),
+            l.into(),
+        ),
+        Some(BatteryCommand::Capacity(l)) => (
+            (
+                "capacity",
+                "set_capacity",
+                Rule::Set("capacity", "amp-hours"),
+            ),
+            l.into(),
+        ),
+        Some(BatteryCommand::CurrentLimit(l)) => (
+            (
+                "current-limit",
+                "set_current_limit",
+                Rule::Set("current limit", "amps"),
+            ),
+            l.into(),
+        ),
+        Some(BatteryCommand::Mode(l)) => (("mode", "set_mode", Rule::Mode), l.into()),
+        Some(BatteryCommand::Enable(l)) => (("enable", "enable_battery", Rule::Nothing), l.into()),
+        Some(BatteryCommand::Disable(l)) => {
+            (("disable", "disable_battery", Rule::Nothing), l.into())
+        }
+        Some(BatteryCommand::Clear(l)) => (("clear", "clear", Rule::Nothing), l.into()),
+        Some(BatteryCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
+    };
+    instrument(role, args.net, args.box_name, args.json, what, leaf)
+}
+
+pub(super) fn nets(args: NetsArgs) -> Result<Command, EarlyExit> {
+    Ok(match args.command {
+        None => Command::NetsList {
+            box_name: args.box_name,
+            json: args.json,
+            role: None,
+        },
+        Some(NetsCommand::List(list)) => Command::NetsList {
+            box_name: list.box_name.or(args.box_name),
+            json: list.json || args.json,
+            role: None,
+        },
+        Some(NetsCommand::Add(add)) => {
+            let name = add.name.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(usage(format!(
+                    "Invalid net name '{}': use a non-empty name without spaces",
+                    add.name
+                )));
+            }
+            let role = match add.role.trim() {
+                "" => {
+                    return Err(usage(
+                        "--role cannot be empty: use supply, battery or power-supply".into(),
+                    ))
+                }
+                "supply" => "power-supply".to_string(),
+                role => role.to_string(),
+            };
+            let instrument = add.instrument.trim();
+            if instrument.is_empty() {
+                return Err(usage(
+                    "--instrument cannot be empty: name the model, e.g. Keithley_2281S".into(),
+                ));
+            }
+            if let Err(e) = common::addr::Address::parse(&add.address) {
+                return Err(usage(format!("Invalid --address: {e}")));
+            }
+            Command::NetsAdd(NetAdd {
+                box_name: add.box_name.or(args.box_name),
+                json: add.json || args.json,
+                name: name.to_string(),
+                role,
+                instrument: instrument.to_string(),
+                address: add.address.trim().to_string(),
+                pin: add.pin,
+            })
+        }
+        Some(NetsCommand::Delete(delete)) => {
+            if delete.name.trim().is_empty() {
+                return Err(usage(
+                    "Net name cannot be empty. Usage: lager nets delete NAME".into(),
+                ));
+            }
+            Command::NetsDelete {
+                box_name: delete.box_name.or(args.box_name),
+                json: delete.json || args.json,
+                name: delete.name,
+            }
+        }
+    })
+}
+
+/// argh reads `-1` as an option. For `lager supply|battery`, negative
+/// numbers move behind a `--` at the end, where they stay positional and
+/// the box answers for the range (`Voltage -1V is outside ...`).
+pub(super) fn hoist_negative_numbers<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let noun = args.iter().find(|a| !a.starts_with('-'));
+    if !matches!(noun, Some(&"supply" | &"battery")) || args.contains(&"--") {
+        return args.to_vec();
+    }
+    let negative = |a: &&str| {
+        a.strip_prefix('-')
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+            && a.parse::<f64>().is_ok()
+    };
+    let (numbers, mut rest): (Vec<&str>, Vec<&str>) = args.iter().copied().partition(negative);
+    if !numbers.is_empty() {
+        rest.push("--");
+        rest.extend(numbers);
+    }
+    rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, Command, EarlyExit};
+    use super::*;
+
+    fn instrument(args: &[&str]) -> InstrumentOpts {
+        match parse(args).expect("parses").command {
+            Command::Instrument(opts) => opts,
+            other => panic!("not an instrument command: {other:?}"),
+        }
+    }
+
+    fn usage(args: &[&str]) -> String {
+        match parse(args) {
+            Err(EarlyExit::Usage(text)) => text,
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn supply_commands_map_to_box_actions() {
+        let opts = instrument(&["supply", "s1", "--box", "b", "voltage", "3.3", "--yes"]);
+        assert_eq!(opts.role, Role::Supply);
+        assert_eq!(opts.net.as_deref(), Some("s1"));
+        assert_eq!(opts.box_name.as_deref(), Some("b"));
+        assert_eq!(opts.action, "voltage");
+        assert_eq!(opts.value, Some(serde_json::json!(3.3)));
+        assert_eq!(opts.value_text.as_deref(), Some("3.3"));
+        assert!(opts.yes && opts.mutates());
+        let read = instrument(&["supply", "voltage", "--box", "b", "--json"]);
+        assert_eq!((&read.net, &read.value, read.json), (&None, &None, true));
+        assert!(!read.mutates());
+        assert!(!instrument(&["supply", "s", "state"]).mutates());
+        let clear = instrument(&["supply", "s", "clear-ocp"]);
+        assert_eq!(clear.action, "clear_ocp");
+        assert!(clear.mutates());
+    }
+
+    #[test]
+    fn battery_commands_map_to_box_actions() {
+        let cases: &[(&[&str], &str, Option<Value>)] = &[
+            (&["soc", "80"], "set_soc", Some(serde_json::json!(80.0))),
+            (&["voc", "4.2"], "set_voc", Some(serde_json::json!(4.2))),
+            (
+                &["capacity", "2"],
+                "set_capacity",
+                Some(serde_json::json!(2.0)),
+            ),
+            (
+                &["current-limit", "1"],
+                "set_current_limit",
+                Some(serde_json::json!(1.0)),
+            ),
+            (
+                &["mode", "STATIC"],
+                "set_mode",
+                Some(serde_json::json!("static")),
+            ),
+            (&["enable"], "enable_battery", None),
+            (&["disable"], "disable_battery", None),
+            (&["clear"], "clear", None),
+            (&["state"], "state", None),
+        ];
+        for (tail, action, value) in cases {
+            let mut args = vec!["battery", "b1"];
+            args.extend_from_slice(tail);
+            let opts = instrument(&args);
+            assert_eq!((opts.action, &opts.value), (*action, value), "{args:?}");
+            assert_eq!(opts.mutates(), *action != "state", "{args:?}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_for_form_only() {
+        assert_eq!(
+            usage(&["supply", "s", "current", "lots"]),
+            "Invalid current 'lots': expected a number of amps, e.g. 3.3"
+        );
+        assert!(usage(&["supply", "s", "voltage", "inf"]).starts_with("Invalid voltage 'inf'"));
+        assert!(usage(&["battery", "b", "voc"]).starts_with("lager battery voc needs a value"));
+        assert!(usage(&["battery", "b", "mode"])
+            .starts_with("lager battery mode needs static or dynamic"));
+        // Ranges are the box's: 250 V parses.
+        assert_eq!(
+            instrument(&["supply", "s", "voltage", "250"]).value,
+            Some(serde_json::json!(250.0))
+        );
+        assert!(usage(&["supply", "", "state"]).starts_with("Net name cannot be empty"));
+        assert!(usage(&["supply", "s1"]).starts_with("Missing command for supply net 's1'"));
+    }
+
+    #[test]
+    fn negative_numbers_stay_values() {
+        assert_eq!(
+            hoist_negative_numbers(&["supply", "s", "voltage", "-1.5", "--yes"]),
+            ["supply", "s", "voltage", "--yes", "--", "-1.5"]
+        );
+        assert_eq!(
+            instrument(&["-v", "supply", "s", "voltage", "-2", "--box", "b"]).value,
+            Some(serde_json::json!(-2.0))
+        );
+        // Elsewhere, and with an explicit `--`, nothing moves.
+        assert_eq!(
+            hoist_negative_numbers(&["python", "t.py", "-1"]),
+            ["python", "t.py", "-1"]
+        );
+        assert_eq!(
+            hoist_negative_numbers(&["supply", "s", "voltage", "--", "-1"]),
+            ["supply", "s", "voltage", "--", "-1"]
+        );
+        assert_eq!(hoist_negative_numbers(&["supply", "-v"]), ["supply", "-v"]);
+    }
+
+    #[test]
+    fn prompts_follow_the_python_cli() {
+        let opts = instrument(&["supply", "s", "voltage", "5"]);
+        assert_eq!(
+            opts.question("s").as_deref(),
+            Some("Set voltage of s to 5 V?")
+        );
+        assert_eq!(instrument(&["supply", "s", "voltage"]).question("s"), None);
+        assert_eq!(instrument(&["supply", "s", "ovp", "5"]).question("s"), None);
+        assert_eq!(
+            instrument(&["battery", "b", "disable"])
+                .question("b")
+                .as_deref(),
+            Some("Disable b?")
+        );
+    }
+
+    #[test]
+    fn nets_commands() {
+        let Command::NetsAdd(add) = parse(&[
+            "nets",
+            "add",
+            "psu",
+            "--role",
+            "supply",
+            "--instrument",
+            "Keithley_2281S",
+            "--address",
+            " TCPIP0::10.0.0.5::5025::SOCKET ",
+            "--pin",
+            "2",
+        ])
+        .expect("parses")
+        .command
+        else {
+            panic!("not nets add");
+        };
+        assert_eq!(add.role, "power-supply");
+        assert_eq!(add.address, "TCPIP0::10.0.0.5::5025::SOCKET");
+        assert_eq!(add.pin, Some(2));
+        assert!(usage(&[
+            "nets",
+            "add",
+            "x",
+            "--role",
+            "battery",
+            "--instrument",
+            "K",
+            "--address",
+            "COM3"
+        ])
+        .starts_with("Invalid --address: not an instrument address"));
+        assert!(usage(&[
+            "nets",
+            "add",
+            "a b",
+            "--role",
+            "battery",
+            "--instrument",
+            "K",
+            "--address",
+            "/dev/ttyUSB0"
+        ])
+        .starts_with("Invalid net name 'a b'"));
+        assert_eq!(
+            parse(&["nets", "--json"]).expect("parses").command,
+            Command::NetsList {
+                box_name: None,
+                json: true,
+                role: None
+            }
+        );
+        assert_eq!(
+            parse(&["battery", "--box", "b"]).expect("parses").command,
+            Command::NetsList {
+                box_name: Some("b".into()),
+                json: false,
+                role: Some("battery")
+            }
+        );
+        assert!(matches!(
+            parse(&["nets", "delete", "x", "--box", "b"])
+                .expect("parses")
+                .command,
+            Command::NetsDelete { .. }
+        ));
+    }
+}
