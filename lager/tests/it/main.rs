@@ -10,6 +10,7 @@ mod boxes;
 mod defaults;
 mod diagnose;
 mod hello;
+mod instruments;
 mod lock;
 mod python;
 

@@ -1,0 +1,674 @@
+//! `lager supply`, `lager battery` and `lager nets` (instruments.md §8,
+//! §10; issue 6) against the real `lagerd --sim`: the simulated Keithley
+//! 2281S serves `supply1` and `battery1` on one address, and faults come
+//! from the simulator's control port. Answers lagerd never gives (a 423 in
+//! the middle of a command, an old box) come from a stand-in.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+
+use lager_testsupport::request;
+use serde_json::{json, Value};
+
+use crate::{entry, fake_box, refused_port, Box_, Cli, Run};
+
+/// A `lagerd --sim` with a CLI whose saved box `b1` points at it.
+struct Bench {
+    daemon: Box_,
+    cli: Cli,
+    control: String,
+}
+
+impl Bench {
+    fn start(tag: &str, extra: &[&str]) -> Bench {
+        let mut args = vec!["--sim", "--health-interval-secs", "0"];
+        args.extend_from_slice(extra);
+        let daemon = Box_::start_with(&args);
+        let cli = Cli::new(tag);
+        cli.write_config(&json!({"BOXES": {"b1": entry(daemon.port())}}));
+        let status = request(daemon.addr(), "GET", "/status", None);
+        let status: Value = serde_json::from_str(&status.text()).expect("status JSON");
+        let control = status["capabilities"]["simulator"]["control"]
+            .as_str()
+            .expect("simulator control address")
+            .to_string();
+        Bench {
+            daemon,
+            cli,
+            control,
+        }
+    }
+
+    /// One line to the simulator's control port, one line back.
+    fn sim(&self, command: &str) -> String {
+        let mut stream = TcpStream::connect(&self.control).expect("control port");
+        writeln!(stream, "{command}").expect("send");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("reply");
+        line.trim().to_string()
+    }
+
+    fn lager(&self, args: &[&str]) -> Run {
+        self.cli.run(args)
+    }
+
+    fn lager_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.cli.run_with(args, env)
+    }
+}
+
+fn ok(run: &Run, stdout: &str) {
+    run.expect_code(0);
+    assert_eq!(run.stdout, stdout, "stderr: {}", run.stderr);
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn supply_sets_and_reads_voltage_and_current() {
+    let b = Bench::start("supply-set", &[]);
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "voltage", "5", "--yes"]),
+        "[OK] Voltage set to 5V\n",
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "voltage"]),
+        "[OK] Voltage: 5V\n",
+    );
+    // `--box` after the subcommand works too.
+    ok(
+        &b.lager(&[
+            "supply", "supply1", "current", "0.5", "--yes", "--box", "b1",
+        ]),
+        "[OK] Current limit set to 0.5A\n",
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "current", "--box", "b1"]),
+        "[OK] Current: 0.5A\n",
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "ovp", "12"]),
+        "[OK] OVP set to 12V\n",
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "ocp"]),
+        "[OK] OCP: 6.1A\n",
+    );
+    // Every auto-lock was released at exit.
+    assert_eq!(b.daemon.lock()["locked"], false);
+}
+
+#[test]
+fn changes_lock_the_box_and_reads_do_not() {
+    let b = Bench::start("supply-locking", &[]);
+    let run = b.lager(&[
+        "-v", "supply", "supply1", "--box", "b1", "voltage", "3", "--yes",
+    ]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("lock on b1: Acquired"),
+        "{}",
+        run.stderr
+    );
+    let run = b.lager(&["-v", "supply", "supply1", "--box", "b1", "voltage"]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("lock on"), "{}", run.stderr);
+    let run = b.lager(&["-v", "battery", "battery1", "--box", "b1", "state"]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("lock on"), "{}", run.stderr);
+    let run = b.lager(&["-v", "battery", "battery1", "--box", "b1", "clear"]);
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("lock on b1: Acquired"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(b.daemon.lock()["locked"], false);
+}
+
+#[test]
+fn enable_then_state_shows_the_output_on() {
+    let b = Bench::start("supply-enable", &[]);
+    b.lager(&[
+        "supply", "supply1", "--box", "b1", "voltage", "3.3", "--yes",
+    ])
+    .expect_code(0);
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "enable", "--yes"]),
+        "[OK] Output enabled\n",
+    );
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "state"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("[OK] Channel 1: ON, Set: 3.3V/"),
+        "{}",
+        run.stdout
+    );
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "state", "--json"]);
+    run.expect_code(0);
+    let reply: Value = serde_json::from_str(&run.stdout).expect("--json prints the reply");
+    assert_eq!(reply["success"], true);
+    assert_eq!(reply["state"]["enabled"], true);
+    assert_eq!(reply["state"]["voltage_set"], 3.3);
+    assert_eq!(reply["state"]["netname"], "supply1");
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "disable", "--yes"]),
+        "[OK] Output disabled\n",
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "clear-ovp"]),
+        "[OK] Protection cleared\n",
+    );
+}
+
+#[test]
+fn a_change_without_yes_and_without_a_terminal_is_not_made() {
+    let b = Bench::start("supply-confirm", &[]);
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "voltage", "7"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Aborted: nothing changed. To go ahead without a prompt, run: lager supply supply1 --box b1 voltage 7 --yes\n"
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "voltage"]),
+        "[OK] Voltage: 0V\n",
+    );
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "enable"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("battery battery1 --box b1 enable --yes"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        b.daemon.lock()["locked"],
+        false,
+        "no lock for a declined change"
+    );
+}
+
+#[test]
+fn battery_on_the_dual_role_address() {
+    let b = Bench::start("battery", &[]);
+    b.lager(&["supply", "supply1", "--box", "b1", "voltage", "4", "--yes"])
+        .expect_code(0);
+    ok(
+        &b.lager(&["battery", "battery1", "--box", "b1", "soc", "80"]),
+        "[OK] SOC set to 80%\n",
+    );
+    ok(
+        &b.lager(&["battery", "battery1", "--box", "b1", "voc", "4.2"]),
+        "[OK] VOC set to 4.2V\n",
+    );
+    ok(
+        &b.lager(&["battery", "battery1", "--box", "b1", "mode", "Dynamic"]),
+        "[OK] Mode set to dynamic\n",
+    );
+    ok(
+        &b.lager(&["battery", "battery1", "--box", "b1", "enable", "--yes"]),
+        "[OK] Battery output enabled\n",
+    );
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "state"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("[OK] Battery: ON, SOC 80"),
+        "{}",
+        run.stdout
+    );
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "state", "--json"]);
+    let reply: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(reply["state"]["soc"], 80.0);
+    assert_eq!(reply["state"]["voc"], 4.2);
+    // Back to the supply role on the same instrument.
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "state"]);
+    run.expect_code(0);
+    assert!(run.stdout.starts_with("[OK] Channel 1: "), "{}", run.stdout);
+}
+
+#[test]
+fn battery_setters_need_a_value() {
+    let b = Bench::start("battery-usage", &[]);
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "soc"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.starts_with(
+            "lager battery soc needs a value: lager battery [NET] soc <percent>. To read the state of charge, run: lager battery [NET] state"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "mode", "fast"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .starts_with("Invalid mode 'fast': use static or dynamic"),
+        "{}",
+        run.stderr
+    );
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "voltage", "five"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .starts_with("Invalid voltage 'five': expected a number of volts, e.g. 3.3"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn out_of_range_values_are_the_box_s_answer() {
+    let b = Bench::start("supply-range", &[]);
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "voltage", "25", "--yes"]);
+    run.expect_code(1);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "Error: Voltage 25V is outside the instrument's range 0–20V\n"
+    );
+    // A negative value is a value, not an option.
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "voltage", "-1", "--yes"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Voltage -1V is outside the instrument's range 0–20V\n"
+    );
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "soc", "150"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: SOC 150% is outside the instrument's range 0–100%\n"
+    );
+    // --json still prints the box's reply, and still fails.
+    let run = b.lager(&[
+        "supply", "supply1", "--box", "b1", "voltage", "25", "--yes", "--json",
+    ]);
+    run.expect_code(1);
+    let reply: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(reply["success"], false);
+    assert_eq!(b.daemon.lock()["locked"], false);
+}
+
+#[test]
+fn unknown_net_and_role_mismatch() {
+    let b = Bench::start("supply-nets", &[]);
+    let run = b.lager(&["supply", "nope", "--box", "b1", "state"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Net 'nope' not found. Create it with 'lager nets add'.\n"
+    );
+    let run = b.lager(&["supply", "battery1", "--box", "b1", "state"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Net 'battery1' is a 'battery' net, not 'power-supply'.\n"
+    );
+}
+
+#[test]
+fn default_nets_come_from_lager_defaults() {
+    let b = Bench::start("supply-default", &[]);
+    let run = b.lager(&["battery", "--box", "b1", "state"]);
+    run.expect_code(2);
+    assert_eq!(
+        run.stderr,
+        "Error: No battery net given and no default is set. Name one: lager battery NET <command> --box BOX, or set a default: lager defaults add --battery-net NET\n"
+    );
+    b.lager(&[
+        "defaults",
+        "add",
+        "--supply-net",
+        "supply1",
+        "--battery-net",
+        "battery1",
+    ])
+    .expect_code(0);
+    ok(
+        &b.lager(&["supply", "--box", "b1", "voltage", "2", "--yes"]),
+        "[OK] Voltage set to 2V\n",
+    );
+    let run = b.lager(&["battery", "--box", "b1", "state"]);
+    run.expect_code(0);
+    assert!(run.stdout.starts_with("[OK] Battery: "), "{}", run.stdout);
+}
+
+#[test]
+fn without_a_command_the_role_s_nets_are_listed() {
+    let b = Bench::start("supply-list", &[]);
+    let run = b.lager(&["supply", "--box", "b1"]);
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(lines[0].starts_with("name "), "{}", run.stdout);
+    assert!(lines[2].starts_with("supply1 "), "{}", run.stdout);
+    assert!(lines[2].contains("power-supply"), "{}", run.stdout);
+}
+
+#[test]
+fn a_vanished_instrument_prints_the_enodev_block_then_recovers() {
+    let b = Bench::start("supply-enodev", &[]);
+    b.lager(&["supply", "supply1", "--box", "b1", "voltage", "4", "--yes"])
+        .expect_code(0);
+    assert_eq!(b.sim("drop"), "OK");
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "voltage"]);
+    run.expect_code(1);
+    assert_eq!(run.stdout, "");
+    assert_eq!(
+        run.stderr,
+        "Error: Instrument disappeared from USB (re-enumeration).\n\
+         \n  Try:\n\
+         \x20   → The hardware service should auto-recover on the next call (0.20.0+).\n\
+         \x20   → If it does not, `lager ssh b1` then `sudo docker restart lager`.\n\
+         \x20 Run with --debug (or LAGER_DEBUG=1) for the full technical details.\n"
+    );
+    // The raw error under LAGER_DEBUG and under --debug.
+    for run in [
+        b.lager_with(
+            &["supply", "supply1", "--box", "b1", "voltage"],
+            &[("LAGER_DEBUG", "1")],
+        ),
+        b.lager(&["--debug", "supply", "supply1", "--box", "b1", "state"]),
+    ] {
+        run.expect_code(1);
+        assert!(
+            run.stderr
+                .starts_with("Error: Instrument disappeared from USB (re-enumeration).\n"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("\n  --- raw error ---\n  [Errno 19] "),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stderr.contains("TCPIP0::127.0.0.1::"), "{}", run.stderr);
+    }
+    assert_eq!(b.sim("replug"), "OK");
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "voltage"]),
+        "[OK] Voltage: 4V\n",
+    );
+}
+
+#[test]
+fn a_silent_instrument_prints_the_etimedout_block() {
+    let b = Bench::start("supply-etimedout", &["--instrument-timeout-ms", "300"]);
+    b.lager(&["supply", "supply1", "--box", "b1", "voltage", "1", "--yes"])
+        .expect_code(0);
+    assert_eq!(b.sim("mute"), "OK");
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "state"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.starts_with(
+            "Error: Instrument did not respond to SCPI within the timeout — firmware may be wedged.\n\n  Try:\n"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("→ Use `lager diagnose battery1 --box b1` to confirm before power-cycling."),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(b.sim("unmute"), "OK");
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "state"]);
+    run.expect_code(0);
+}
+
+#[test]
+fn enforced_locks_refuse_changes_by_others_but_not_reads() {
+    let b = Bench::start("supply-enforced", &["--enforce-locks"]);
+    b.daemon.lock_as("bob");
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "voltage", "5", "--yes"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Box 'b1' is locked by bob\nTo force unlock: lager boxes unlock --box b1 --force\n"
+    );
+    // Reads take no lock and the box does not enforce them.
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "state"]);
+    run.expect_code(0);
+    // Our own lock: the command names its stored user and passes.
+    let reply = request(
+        b.daemon.addr(),
+        "POST",
+        "/unlock",
+        Some(r#"{"user":"bob"}"#),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    b.lager(&["boxes", "lock", "--box", "b1"]).expect_code(0);
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "voltage", "5", "--yes"]),
+        "[OK] Voltage set to 5V\n",
+    );
+    assert_eq!(
+        b.daemon.lock()["locked"],
+        true,
+        "an adopted lock is kept at exit"
+    );
+}
+
+#[test]
+fn a_423_from_the_box_names_the_holder() {
+    // A box that was free at the passive check, granted our lock, and
+    // then refused the command: someone forced the lock in between.
+    let port = fake_box(&[
+        ("GET /lock ", 200, r#"{"locked":false}"#),
+        (
+            "POST /lock ",
+            200,
+            r#"{"locked":true,"user":"tester","ttl_seconds":60}"#,
+        ),
+        ("POST /unlock ", 200, r#"{"locked":false}"#),
+        (
+            "POST /supply/command ",
+            423,
+            r#"{"error":"Box is locked by ci:gitlab:acme/fw:42","lock":{"user":"ci:gitlab:acme/fw:42"}}"#,
+        ),
+    ]);
+    let cli = Cli::new("supply-423");
+    cli.write_config(&json!({"BOXES": {"b1": entry(port)}}));
+    let run = cli.run(&["supply", "supply1", "--box", "b1", "enable", "--yes"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.starts_with("Error: Box 'b1' is locked by "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .ends_with("\nTo force unlock: lager boxes unlock --box b1 --force\n"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn transport_failures_name_the_address_used() {
+    // Accepted, never answered: the read timeout (capped for the test).
+    let port = fake_box(&[("GET /lock ", 200, r#"{"locked":false}"#)]);
+    let cli = Cli::new("supply-timeout");
+    cli.write_config(&json!({"BOXES": {"b1": entry(port)}}));
+    let run = cli.run_with(
+        &["supply", "supply1", "--box", "b1", "state"],
+        &[("LAGER_BOX_TIMEOUT_MS", "500")],
+    );
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "Error: the box at 127.0.0.1:{port} accepted the request but did not answer within 500ms. The operation may just be slow and may still complete on the box; try again in a moment.\n"
+        )
+    );
+    // Nothing listening: fails at the passive check for a change, at the
+    // command for a read, both with the same message.
+    let dead = refused_port();
+    cli.write_config(&json!({"BOXES": {"b1": entry(dead)}}));
+    for args in [
+        &["supply", "supply1", "--box", "b1", "state"][..],
+        &["battery", "battery1", "--box", "b1", "soc", "5"][..],
+    ] {
+        let run = cli.run(args);
+        run.expect_code(1);
+        assert_eq!(
+            run.stderr,
+            format!(
+                "Error: cannot reach box at 127.0.0.1:{dead} (connection refused). Check network/Tailscale and that the box is online and updated.\n"
+            )
+        );
+    }
+}
+
+#[test]
+fn an_old_box_without_the_routes_says_update() {
+    let port = fake_box(&[
+        ("GET /lock ", 200, r#"{"locked":false}"#),
+        ("POST /supply/command ", 404, r#"{"error":"Not found"}"#),
+        ("POST /nets ", 404, r#"{"error":"Not found"}"#),
+        ("GET /nets/list ", 200, "<html>"),
+    ]);
+    let cli = Cli::new("supply-old");
+    cli.write_config(&json!({"BOXES": {"b1": entry(port)}}));
+    let run = cli.run(&["supply", "supply1", "--box", "b1", "state"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Not found. This box image does not expose /supply/command; update the box.\n"
+    );
+    let run = cli.run(&["nets", "delete", "x", "--box", "b1"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Not found. This box image does not expose /nets; update the box.\n"
+    );
+    let run = cli.run(&["nets", "--box", "b1"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: box returned a non-JSON response (HTTP 200).\n"
+    );
+}
+
+#[test]
+fn nets_list_add_and_delete() {
+    let b = Bench::start("nets", &[]);
+    let run = b.lager(&["nets", "--box", "b1"]);
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["name", "role", "instrument", "address"]
+    );
+    assert!(lines[2].starts_with("supply1 "), "{}", run.stdout);
+    assert!(lines[3].starts_with("battery1 "), "{}", run.stdout);
+
+    ok(
+        &b.lager(&[
+            "nets",
+            "add",
+            "bench_psu",
+            "--role",
+            "supply",
+            "--instrument",
+            "Keithley_2281S",
+            "--address",
+            "USB0::0x05E6::0x2281::4587429::INSTR",
+            "--box",
+            "b1",
+        ]),
+        "[OK] Added net 'bench_psu'\n",
+    );
+    let run = b.lager(&["nets", "list", "--json", "--box", "b1"]);
+    run.expect_code(0);
+    let nets: Value = serde_json::from_str(&run.stdout).expect("JSON list");
+    let added = nets
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == "bench_psu"))
+        .expect("listed")
+        .clone();
+    assert_eq!(added["role"], "power-supply");
+    assert_eq!(added["pin"], 1);
+
+    // The box judges roles and duplicates.
+    let run = b.lager(&[
+        "nets",
+        "add",
+        "bench_psu",
+        "--role",
+        "supply",
+        "--instrument",
+        "Keithley_2281S",
+        "--address",
+        "TCPIP0::10.0.0.5::5025::SOCKET",
+        "--box",
+        "b1",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .starts_with("Error: Net 'bench_psu' already exists"),
+        "{}",
+        run.stderr
+    );
+    let run = b.lager(&[
+        "nets",
+        "add",
+        "x",
+        "--role",
+        "toaster",
+        "--instrument",
+        "Keithley_2281S",
+        "--address",
+        "TCPIP0::10.0.0.5::5025::SOCKET",
+        "--box",
+        "b1",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.starts_with("Error: unknown role 'toaster'"),
+        "{}",
+        run.stderr
+    );
+
+    ok(
+        &b.lager(&["nets", "delete", "bench_psu", "--box", "b1"]),
+        "[OK] Deleted net 'bench_psu'\n",
+    );
+    let run = b.lager(&["nets", "delete", "bench_psu", "--box", "b1"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.starts_with("Error: Net 'bench_psu' not found"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn nets_add_checks_the_address_before_asking_the_box() {
+    // No box at all: a bad address must fail before any request.
+    let cli = Cli::new("nets-address");
+    cli.write_config(&json!({"BOXES": {"b1": entry(refused_port())}}));
+    let run = cli.run(&[
+        "nets",
+        "add",
+        "x",
+        "--role",
+        "battery",
+        "--instrument",
+        "Keithley_2281S",
+        "--address",
+        "TCPIP::10.0.0.5::INSTR",
+        "--box",
+        "b1",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .starts_with("Invalid --address: \"TCPIP::10.0.0.5::INSTR\" is a VXI-11"),
+        "{}",
+        run.stderr
+    );
+}
