@@ -2,8 +2,9 @@
 # The main job on the embedded default, no hardware needed: builds both
 # binaries, starts lagerd with simulated instruments and a local state dir
 # (./.demo) on a free loopback port, then drives it with the lager CLI:
-# reserve the box, list it, run a script on it with `lager python`, and ask
-# `lager diagnose` about its simulated Keithley 2281S.
+# reserve the box, list it, run a script on it with `lager python`, ask
+# `lager diagnose` about its simulated Keithley 2281S, and drive that
+# instrument as a supply and as a battery simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin lagerd --bin lager
@@ -37,6 +38,14 @@ sys.exit(3)
 PY
 run "$bin/lager" python "$demo/hello.py" --box demo || echo "(exit $?: the script's own exit code)"
 run "$bin/lager" diagnose supply1 --box demo
+# The simulated Keithley 2281S is both nets: one instrument, two roles.
+run "$bin/lager" nets --box demo
+run "$bin/lager" supply supply1 voltage 5 --box demo --yes
+run "$bin/lager" supply supply1 enable --box demo --yes
+run "$bin/lager" supply supply1 state --box demo
+run "$bin/lager" battery battery1 soc 80 --box demo
+run "$bin/lager" battery battery1 state --box demo
+run "$bin/lager" supply supply1 voltage 25 --box demo --yes || echo "(exit $?: refused before reaching the instrument)"
 echo
 echo "lagerd log ($demo/lagerd.log):"
 sed 's/^/  /' "$demo/lagerd.log"
