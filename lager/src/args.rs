@@ -5,7 +5,7 @@ use argh::FromArgs;
 
 mod instrument;
 
-pub use instrument::{InstrumentOpts, NetAdd, Role};
+pub use instrument::{InstrumentOpts, NetAdd, Role, WatchOpts};
 
 /// Control, inspect and reserve lager boxes.
 #[derive(FromArgs, Debug)]
@@ -407,6 +407,8 @@ pub enum Command {
     Diagnose(DiagnoseOpts),
     /// `lager supply|battery NET <command>`.
     Instrument(InstrumentOpts),
+    /// `lager supply|battery NET tui|watch`.
+    Watch(WatchOpts),
     /// `lager nets`, and `lager supply|battery` without a command (then
     /// `role` keeps only that role's nets).
     NetsList {

@@ -149,6 +149,11 @@ pub enum CliError {
     },
     /// A box refused a request and said why (`error` of its JSON body).
     BoxRefused(String),
+    /// A monitor stream stopped before the user did (instruments.md §10).
+    MonitorEnded {
+        display: String,
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -355,6 +360,10 @@ impl fmt::Display for CliError {
                 "Error: box returned a non-JSON response (HTTP {status})."
             ),
             CliError::BoxRefused(error) => write!(f, "Error: {error}"),
+            CliError::MonitorEnded { display, reason } => write!(
+                f,
+                "Error: the monitor stream from box {display} stopped ({reason}). Check the box with `lager hello --box {display}` and start the watch again."
+            ),
             CliError::Random(reason) => write!(
                 f,
                 "Error: Could not read /dev/urandom for a process ID: {reason}"

@@ -63,6 +63,7 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Python(opts) => cmd::python::run(opts),
         Command::Diagnose(opts) => cmd::diagnose::run(&opts),
         Command::Instrument(opts) => cmd::instrument::run(&opts),
+        Command::Watch(opts) => cmd::watch::run(&opts),
         Command::NetsList {
             box_name,
             json,

@@ -135,6 +135,9 @@ pub trait Service: Send + Sync + 'static {
 }
 
 /// Lets a long-running handler ask whether its client is still there.
+/// A clone is only meaningful while the handler that got it runs: the
+/// descriptor is closed (and may be reused) once the handler returns.
+#[derive(Clone)]
 pub struct Client {
     fd: RawFd,
     stopping: Arc<AtomicBool>,

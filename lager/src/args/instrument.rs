@@ -42,6 +42,14 @@ impl Role {
         }
     }
 
+    /// The monitor stream route (instruments.md §7).
+    pub fn monitor_path(self) -> &'static str {
+        match self {
+            Role::Supply => "/supply/monitor",
+            Role::Battery => "/battery/monitor",
+        }
+    }
+
     /// The `DEFAULTS` key holding the default net (`lager defaults`).
     pub fn default_key(self) -> &'static str {
         match self {
@@ -97,6 +105,22 @@ impl InstrumentOpts {
             _ => None,
         }
     }
+}
+
+/// `lager supply|battery NET tui|watch` (instruments.md §10): follow the
+/// box's monitor stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchOpts {
+    pub role: Role,
+    /// `None`: the default net of `role`, looked up when run.
+    pub net: Option<String>,
+    pub box_name: Option<String>,
+    /// Print the stream's lines as they come instead of the view.
+    pub json: bool,
+    /// Time between readings (the box allows no less than 0.1 s).
+    pub interval: std::time::Duration,
+    /// Stop after this many readings; `None` runs until interrupted.
+    pub count: Option<u64>,
 }
 
 /// `lager nets add`, validated.
@@ -249,6 +273,56 @@ leaf!(BatteryDisable, "disable", "Turn the battery output off.");
 leaf!(BatteryClear, "clear", "Clear tripped protections.");
 leaf!(BatteryState, "state", "Show the battery simulator's state.");
 
+/// The options of `tui` and its alias `watch`.
+macro_rules! watch_leaf {
+    ($ty:ident, $name:tt, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(FromArgs, Debug)]
+        #[argh(
+            subcommand,
+            name = $name,
+            note = "Redraws the view on a terminal; otherwise prints one line per reading.\n\
+                    Stop with Ctrl-C. Another client may watch the same net; a watch of the\n\
+                    other role on the same Keithley 2281S is refused while this one runs."
+        )]
+        pub(super) struct $ty {
+            /// seconds between readings (default 1, at least 0.1)
+            #[argh(option, default = "1.0")]
+            interval: f64,
+            /// stop after this many readings (default: run until Ctrl-C)
+            #[argh(option)]
+            count: Option<u64>,
+            #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
+            #[argh(option, long = "box")]
+            box_name: Option<String>,
+            /// print the box's NDJSON lines as they come
+            #[argh(switch)]
+            json: bool,
+        }
+
+        impl From<$ty> for WatchLeaf {
+            fn from(args: $ty) -> WatchLeaf {
+                WatchLeaf {
+                    interval: args.interval,
+                    count: args.count,
+                    box_name: args.box_name,
+                    json: args.json,
+                }
+            }
+        }
+    };
+}
+
+struct WatchLeaf {
+    interval: f64,
+    count: Option<u64>,
+    box_name: Option<String>,
+    json: bool,
+}
+
+watch_leaf!(Tui, "tui", "Show the live state, refreshed every interval.");
+watch_leaf!(Watch, "watch", "Same as tui.");
+
 /// Set or read a power-supply net.
 #[derive(FromArgs, Debug)]
 #[argh(
@@ -286,6 +360,8 @@ enum SupplyCommand {
     State(SupplyState),
     ClearOvp(SupplyClearOvp),
     ClearOcp(SupplyClearOcp),
+    Tui(Tui),
+    Watch(Watch),
 }
 
 /// Drive a battery-simulator net.
@@ -324,6 +400,8 @@ enum BatteryCommand {
     Disable(BatteryDisable),
     Clear(BatteryClear),
     State(BatteryState),
+    Tui(Tui),
+    Watch(Watch),
 }
 
 /// List, add and delete the nets saved on a box.
@@ -508,6 +586,39 @@ fn instrument(
     }))
 }
 
+fn watch(
+    role: Role,
+    net: Option<String>,
+    group_box: Option<String>,
+    group_json: bool,
+    leaf: impl Into<WatchLeaf>,
+) -> Result<Command, EarlyExit> {
+    let leaf = leaf.into();
+    if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return Err(empty_net(role));
+    }
+    if !leaf.interval.is_finite() || leaf.interval < 0.1 {
+        return Err(usage(format!(
+            "Invalid --interval {}: use a number of seconds, at least 0.1",
+            leaf.interval
+        )));
+    }
+    if leaf.count == Some(0) {
+        return Err(usage(
+            "--count 0 would read nothing: give at least 1, or leave it out to run until Ctrl-C"
+                .into(),
+        ));
+    }
+    Ok(Command::Watch(WatchOpts {
+        role,
+        net,
+        box_name: leaf.box_name.or(group_box),
+        json: leaf.json || group_json,
+        interval: std::time::Duration::from_secs_f64(leaf.interval),
+        count: leaf.count,
+    }))
+}
+
 /// Without a subcommand: the role's nets, as `lager supply` lists them.
 fn listing(
     role: Role,
@@ -555,6 +666,8 @@ pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
         Some(SupplyCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
         Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", "clear_ovp", Rule::Nothing), l.into()),
         Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", "clear_ocp", Rule::Nothing), l.into()),
+        Some(SupplyCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
+        Some(SupplyCommand::Watch(w)) => return watch(role, args.net, args.box_name, args.json, w),
     };
     instrument(role, args.net, args.box_name, args.json, what, leaf)
 }
@@ -594,6 +707,10 @@ pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
         }
         Some(BatteryCommand::Clear(l)) => (("clear", "clear", Rule::Nothing), l.into()),
         Some(BatteryCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
+        Some(BatteryCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
+        Some(BatteryCommand::Watch(w)) => {
+            return watch(role, args.net, args.box_name, args.json, w)
+        }
     };
     instrument(role, args.net, args.box_name, args.json, what, leaf)
 }

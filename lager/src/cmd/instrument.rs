@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::holder::format_lock_user;
 use serde_json::{json, Value};
 
-use crate::args::InstrumentOpts;
+use crate::args::{InstrumentOpts, Role};
 use crate::autolock::{self, AcquireState, LockSettings};
 use crate::boxsel::{passive_check, resolve, Target};
 use crate::client::{capped, Client, Reply, TransportError, TransportKind};
@@ -34,16 +34,7 @@ pub const HOLDER_HEADER: &str = "Lager-Holder";
 /// `lager supply|battery [NET] <command>`.
 pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
     let config = Config::load()?;
-    let net = match &opts.net {
-        Some(net) => net.clone(),
-        None => config
-            .default_str(opts.role.default_key())
-            .filter(|n| !n.trim().is_empty())
-            .ok_or(CliError::NoDefaultNet {
-                noun: opts.role.noun(),
-                option: opts.role.default_option(),
-            })?,
-    };
+    let net = net_or_default(&config, opts.role, opts.net.as_deref())?;
     let target = resolve(&config, opts.box_name.as_deref())?;
     let client = target.lock_client();
     let identity = Identity::current(config.default_str("user").as_deref());
@@ -73,13 +64,17 @@ pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
     if opts.json {
         print_body(&reply.body);
     }
+    let message = done(answer, &target, &net)?;
+    if !opts.json {
+        println!("[OK] {message}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The message of a successful answer; any other answer as the error to show.
+pub fn done(answer: Answer, target: &Target, net: &str) -> Result<String, CliError> {
     match answer {
-        Answer::Done(message) => {
-            if !opts.json {
-                println!("[OK] {message}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Answer::Done(message) => Ok(message),
         Answer::Locked(user) => Err(CliError::Locked {
             display: target.display.clone(),
             user: format_lock_user(&user),
@@ -90,9 +85,23 @@ pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
         }),
         Answer::Failed(error) => Err(CliError::Instrument {
             box_name: target.display.clone(),
-            net: Some(net),
+            net: Some(net.to_string()),
             error,
         }),
+    }
+}
+
+/// NET as given, else the role's default net (`lager defaults`).
+pub fn net_or_default(config: &Config, role: Role, net: Option<&str>) -> Result<String, CliError> {
+    match net {
+        Some(net) => Ok(net.to_string()),
+        None => config
+            .default_str(role.default_key())
+            .filter(|n| !n.trim().is_empty())
+            .ok_or(CliError::NoDefaultNet {
+                noun: role.noun(),
+                option: role.default_option(),
+            }),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod hello;
 pub mod instrument;
 pub mod nets;
 pub mod python;
+pub mod watch;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;

@@ -672,3 +672,157 @@ fn nets_add_checks_the_address_before_asking_the_box() {
         run.stderr
     );
 }
+
+#[test]
+fn watch_prints_one_line_per_reading_and_stops_at_count() {
+    let b = Bench::start("supply-watch", &[]);
+    b.lager(&["supply", "supply1", "--box", "b1", "voltage", "5", "--yes"])
+        .expect_code(0);
+    let run = b.lager(&[
+        "supply",
+        "supply1",
+        "watch",
+        "--box",
+        "b1",
+        "--interval",
+        "0.1",
+        "--count",
+        "2",
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.stderr, "");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    for line in &lines {
+        assert!(line.starts_with('+'), "{line}");
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert!(fields.contains(&"voltage_set=5.0"), "{line}");
+        assert!(fields.contains(&"enabled=false"), "{line}");
+    }
+    // `--json` passes the box's NDJSON through, `tui` is the same command.
+    let run = b.lager(&[
+        "battery",
+        "battery1",
+        "tui",
+        "--box",
+        "b1",
+        "--interval",
+        "0.1",
+        "--count",
+        "1",
+        "--json",
+    ]);
+    run.expect_code(0);
+    let events: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect();
+    assert_eq!(events[0]["event"], "monitor_started");
+    assert_eq!(events[0]["netname"], "battery1");
+    assert_eq!(events[1]["event"], "driver_ready");
+    assert_eq!(events[2]["event"], "state");
+    assert!(events[2]["state"]["soc"].is_number(), "{}", events[2]);
+    assert_eq!(events.len(), 3);
+}
+
+#[test]
+fn a_watch_holds_the_2281s_for_its_role_until_interrupted() {
+    let b = Bench::start("supply-watch-conflict", &[]);
+    let mut watch = b
+        .cli
+        .command(&[
+            "supply",
+            "supply1",
+            "watch",
+            "--box",
+            "b1",
+            "--interval",
+            "0.1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lager");
+    let mut first = String::new();
+    BufReader::new(watch.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first reading");
+    assert!(first.contains("voltage_set="), "{first}");
+
+    let run = b.lager(&[
+        "battery", "battery1", "watch", "--box", "b1", "--count", "1",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(
+            "'battery1' is on the same Keithley 2281S as 'supply1', which is currently in use as a power-supply."
+        ),
+        "{}",
+        run.stderr
+    );
+    // Commands of the other role are refused too (§7); the watch's own
+    // role is not.
+    b.lager(&["battery", "battery1", "--box", "b1", "state"])
+        .expect_code(1);
+    b.lager(&["supply", "supply1", "--box", "b1", "state"])
+        .expect_code(0);
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    watch.wait().expect("watch exits");
+    // The box notices the closed connection within an interval or so.
+    assert!(
+        lager_testsupport::wait_until(std::time::Duration::from_secs(5), || {
+            b.lager(&[
+                "battery", "battery1", "watch", "--box", "b1", "--count", "1",
+            ])
+            .code
+                == 0
+        }),
+        "the battery watch stayed refused after the supply watch ended"
+    );
+}
+
+#[test]
+fn a_failed_reading_is_shown_and_sets_the_exit_code() {
+    let b = Bench::start("supply-watch-mute", &["--instrument-timeout-ms", "300"]);
+    assert_eq!(b.sim("mute"), "OK");
+    let run = b.lager(&["supply", "supply1", "watch", "--box", "b1", "--count", "1"]);
+    run.expect_code(1);
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.starts_with('+'), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Instrument did not respond to SCPI within the timeout"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(b.sim("unmute"), "OK");
+}
+
+#[test]
+fn watch_arguments_are_checked_before_anything_is_sent() {
+    let cli = Cli::new("supply-watch-usage");
+    let run = cli.run(&[
+        "supply",
+        "s",
+        "watch",
+        "--interval",
+        "0.05",
+        "--box",
+        "10.0.0.1",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("Invalid --interval 0.05"),
+        "{}",
+        run.stderr
+    );
+    let run = cli.run(&["battery", "b", "tui", "--count", "0", "--box", "10.0.0.1"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("--count 0 would read nothing"),
+        "{}",
+        run.stderr
+    );
+}

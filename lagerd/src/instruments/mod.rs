@@ -43,6 +43,9 @@ struct Monitor {
     battery: bool,
     net: String,
     holder: String,
+    /// Set when the stream starts; the entry is removed before the stream's
+    /// connection is closed, so the descriptor behind it stays this client's.
+    client: Option<Client>,
 }
 
 /// Unregisters a monitor when its stream ends, however it ends.
@@ -190,9 +193,11 @@ impl Instruments {
     /// §7: a monitor of the other role on the same instrument blocks it.
     fn conflict(monitors: &[Monitor], target: &Target, battery: bool) -> Option<String> {
         let key = target.address.canonical();
-        let other = monitors
-            .iter()
-            .find(|m| m.address == key && m.battery != battery)?;
+        // A watcher that just left (`--count` reached, Ctrl-C) has not been
+        // noticed by its stream yet; it holds nothing.
+        let other = monitors.iter().find(|m| {
+            m.address == key && m.battery != battery && !m.client.as_ref().is_some_and(Client::gone)
+        })?;
         let other_role = role_name(other.battery);
         Some(format!(
             "'{}' is on the same Keithley 2281S as '{}', which is currently in use as a {other_role}. The 2281S supports one role at a time — close the {other_role} session first. (A watch of '{}' by {} holds it: stop that watch with Ctrl+C where it runs.)",
@@ -228,6 +233,7 @@ impl Instruments {
                 battery,
                 net: name.to_string(),
                 holder,
+                client: None,
             });
             id
         };
@@ -352,6 +358,16 @@ impl MonitorStream {
             instruments: &self.instruments,
             id: self.id,
         };
+        if let Some(me) = self
+            .instruments
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+            .find(|m| m.id == self.id)
+        {
+            me.client = Some(client.clone());
+        }
         let name = &self.target.name;
         let line = |out: &mut dyn Write, value: Value| -> io::Result<()> {
             let mut text = value.to_string();

@@ -143,6 +143,7 @@ fn reattach(runner: &Client, target: &Target, id: &str, label: &str) -> Result<E
         headers.push(("Authorization", format!("Bearer {token}")));
     }
     let request = stream::Request {
+        method: "POST",
         host: &target.host,
         port: target.port.unwrap_or(RUNNER_PORT),
         path: "/python/attach",

@@ -184,7 +184,7 @@ fn stdout_is_stderr() -> bool {
     }
 }
 
-fn is_tty(fd: i32) -> bool {
+pub fn is_tty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor number.
     unsafe { libc::isatty(fd) == 1 }
 }
@@ -346,6 +346,7 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
         headers.push(("Authorization", format!("Bearer {token}")));
     }
     let request = stream::Request {
+        method: "POST",
         host: &target.host,
         port: target.port.unwrap_or(RUNNER_PORT),
         path: "/python",

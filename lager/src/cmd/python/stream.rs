@@ -71,6 +71,8 @@ fn classify(e: &io::Error) -> FailKind {
 
 /// One request to send.
 pub struct Request<'a> {
+    /// `POST` for the runner's routes, `GET` for the monitor streams.
+    pub method: &'a str,
     /// Bare host (IPv6 without brackets).
     pub host: &'a str,
     pub port: u16,
@@ -143,7 +145,8 @@ pub fn send(request: &Request<'_>) -> Result<Response, RequestFailed> {
         .set_read_timeout(request.read_timeout)
         .map_err(io_failed)?;
     let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lager/{}\r\nConnection: close\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lager/{}\r\nConnection: close\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+        request.method,
         request.path,
         env!("CARGO_PKG_VERSION"),
         request.content_type,
@@ -444,6 +447,7 @@ mod tests {
 
     fn request(port: u16, body: &[u8]) -> Request<'_> {
         Request {
+            method: "POST",
             host: "127.0.0.1",
             port,
             path: "/python",
