@@ -44,13 +44,27 @@ pub fn medians(
     warmup: usize,
     setup: &dyn Fn(&mut Command),
 ) -> Result<Medians, BenchError> {
+    medians_by(true, commands, runs, warmup, setup)
+}
+
+/// [`medians`], with `hyperfine: false` forcing the built-in loop (to
+/// compare the two methods on one machine).
+pub fn medians_by(
+    hyperfine: bool,
+    commands: &[Timed],
+    runs: usize,
+    warmup: usize,
+    setup: &dyn Fn(&mut Command),
+) -> Result<Medians, BenchError> {
     if runs == 0 {
         return Err(fail!("--runs must be above zero"));
     }
-    match hyperfine_version() {
+    match hyperfine_version().filter(|_| hyperfine) {
         Some(version) => with_hyperfine(&version, commands, runs, warmup, setup),
         None => {
-            eprintln!("timing: hyperfine not found (apt-get install hyperfine); using the built-in spawn/wait loop");
+            if hyperfine {
+                eprintln!("timing: hyperfine not found (apt-get install hyperfine); using the built-in spawn/wait loop");
+            }
             with_loop(commands, runs, warmup, setup)
         }
     }

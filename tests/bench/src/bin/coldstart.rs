@@ -10,14 +10,12 @@
 //! to its own fork/exec loop, which measures the same thing (spawn, wait,
 //! stdout to /dev/null) and says so.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use argh::FromArgs;
-use lager_bench::stats::median;
-use lager_bench::{fail, main_with, metric, require_binary, BenchError, WorkDir};
-use serde_json::Value;
+use lager_bench::timing::{arg, medians_by, Timed};
+use lager_bench::{fail, main_with, metric, require_binary, BenchError};
 
 /// Median start-up time of lager commands next to a static hello world.
 #[derive(FromArgs)]
@@ -56,161 +54,47 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> Result<(), BenchError> {
-    if args.runs == 0 {
-        return Err(fail!("--runs must be above zero"));
-    }
     let hello = require_binary(&args.hello)?;
     let lager = require_binary(&args.lager)?;
-    let binary = |index: usize| if index == 0 { &hello } else { &lager };
+    let commands: Vec<Timed> = COMMANDS
+        .iter()
+        .enumerate()
+        .map(|(index, (_, name, rest))| {
+            let binary = if index == 0 { &hello } else { &lager };
+            let mut argv = vec![arg(binary)];
+            argv.extend(rest.iter().map(|a| a.to_string()));
+            Timed {
+                name: name.to_string(),
+                argv,
+            }
+        })
+        .collect();
     // Each command must succeed once before it is timed: a failing command
     // exits early and would look fast.
-    for (index, (_, name, argv)) in COMMANDS.iter().enumerate() {
-        let status = Command::new(binary(index))
-            .args(*argv)
+    for timed in &commands {
+        let status = Command::new(&timed.argv[0])
+            .args(&timed.argv[1..])
             .stdout(Stdio::null())
             .status()
-            .map_err(|e| fail!("cannot run {name}: {e}"))?;
+            .map_err(|e| fail!("cannot run {}: {e}", timed.name))?;
         if !status.success() {
             return Err(fail!(
-                "{name} exited with {status}; fix that before timing it"
+                "{} exited with {status}; fix that before timing it",
+                timed.name
             ));
         }
     }
-    let use_hyperfine = !args.no_hyperfine && hyperfine_version().is_some();
-    let medians_us = if use_hyperfine {
-        with_hyperfine(&args, &hello, &lager)?
-    } else {
-        eprintln!("coldstart: hyperfine not found (apt-get install hyperfine); using the built-in fork/exec loop");
-        with_loop(&args, binary)?
-    };
-    metric(
-        "cold.method",
-        if use_hyperfine {
-            "hyperfine"
-        } else {
-            "fork-exec-loop"
-        },
-    );
-    for ((key, name, _), median_us) in COMMANDS.iter().zip(&medians_us) {
+    let timing = medians_by(
+        !args.no_hyperfine,
+        &commands,
+        args.runs,
+        args.warmup,
+        &|_| {},
+    )?;
+    metric("cold.method", timing.method);
+    for ((key, name, _), median_us) in COMMANDS.iter().zip(&timing.median_us) {
         eprintln!("  {name:<20} median {median_us:>8.1}µs");
         metric(&format!("{key}.median_us"), format!("{median_us:.1}"));
     }
     Ok(())
-}
-
-fn hyperfine_version() -> Option<String> {
-    let output = Command::new("hyperfine").arg("--version").output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-fn with_hyperfine(args: &Args, hello: &Path, lager: &Path) -> Result<Vec<f64>, BenchError> {
-    let work = WorkDir::new(None, "coldstart")?;
-    let json_path = work.path().join("hyperfine.json");
-    let mut command = Command::new("hyperfine");
-    command
-        .args([
-            "--shell=none",
-            "--style",
-            "basic",
-            "--time-unit",
-            "millisecond",
-        ])
-        .args(["--warmup", &args.warmup.to_string()])
-        .args(["--runs", &args.runs.to_string()])
-        .arg("--export-json")
-        .arg(&json_path);
-    for (index, (_, name, argv)) in COMMANDS.iter().enumerate() {
-        let binary = if index == 0 { hello } else { lager };
-        let mut line = shell_quote(binary);
-        for arg in *argv {
-            line.push(' ');
-            line.push_str(arg);
-        }
-        command.args(["--command-name", name]).arg(line);
-    }
-    eprintln!(
-        "coldstart: {} (--shell=none, {} warm-up + {} runs each)",
-        hyperfine_version().unwrap_or_default(),
-        args.warmup,
-        args.runs
-    );
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| fail!("cannot run hyperfine: {e}"))?;
-    eprint!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        return Err(fail!(
-            "hyperfine failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let text = std::fs::read_to_string(&json_path)
-        .map_err(|e| fail!("hyperfine wrote no {}: {e}", json_path.display()))?;
-    let report: Value =
-        serde_json::from_str(&text).map_err(|e| fail!("hyperfine's JSON is unreadable: {e}"))?;
-    let results = report
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| fail!("hyperfine's JSON has no results array"))?;
-    if results.len() != COMMANDS.len() {
-        return Err(fail!(
-            "hyperfine reported {} commands, expected {}",
-            results.len(),
-            COMMANDS.len()
-        ));
-    }
-    results
-        .iter()
-        .map(|result| {
-            result
-                .get("median")
-                .and_then(Value::as_f64)
-                .map(|seconds| seconds * 1e6)
-                .ok_or_else(|| fail!("a hyperfine result has no median"))
-        })
-        .collect()
-}
-
-/// The fallback: spawn, wait, repeat; commands interleaved so that a
-/// burst of background load hits all of them alike.
-fn with_loop<'a>(
-    args: &Args,
-    binary: impl Fn(usize) -> &'a PathBuf,
-) -> Result<Vec<f64>, BenchError> {
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(args.runs); COMMANDS.len()];
-    for round in 0..args.warmup + args.runs {
-        for (index, (_, name, argv)) in COMMANDS.iter().enumerate() {
-            let started = Instant::now();
-            let status = Command::new(binary(index))
-                .args(*argv)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status()
-                .map_err(|e| fail!("cannot run {name}: {e}"))?;
-            let elapsed_us = started.elapsed().as_secs_f64() * 1e6;
-            if !status.success() {
-                return Err(fail!("{name} exited with {status}"));
-            }
-            if round >= args.warmup {
-                samples[index].push(elapsed_us);
-            }
-        }
-    }
-    Ok(samples.iter_mut().map(|s| median(s)).collect())
-}
-
-/// hyperfine with --shell=none splits the command line itself; quote the
-/// path in case it has spaces.
-fn shell_quote(path: &Path) -> String {
-    let text = path.display().to_string();
-    if text.contains([' ', '\'', '"']) {
-        format!("'{}'", text.replace('\'', "'\\''"))
-    } else {
-        text
-    }
 }
