@@ -294,9 +294,11 @@ fn supply_state(session: &mut Session) -> Result<Value, DriverError> {
     }))
 }
 
-fn supply_message(state: &Value) -> String {
+/// The `state` action's message for any supply, from its state object.
+pub(super) fn supply_message(state: &Value) -> String {
     format!(
-        "Channel 1: {}, Set: {}V/{}A, Measured: {}V/{}A, OCP: {}A, OVP: {}V",
+        "Channel {}: {}, Set: {}V/{}A, Measured: {}V/{}A, OCP: {}A, OVP: {}V",
+        state["channel"],
         if state["enabled"] == true {
             "ON"
         } else {

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::actions::{number, Action, Limits};
-use super::keithley::{DriverError, Outcome};
+use super::keithley::{supply_message, DriverError, Outcome};
 use super::session::Session;
 
 /// DP832 channels: 1 and 2 are 30 V/3 A, 3 is 5 V/3 A.
@@ -103,20 +103,7 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
         }
         Action::SupplyState => {
             let state = state(session, channel)?;
-            let message = format!(
-                "Channel {channel}: {}, Set: {}V/{}A, Measured: {}V/{}A, OCP: {}A, OVP: {}V",
-                if state["enabled"] == true {
-                    "ON"
-                } else {
-                    "OFF"
-                },
-                state["voltage_set"],
-                state["current_set"],
-                state["voltage"],
-                state["current"],
-                state["ocp_limit"],
-                state["ovp_limit"]
-            );
+            let message = supply_message(&state);
             Ok(Outcome {
                 message,
                 state: Some(state),

@@ -528,6 +528,11 @@ fn a_rigol_dp800_serves_each_channel_as_its_own_net_over_one_session() {
         ),
         (Some(3.3), Some(false))
     );
+    let message = state["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("Channel 3: OFF, Set: 3.3V/"),
+        "{message}"
+    );
     // The battery role has no driver on a DP800.
     let net = json!({"name": "fakebat", "role": "battery", "instrument": "Rigol_DP832", "address": address});
     let reply = request(
