@@ -17,7 +17,7 @@ use crate::devlock::{self, DeviceLocks};
 use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
 use crate::http::{Api, BoxInfo, Parts};
-use crate::instruments::session::Sessions;
+use crate::instruments::session::{ScanRoots, Sessions};
 use crate::instruments::sim::{Kind, Simulator};
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
@@ -90,6 +90,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let sessions = Arc::new(Sessions::new(
         device_locks.clone(),
         config.instrument_timeout,
+        ScanRoots {
+            proc: config.proc_root.clone(),
+            dev: config.dev_root.clone(),
+        },
     ));
     let roots = Roots {
         sys: config.sys_root.clone(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::devlock::DeviceLocks;
 use crate::instruments::session::Sessions;
-use crate::instruments::transport::TcpTransport;
+use crate::instruments::transport::Transport;
 use crate::procscan::{self, Holder, Target};
 use crate::sysfs::{self, UsbDevice};
 
@@ -127,19 +127,11 @@ impl Diagnose {
             Ok(parsed) => parsed,
             Err(e) => return failure(e.to_string(), "other", elapsed_ms()),
         };
-        let (host, port) = match &parsed {
-            Address::Socket { host, port, .. } => (host.clone(), *port),
-            Address::Usb { .. } | Address::Serial { .. } => {
-                return failure(
-                    format!("lagerd cannot open {address} yet: its USB-TMC and serial transports come with the instruments work; the USB section above still shows the host's view"),
-                    "other",
-                    elapsed_ms(),
-                );
-            }
-        };
         let key = parsed.canonical();
+        // The same transports as the sessions (§3 lagerd note): a USB
+        // address is opened through libusb, claimed, asked and released.
         let probe = self.device_locks.with(&key, || {
-            TcpTransport::open(&key, &host, port, PROBE_TIMEOUT)
+            Transport::open(&parsed, PROBE_TIMEOUT)
                 .and_then(|mut transport| transport.query("*IDN?"))
         });
         match probe {

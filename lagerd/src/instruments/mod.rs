@@ -12,6 +12,7 @@ pub mod session;
 pub mod sim;
 pub mod sim_rigol;
 pub mod transport;
+pub mod usbtmc;
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};

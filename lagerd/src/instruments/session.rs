@@ -8,6 +8,7 @@
 //! cleanly and stale bytes never answer a later command (§10.8).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +18,9 @@ use std::time::Duration;
 use common::addr::Address;
 use log::{info, warn};
 
-use super::transport::{TcpTransport, TransportError};
+use super::transport::{BusyCause, Transport, TransportError};
 use crate::devlock::DeviceLocks;
+use crate::procscan::{self, Target};
 
 /// Busy opens are retried after these waits (≈ 3.7 s in all, §4).
 const BUSY_BACKOFF: [Duration; 4] = [
@@ -44,8 +46,11 @@ pub enum SessionError {
     Transport(TransportError),
     /// Another process holds the device lock.
     Locked(crate::devlock::LockError),
-    /// No transport for this kind of address yet.
-    Unsupported(String),
+    /// The session's thread could not be started.
+    NoThread {
+        address: String,
+        error: std::io::Error,
+    },
     /// Queued behind other commands past the deadline.
     Deadline { address: String },
 }
@@ -55,9 +60,9 @@ impl std::fmt::Display for SessionError {
         match self {
             SessionError::Transport(e) => e.fmt(f),
             SessionError::Locked(e) => write!(f, "[Errno 16] Resource busy: {e}"),
-            SessionError::Unsupported(address) => write!(
+            SessionError::NoThread { address, error } => write!(
                 f,
-                "lagerd cannot open {address} yet: only TCPIP…::SOCKET instruments are supported so far (USB-TMC and serial come later)"
+                "lagerd cannot serve {address}: its session thread did not start ({error}); the box is short of memory or threads, restart lagerd"
             ),
             SessionError::Deadline { address } => write!(
                 f,
@@ -74,14 +79,22 @@ impl From<TransportError> for SessionError {
     }
 }
 
+/// Where the holder scan looks when another process has claimed a USB
+/// instrument (`--proc-root`, `--dev-root`).
+#[derive(Clone)]
+pub struct ScanRoots {
+    pub proc: PathBuf,
+    pub dev: PathBuf,
+}
+
 /// The state of one instrument's connection, used only on its own thread.
 pub struct Session {
     key: String,
-    host: String,
-    port: u16,
+    address: Address,
     io_timeout: Duration,
     locks: Arc<DeviceLocks>,
-    transport: Option<TcpTransport>,
+    roots: ScanRoots,
+    transport: Option<Transport>,
     /// Known entry function; forgotten whenever the transport is closed.
     pub function: Option<Function>,
 }
@@ -131,7 +144,7 @@ impl Session {
     }
 
     /// The open transport, opening it first if needed (§2 open sequence).
-    fn transport(&mut self) -> Result<&mut TcpTransport, SessionError> {
+    fn transport(&mut self) -> Result<&mut Transport, SessionError> {
         if self.transport.is_none() {
             let transport = self.open()?;
             info!("{}: session opened", self.key);
@@ -141,28 +154,47 @@ impl Session {
     }
 
     /// Device lock around the open; busy opens retried with backoff.
-    fn open(&mut self) -> Result<TcpTransport, SessionError> {
+    fn open(&mut self) -> Result<Transport, SessionError> {
         let mut waits = BUSY_BACKOFF.iter();
         loop {
             let attempt = self
                 .locks
                 .with(&self.key, || {
-                    TcpTransport::open(&self.key, &self.host, self.port, self.io_timeout)
+                    Transport::open(&self.address, self.io_timeout)
                 })
-                .map_err(SessionError::Locked)?;
+                .map_err(SessionError::Locked)?
+                .map_err(|e| name_holders(e, &self.roots));
             match (attempt, waits.next()) {
                 (Ok(transport), _) => return Ok(transport),
-                (Err(TransportError::Busy { .. }), Some(wait)) => {
-                    info!(
-                        "{}: busy, retrying the open in {} ms",
-                        self.key,
-                        wait.as_millis()
-                    );
+                (Err(e @ TransportError::Busy { .. }), Some(wait)) => {
+                    info!("{e}; retrying the open in {} ms", wait.as_millis());
                     thread::sleep(*wait);
                 }
                 (Err(e), _) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// A claimed USB device's error names the processes holding its usbfs node
+/// (diagnose.md §2.4), so the user learns whom to stop.
+fn name_holders(error: TransportError, roots: &ScanRoots) -> TransportError {
+    match error {
+        TransportError::Busy {
+            address,
+            cause: BusyCause::Claimed { node, .. },
+        } => {
+            let target = Target::new(Path::new(&node), &roots.dev);
+            let holders = procscan::holders(&roots.proc, &target)
+                .into_iter()
+                .map(|h| format!("pid {} ({})", h.pid, h.command))
+                .collect();
+            TransportError::Busy {
+                address,
+                cause: BusyCause::Claimed { node, holders },
+            }
+        }
+        other => other,
     }
 }
 
@@ -177,14 +209,16 @@ struct Worker {
 pub struct Sessions {
     locks: Arc<DeviceLocks>,
     io_timeout: Duration,
+    roots: ScanRoots,
     workers: Mutex<HashMap<String, Worker>>,
 }
 
 impl Sessions {
-    pub fn new(locks: Arc<DeviceLocks>, io_timeout: Duration) -> Sessions {
+    pub fn new(locks: Arc<DeviceLocks>, io_timeout: Duration, roots: ScanRoots) -> Sessions {
         Sessions {
             locks,
             io_timeout,
+            roots,
             workers: Mutex::new(HashMap::new()),
         }
     }
@@ -285,15 +319,17 @@ impl Sessions {
         if let Some(worker) = workers.get(&key) {
             return Ok(worker.jobs.clone());
         }
-        let Address::Socket { host, port, .. } = address else {
-            return Err(SessionError::Unsupported(key));
-        };
+        if let Address::Serial { .. } = address {
+            return Err(SessionError::Transport(TransportError::Unsupported {
+                address: key,
+            }));
+        }
         let session = Session {
             key: key.clone(),
-            host: host.clone(),
-            port: *port,
+            address: address.clone(),
             io_timeout: self.io_timeout,
             locks: self.locks.clone(),
+            roots: self.roots.clone(),
             transport: None,
             function: None,
         };
@@ -301,10 +337,11 @@ impl Sessions {
         let open = Arc::new(AtomicBool::new(false));
         let flag = open.clone();
         thread::Builder::new()
-            .name(format!("session-{port}"))
+            .name(format!("session-{}", workers.len()))
             .spawn(move || serve(session, inbox, flag))
-            .map_err(|e| {
-                SessionError::Unsupported(format!("{key} (cannot start its session thread: {e})"))
+            .map_err(|error| SessionError::NoThread {
+                address: key.clone(),
+                error,
             })?;
         workers.insert(
             key,

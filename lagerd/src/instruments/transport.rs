@@ -2,24 +2,45 @@
 //! with typed failures. Faults are classified here, where they happen, and
 //! rendered in the errno form every lager client maps to a user message
 //! (diagnose.md §6–§7: `[Errno 16] Resource busy`, `[Errno 19] No such
-//! device`, `[Errno 110] Operation timed out`).
+//! device`, `[Errno 110] Operation timed out`). `Transport` opens whichever
+//! kind an address names: raw SCPI over TCP here, USB-TMC in `usbtmc.rs`.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use common::addr::Address;
+
+use super::usbtmc::UsbTmcTransport;
 
 /// Why an instrument exchange failed.
 #[derive(Debug)]
 pub enum TransportError {
     /// Someone else has the instrument (EBUSY; a refused connection for a
     /// socket instrument, as instruments.md §10.8 maps it).
-    Busy { address: String },
+    Busy { address: String, cause: BusyCause },
     /// The instrument is gone: unplugged, re-enumerated, connection reset.
     NoDevice { address: String },
     /// Opened, but no answer within the I/O timeout.
     Timeout { address: String, after: Duration },
+    /// No transport speaks this kind of address (serial, so far).
+    Unsupported { address: String },
+    /// The OS refused us the device node (EACCES: udev rules missing).
+    PermissionDenied { address: String, node: String },
     /// Anything else, with the OS error.
     Io { address: String, error: io::Error },
+}
+
+/// Who has a busy instrument, as far as the transport can tell.
+#[derive(Debug)]
+pub enum BusyCause {
+    /// Nothing more is known (a refused socket).
+    Unknown,
+    /// A kernel driver (`usbtmc`) is bound to the USB-TMC interface.
+    KernelDriver,
+    /// Another process claimed the interface through its usbfs node; the
+    /// session fills in the holders it finds in `/proc`.
+    Claimed { node: String, holders: Vec<String> },
 }
 
 impl TransportError {
@@ -29,7 +50,9 @@ impl TransportError {
             TransportError::Busy { .. } => "busy",
             TransportError::NoDevice { .. } => "nodev",
             TransportError::Timeout { .. } => "timeout",
-            TransportError::Io { .. } => "other",
+            TransportError::Unsupported { .. }
+            | TransportError::PermissionDenied { .. }
+            | TransportError::Io { .. } => "other",
         }
     }
 }
@@ -37,9 +60,42 @@ impl TransportError {
 impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TransportError::Busy { address } => {
+            TransportError::Busy {
+                address,
+                cause: BusyCause::Unknown,
+            } => {
                 write!(f, "[Errno 16] Resource busy: {address} is held by another client; retry when it is released")
             }
+            TransportError::Busy {
+                address,
+                cause: BusyCause::KernelDriver,
+            } => write!(
+                f,
+                "[Errno 16] Resource busy: {address} is bound to the kernel's usbtmc driver; install the usbtmc blacklist (lager box update) or run 'sudo rmmod usbtmc', then replug the instrument"
+            ),
+            TransportError::Busy {
+                address,
+                cause: BusyCause::Claimed { node, holders },
+            } if holders.is_empty() => write!(
+                f,
+                "[Errno 16] Resource busy: {address} ({node}) is claimed by another process; run 'lager diagnose <net>' to name it, stop it, then retry"
+            ),
+            TransportError::Busy {
+                address,
+                cause: BusyCause::Claimed { node, holders },
+            } => write!(
+                f,
+                "[Errno 16] Resource busy: {address} ({node}) is claimed by {}; stop it or retry when it exits",
+                holders.join(", ")
+            ),
+            TransportError::Unsupported { address } => write!(
+                f,
+                "lagerd cannot open {address}: serial (ASRL) instruments are not supported yet; use its USB0::…::INSTR or TCPIP0::…::SOCKET address"
+            ),
+            TransportError::PermissionDenied { address, node } => write!(
+                f,
+                "[Errno 13] Permission denied: lagerd may not open {node} for {address}; install the udev rules for instruments (lager box update)"
+            ),
             TransportError::NoDevice { address } => {
                 write!(f, "[Errno 19] No such device: {address} is not there (unplugged or re-enumerating); check power and cabling")
             }
@@ -49,6 +105,43 @@ impl std::fmt::Display for TransportError {
                 after.as_secs_f64()
             ),
             TransportError::Io { address, error } => write!(f, "{address}: {error}"),
+        }
+    }
+}
+
+/// An open instrument connection of whichever kind its address names.
+pub enum Transport {
+    Tcp(TcpTransport),
+    Usb(UsbTmcTransport),
+}
+
+impl Transport {
+    pub fn open(address: &Address, timeout: Duration) -> Result<Transport, TransportError> {
+        let key = address.canonical();
+        match address {
+            Address::Socket { host, port, .. } => {
+                TcpTransport::open(&key, host, *port, timeout).map(Transport::Tcp)
+            }
+            Address::Usb {
+                vid, pid, serial, ..
+            } => UsbTmcTransport::open(&key, *vid, *pid, serial, timeout).map(Transport::Usb),
+            Address::Serial { .. } => Err(TransportError::Unsupported { address: key }),
+        }
+    }
+
+    /// Sends a command that has no reply.
+    pub fn write(&mut self, command: &str) -> Result<(), TransportError> {
+        match self {
+            Transport::Tcp(t) => t.write(command),
+            Transport::Usb(t) => t.write(command),
+        }
+    }
+
+    /// Sends `command` and returns its reply, without its terminator.
+    pub fn query(&mut self, command: &str) -> Result<String, TransportError> {
+        match self {
+            Transport::Tcp(t) => t.query(command),
+            Transport::Usb(t) => t.query(command),
         }
     }
 }
@@ -115,7 +208,10 @@ impl TcpTransport {
 fn classify(address: &str, timeout: Duration, error: io::Error) -> TransportError {
     let address = address.to_string();
     match error.kind() {
-        io::ErrorKind::ConnectionRefused => TransportError::Busy { address },
+        io::ErrorKind::ConnectionRefused => TransportError::Busy {
+            address,
+            cause: BusyCause::Unknown,
+        },
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe

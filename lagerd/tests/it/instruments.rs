@@ -549,3 +549,41 @@ fn a_rigol_dp800_serves_each_channel_as_its_own_net_over_one_session() {
     BufReader::new(control).read_line(&mut count).unwrap();
     assert_eq!(count.trim(), "1");
 }
+
+/// Issue 8: a USB address goes through the USB-TMC transport; with no such
+/// device on the bus the user gets the ENODEV wording, and the session does
+/// not stay open, so the next command looks again.
+#[test]
+fn a_usb_instrument_that_is_not_attached_is_reported_gone() {
+    let b = Bench::start("usb-gone", &[]);
+    let net = json!({"name": "usb_psu", "role": "power-supply", "instrument": "Keithley_2281S",
+        "address": "USB0::0x05E6::0x2281::NOT-ATTACHED::INSTR"});
+    let reply = request(
+        b.daemon.addr(),
+        "POST",
+        "/nets",
+        Some(&json!({"action": "add", "net": net}).to_string()),
+    );
+    assert_eq!(reply.status, 200);
+    for _ in 0..2 {
+        let (status, reply) = b.command(
+            "supply",
+            json!({"netname": "usb_psu", "action": "voltage", "params": {}}),
+        );
+        assert_eq!(status, 502, "{reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.starts_with("[Errno 19] No such device"), "{error}");
+        assert!(
+            error.contains("USB0::0x05e6::0x2281::NOT-ATTACHED::INSTR"),
+            "{error}"
+        );
+    }
+    let dispatcher = request(
+        b.daemon.addr(),
+        "GET",
+        "/diagnose/dispatcher?address=USB0::0x05E6::0x2281::NOT-ATTACHED::INSTR",
+        None,
+    );
+    let dispatcher: Value = serde_json::from_slice(&dispatcher.body).unwrap();
+    assert_eq!(dispatcher["cached_session"], false, "{dispatcher}");
+}
