@@ -21,6 +21,19 @@ mod sysfs;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `lagerd sim-usbtmc <functionfs-dir>`: the simulated 2281S as a USB
+    // gadget, for the USB path's tests (a test-support mode, so not in
+    // --help; argh has no hidden subcommands).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "sim-usbtmc") {
+        return match instruments::sim_usbtmc::run(&argv[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lagerd sim-usbtmc: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let args: config::Args = argh::from_env();
     if args.version {
         println!("lagerd {}", common::VERSION);

@@ -11,6 +11,7 @@ pub mod rigol;
 pub mod session;
 pub mod sim;
 pub mod sim_rigol;
+pub mod sim_usbtmc;
 pub mod transport;
 pub mod usbtmc;
 

@@ -363,6 +363,12 @@ impl Model for Keithley {
     }
 }
 
+/// A simulated 2281S just powered on, for any front end: the TCP socket
+/// here or the USB-TMC gadget (`sim_usbtmc.rs`).
+pub fn keithley_2281s() -> Box<dyn Model> {
+    Box::new(Keithley::reset())
+}
+
 /// `:STATus:QUEStionable:instrument:ISUM:COND` → `STAT:QUES:INST:ISUM:COND`:
 /// upper case, leading colon dropped, long forms shortened, numeric
 /// suffixes (`SOUR1`) removed.
@@ -473,7 +479,7 @@ impl Simulator {
         let address = instrument.local_addr()?;
         let shared = Arc::new(Shared {
             model: Mutex::new(match kind {
-                Kind::Keithley2281S => Box::new(Keithley::reset()) as Box<dyn Model>,
+                Kind::Keithley2281S => keithley_2281s(),
                 Kind::RigolDp832 => Box::new(super::sim_rigol::RigolDp832::new()),
             }),
             faults: Faults::default(),
