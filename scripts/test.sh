@@ -5,5 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo build --workspace
-cargo test --workspace
+# The install/update tests need a real sshd (Debian: openssh-server); a
+# missing one fails them here instead of skipping.
+LAGER_REQUIRE_SSHD=1 cargo test --workspace
 tests/referee/referee.sh

@@ -3,8 +3,10 @@
 
 use argh::FromArgs;
 
+mod deploy;
 mod instrument;
 
+pub use deploy::{DeployAction, DeployOpts};
 pub use instrument::{InstrumentOpts, NetAdd, Role, WatchOpts};
 
 /// Control, inspect and reserve lager boxes.
@@ -37,6 +39,9 @@ enum TopCommand {
     Supply(instrument::SupplyArgs),
     Battery(instrument::BatteryArgs),
     Nets(instrument::NetsArgs),
+    Install(deploy::InstallArgs),
+    Update(deploy::UpdateArgs),
+    Uninstall(deploy::UninstallArgs),
 }
 
 /// Say exactly why an instrument does not answer.
@@ -422,6 +427,8 @@ pub enum Command {
         json: bool,
         name: String,
     },
+    /// `lager install|update|uninstall`.
+    Deploy(DeployOpts),
 }
 
 /// `lager diagnose` options (diagnose.md §4).
@@ -492,7 +499,7 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
     } else {
         match top.command {
                 None => return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets"
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager install, lager update, lager uninstall"
                         .to_string(),
                 )),
                 Some(command) => typed(command)?,
@@ -512,6 +519,9 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
         TopCommand::Supply(supply) => instrument::supply(supply)?,
         TopCommand::Battery(battery) => instrument::battery(battery)?,
         TopCommand::Nets(nets) => instrument::nets(nets)?,
+        TopCommand::Install(install) => deploy::install(install)?,
+        TopCommand::Update(update) => deploy::update(update)?,
+        TopCommand::Uninstall(uninstall) => deploy::uninstall(uninstall)?,
         TopCommand::Boxes(boxes) => match boxes.command {
             None => Command::BoxesList { json: boxes.json },
             Some(BoxesCommand::List(list)) => Command::BoxesList {

@@ -154,6 +154,8 @@ pub enum CliError {
         display: String,
         reason: String,
     },
+    /// `lager install|update|uninstall` failed at the ssh or box boundary.
+    Deploy(crate::cmd::deploy::DeployError),
 }
 
 impl CliError {
@@ -360,6 +362,7 @@ impl fmt::Display for CliError {
                 "Error: box returned a non-JSON response (HTTP {status})."
             ),
             CliError::BoxRefused(error) => write!(f, "Error: {error}"),
+            CliError::Deploy(error) => write!(f, "{error}"),
             CliError::MonitorEnded { display, reason } => write!(
                 f,
                 "Error: the monitor stream from box {display} stopped ({reason}). Check the box with `lager hello --box {display}` and start the watch again."

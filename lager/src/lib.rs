@@ -64,6 +64,7 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Diagnose(opts) => cmd::diagnose::run(&opts),
         Command::Instrument(opts) => cmd::instrument::run(&opts),
         Command::Watch(opts) => cmd::watch::run(&opts),
+        Command::Deploy(opts) => cmd::deploy::run(&opts),
         Command::NetsList {
             box_name,
             json,

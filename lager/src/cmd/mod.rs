@@ -3,6 +3,7 @@
 
 pub mod boxes;
 pub mod defaults;
+pub mod deploy;
 pub mod diagnose;
 pub mod hello;
 pub mod instrument;

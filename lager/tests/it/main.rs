@@ -8,6 +8,7 @@
 mod autolock;
 mod boxes;
 mod defaults;
+mod deploy;
 mod diagnose;
 mod hello;
 mod instruments;

@@ -3,6 +3,10 @@
 //! port, killed when the test drops it. No mocks: every test drives the real
 //! binaries over real sockets.
 
+mod sshd;
+
+pub use sshd::Sshd;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
