@@ -78,6 +78,7 @@ fi
 # --- build: scripts/bench.sh's build command (one cargo at a time) ----------
 wait_for_quiet "other cargo builds" -x 'cargo|rustc'
 say "building static $TARGET release binaries"
+. scripts/musl-cc.sh && musl_cc_setup || exit 1
 cargo build --release --target "$TARGET" -p lagerd -p lager -p lager-bench >&2 \
   || { echo "bench-diagnose.sh: build failed" >&2; exit 1; }
 

@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-musl
 rustup target list --installed 2>/dev/null | grep -qx "$target" || rustup target add "$target" >/dev/null
+. scripts/musl-cc.sh && musl_cc_setup
 cargo build --quiet --release --target "$target" -p lagerd -p lager -p lager-bench
 bin="target/$target/release"
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git rev-parse --short HEAD)  load: $(cut -d' ' -f1-3 /proc/loadavg)"

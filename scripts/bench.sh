@@ -64,6 +64,7 @@ PYTHON_ARG=()
 
 # --- build (one cargo at a time: this is a 2-core machine) ------------------
 say "building static $TARGET release binaries"
+. "$ROOT/scripts/musl-cc.sh" && musl_cc_setup || { echo "bench.sh: no C compiler for musl" >&2; exit 1; }
 cargo build --release --target "$TARGET" -p lagerd -p lager -p lager-bench >&2 \
   || { echo "bench.sh: build failed" >&2; exit 1; }
 
