@@ -7,6 +7,8 @@
 //! - `idn-rtt DEVNODE N`: the raw USB-TMC `*IDN?` round trip, N times,
 //!   over usbfs ioctls (claim, bulk OUT, bulk IN: what libusb does), with
 //!   no lagerd in the way: the baseline next to lagerd's figures.
+//! - `tcp-rtt HOST:PORT LINE N`: the same for a raw SCPI socket (the
+//!   loopback simulator), one connection, N query lines.
 //! - `http-rtt HOST:PORT PATH BODY N`: N POSTs of BODY, one connection
 //!   each, as `lager` sends them: the daemon's round trip.
 //! - `cmd-rtt N CMD ARGS...`: N runs of a command, start to exit.
@@ -22,9 +24,9 @@ use std::time::{Duration, Instant};
 
 /// `_IOWR('U', 2, struct usbdevfs_bulktransfer)` and `_IOR('U', 15/16,
 /// unsigned int)` on 64-bit Linux (`linux/usbdevice_fs.h`).
-const USBDEVFS_BULK: libc::c_ulong = 0xc018_5502;
-const USBDEVFS_CLAIMINTERFACE: libc::c_ulong = 0x8004_550f;
-const USBDEVFS_RELEASEINTERFACE: libc::c_ulong = 0x8004_5510;
+const USBDEVFS_BULK: libc::Ioctl = 0xc018_5502_u32 as libc::Ioctl;
+const USBDEVFS_CLAIMINTERFACE: libc::Ioctl = 0x8004_550f_u32 as libc::Ioctl;
+const USBDEVFS_RELEASEINTERFACE: libc::Ioctl = 0x8004_5510_u32 as libc::Ioctl;
 
 #[repr(C)]
 struct BulkTransfer {
@@ -39,11 +41,12 @@ fn main() -> ExitCode {
     let outcome = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["hold-lock", file] => hold_lock(file),
         ["idn-rtt", node, n] => count(n).and_then(|n| idn_rtt(node, n)),
+        ["tcp-rtt", addr, line, n] => count(n).and_then(|n| tcp_rtt(addr, line, n)),
         ["http-rtt", addr, path, body, n] => count(n).and_then(|n| http_rtt(addr, path, body, n)),
         ["cmd-rtt", n, ref command @ ..] if !command.is_empty() => {
             count(n).and_then(|n| cmd_rtt(n, command))
         }
-        _ => Err("usage: usbvm-tool hold-lock FILE | idn-rtt DEVNODE N | http-rtt HOST:PORT PATH BODY N | cmd-rtt N CMD [ARGS...]".into()),
+        _ => Err("usage: usbvm-tool hold-lock FILE | idn-rtt DEVNODE N | tcp-rtt HOST:PORT LINE N | http-rtt HOST:PORT PATH BODY N | cmd-rtt N CMD [ARGS...]".into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -166,6 +169,32 @@ fn idn_rtt(node: &str, n: usize) -> Result<(), String> {
     }
     // SAFETY: as above.
     unsafe { libc::ioctl(fd, USBDEVFS_RELEASEINTERFACE, &interface) };
+    report(samples);
+    Ok(())
+}
+
+fn tcp_rtt(addr: &str, line: &str, n: usize) -> Result<(), String> {
+    let stream = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut samples = Vec::with_capacity(n);
+    let mut reply = String::new();
+    for round in 0..n {
+        let started = Instant::now();
+        writer
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        reply.clear();
+        std::io::BufRead::read_line(&mut reader, &mut reply).map_err(|e| e.to_string())?;
+        samples.push(started.elapsed());
+        if reply.is_empty() {
+            return Err(format!("{addr} closed the connection"));
+        }
+        if round == 0 {
+            println!("reply={}", reply.trim());
+        }
+    }
     report(samples);
     Ok(())
 }
