@@ -63,10 +63,12 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 has() { case "$2" in *"$3"*) pass "$1" ;; *) fail "$1: expected '$3' in:"; echo "$2" | head -c 2000 | sed 's/^/    | /'; echo ;; esac; }
 lacks() { case "$2" in *"$3"*) fail "$1: did not expect '$3' in:"; echo "$2" | sed 's/^/    | /' ;; *) pass "$1" ;; esac; }
 same() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1: got '$2', want '$3'"; fi; }
-# start_lagerd NAME PORT STATE_DIR: a lagerd in the background; its pid in $NAME_pid.
+# start_lagerd NAME PORT STATE_DIR [FLAGS...]: a lagerd in the background; its pid in $NAME_pid.
 start_lagerd() {
   mkdir -p "$3"
-  lagerd --state-dir "$3" --listen "127.0.0.1:$2" --health-interval-secs 0 >"/tmp/$1.log" 2>&1 &
+  name=$1 port=$2 state=$3; shift 3
+  lagerd --state-dir "$state" --listen "127.0.0.1:$port" --health-interval-secs 0 "$@" >"/tmp/$name.log" 2>&1 &
+  set -- "$name"
   eval "$1_pid=$!"
   n=50; until grep -q "^listening on" "/tmp/$1.log" 2>/dev/null; do
     n=$((n - 1)); [ $n -gt 0 ] || { fail "lagerd $1 did not start"; cat "/tmp/$1.log"; return 1; }; sleep 0.1
@@ -129,7 +131,7 @@ EOF
 cat "$WORK/lib.sh" >"$WORK/libusb.sh"
 cat >>"$WORK/libusb.sh" <<'EOF'
 same "no kernel driver on the interface" "$(usb_iface_driver)" none
-start_lagerd a 9000 /tmp/a && add_nets 9000
+start_lagerd a 9000 /tmp/a --instrument-timeout-ms 1500 && add_nets 9000
 # Fresh *IDN? probe over USB-TMC before any session exists.
 out=$(lager diagnose psu --box 127.0.0.1:9000); rc=$?
 echo "$out" | sed 's/^/    > /'
@@ -151,6 +153,19 @@ same "one session for both roles" "$(opened a)" 1
 same "usbfs is the interface's driver while lagerd holds it" "$(usb_iface_driver)" usbfs
 out=$(lager diagnose psu --box 127.0.0.1:9000); rc=$?
 has "diagnose reports the shared session" "$out" "REACHABLE (hw_service has an active shared session"
+# ETIMEDOUT: the instrument takes a query and never answers (sim-usbtmc
+# holds replies while /tmp/mute exists); lagerd aborts and clears, so the
+# held reply cannot answer the next query.
+touch /tmp/mute
+out=$(LAGER_DEBUG=1 lager supply psu voltage $(box 9000) 2>&1); rc=$?
+echo "$out" | sed 's/^/    > /'
+rm /tmp/mute
+same "a silent instrument fails the command" "$rc" 1
+has "ETIMEDOUT: the errno 110 headline" "$out" "did not respond to SCPI within the timeout"
+has "ETIMEDOUT: the raw error" "$out" "[Errno 110] Operation timed out"
+out=$(lager supply psu voltage $(box 9000) 2>&1)
+has "after the timeout the next read is its own answer, not the held one" "$out" "[OK] Voltage: 5V"
+same "the timed-out session was closed and reopened" "$(opened a)" 2
 # ENODEV: the instrument drops off the bus mid-session.
 usb_unbind || fail "usb_unbind"
 out=$(LAGER_DEBUG=1 lager supply psu voltage $(box 9000) 2>&1); rc=$?
@@ -164,7 +179,7 @@ usb_rebind || fail "usb_rebind"
 out=$(lager supply psu voltage $(box 9000) 2>&1)
 has "after replug the next command works" "$out" "[OK] Voltage: 5V"
 kill -0 $a_pid 2>/dev/null && pass "same lagerd (pid $a_pid), no restart" || fail "lagerd died"
-same "one new session after the replug" "$(opened a)" 2
+same "one new session after the replug" "$(opened a)" 3
 finish
 EOF
 
@@ -211,7 +226,7 @@ boot() { # NAME RUN.SH-ARGS... -- SCRIPT
   local name=$1; shift
   echo "== usb-vm-test: $name"
   local started=$SECONDS rc=0
-  "$VM/run.sh" --serial "$SERIAL" --device-cmd 'lagerd sim-usbtmc' \
+  "$VM/run.sh" --serial "$SERIAL" --device-cmd 'lagerd sim-usbtmc --mute-file /tmp/mute' \
     --copy target/dist/x86_64/lagerd --copy target/dist/x86_64/lager \
     --copy "target/$TARGET/release/usbvm-tool" --timeout 120 "$@" || rc=$?
   echo "== usb-vm-test: $name: exit $rc in $((SECONDS - started)) s"
@@ -222,7 +237,7 @@ boot() { # NAME RUN.SH-ARGS... -- SCRIPT
   [ "$rc" = 0 ] || failed=$((failed + 1))
 }
 boot "usbtmc driver bound" --usbtmc -- "$WORK/driver.sh"
-boot "libusb: supply, battery, ENODEV" --no-usbtmc -- "$WORK/libusb.sh"
+boot "libusb: supply, battery, ETIMEDOUT, ENODEV" --no-usbtmc -- "$WORK/libusb.sh"
 boot "two processes: EBUSY, device locks" --no-usbtmc -- "$WORK/contention.sh"
 if [ "$failed" -gt 0 ]; then
   echo "usb-vm-test: $failed guest(s) had failing cases" >&2

@@ -12,6 +12,10 @@
 //! at the first ENABLE, reads `ep1` packet by packet, reassembles messages
 //! (`usbtmc::take_bulk_out`), runs complete (EOM) commands through the
 //! model and answers each `REQUEST_DEV_DEP_MSG_IN` on `ep2` with its tag.
+//!
+//! Fault injection, as the TCP simulator's `mute`: with `--mute-file PATH`,
+//! while that file exists, replies are held back (the host times out and
+//! must abort and clear, or the held reply would answer its next query).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -54,7 +58,7 @@ impl std::fmt::Display for GadgetError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             GadgetError::Usage => f.write_str(
-                "usage: lagerd sim-usbtmc <functionfs-dir> (a mounted FunctionFS instance, e.g. /dev/ffs-tmc)",
+                "usage: lagerd sim-usbtmc <functionfs-dir> [--mute-file PATH] (a mounted FunctionFS instance, e.g. /dev/ffs-tmc)",
             ),
             GadgetError::Io { what, error } => write!(
                 f,
@@ -90,10 +94,19 @@ fn lock(device: &Mutex<Device>) -> std::sync::MutexGuard<'_, Device> {
 
 /// Runs the gadget until its `ep0` goes away; never returns `Ok`.
 pub fn run(args: &[std::ffi::OsString]) -> Result<(), GadgetError> {
-    let [dir] = args else {
-        return Err(GadgetError::Usage);
-    };
-    let dir = PathBuf::from(dir);
+    // Flags may come before the directory: usb-vm's run.sh appends it.
+    let (mut dir, mut mute_file) = (None, None);
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if word == "--mute-file" {
+            mute_file = Some(PathBuf::from(words.next().ok_or(GadgetError::Usage)?));
+        } else if dir.is_none() {
+            dir = Some(PathBuf::from(word));
+        } else {
+            return Err(GadgetError::Usage);
+        }
+    }
+    let dir = dir.ok_or(GadgetError::Usage)?;
     let ep0_path = dir.join("ep0");
     let io_error = |what: &str, path: &Path| {
         let what = format!("{what} {}", path.display());
@@ -143,9 +156,10 @@ pub fn run(args: &[std::ffi::OsString]) -> Result<(), GadgetError> {
                     if !bulk_started {
                         bulk_started = true;
                         let (shared, bulk_dir) = (device.clone(), dir.clone());
+                        let mute = mute_file.clone();
                         thread::Builder::new()
                             .name("sim-usbtmc-bulk".into())
-                            .spawn(move || bulk(&bulk_dir, &shared))
+                            .spawn(move || bulk(&bulk_dir, &shared, mute.as_deref()))
                             .map_err(io_error("cannot start the bulk thread for", &dir))?;
                     }
                 }
@@ -252,7 +266,7 @@ fn setup(ep0: &mut File, request: &[u8], device: &Mutex<Device>) {
 
 /// The bulk pipes: commands in on ep1, replies out on ep2. While the
 /// gadget is unbound, reads fail (ESHUTDOWN); wait for the next ENABLE.
-fn bulk(dir: &Path, device: &Mutex<Device>) {
+fn bulk(dir: &Path, device: &Mutex<Device>, mute_file: Option<&Path>) {
     let open = |name: &str| {
         OpenOptions::new()
             .read(true)
@@ -293,6 +307,9 @@ fn bulk(dir: &Path, device: &Mutex<Device>) {
                         if eom {
                             execute(&mut device);
                         }
+                    }
+                    Ok(Some(BulkOut::Request { .. })) if mute_file.is_some_and(Path::exists) => {
+                        eprintln!("sim-usbtmc: muted, reply held back");
                     }
                     Ok(Some(BulkOut::Request { tag, max_len })) => {
                         // Nothing to say: a real instrument stays silent and

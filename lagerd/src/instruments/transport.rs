@@ -257,6 +257,44 @@ mod tests {
     }
 
     #[test]
+    fn busy_usb_instruments_say_who_holds_them_and_what_to_do() {
+        let busy = |cause| TransportError::Busy {
+            address: "USB0::0x05e6::0x2281::1::INSTR".into(),
+            cause,
+        };
+        let driver = busy(BusyCause::KernelDriver).to_string();
+        assert!(
+            driver.starts_with("[Errno 16] Resource busy: USB0::"),
+            "{driver}"
+        );
+        assert!(
+            driver.contains("usbtmc blacklist (lager box update)"),
+            "{driver}"
+        );
+        let claimed = busy(BusyCause::Claimed {
+            node: "/dev/bus/usb/001/004".into(),
+            holders: vec!["pid 41 (python3)".into(), "pid 7 (lagerd)".into()],
+        })
+        .to_string();
+        assert!(
+            claimed.contains(
+                "(/dev/bus/usb/001/004) is claimed by pid 41 (python3), pid 7 (lagerd); stop it"
+            ),
+            "{claimed}"
+        );
+        let unnamed = busy(BusyCause::Claimed {
+            node: "/dev/bus/usb/001/004".into(),
+            holders: Vec::new(),
+        })
+        .to_string();
+        assert!(
+            unnamed.contains("run 'lager diagnose <net>' to name it"),
+            "{unnamed}"
+        );
+        assert_eq!(busy(BusyCause::KernelDriver).class(), "busy");
+    }
+
+    #[test]
     fn faults_become_errno_classes() {
         // Refused: nothing listens on a port we hold bound but never accept on?
         // A freshly closed listener's port refuses.
