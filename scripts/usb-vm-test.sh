@@ -196,6 +196,13 @@ same "EBUSY: the command fails" "$rc" 1
 has "EBUSY: the errno 16 headline" "$out" "USB device busy"
 has "EBUSY: names the holding process" "$out" "claimed by pid $a_pid (lagerd)"
 has "EBUSY: lagerd backed off before giving up" "$(cat /tmp/b.log)" "retrying the open in 2000 ms"
+# What diagnose on b says about it: the busy bucket, and a's lagerd as the holder.
+out=$(lager diagnose psu --box 127.0.0.1:9001); rc=$?
+echo "$out" | sed 's/^/    > /'
+same "diagnose exits 2 for a busy instrument" "$rc" 2
+has "diagnose: the busy bucket" "$out" "HOST-SIDE: USB device busy — another process holds it"
+has "diagnose: the holder scan names a's lagerd" "$out" "lsof:         lagerd($a_pid)"
+has "diagnose: the probe error names it too" "$out" "claimed by pid $a_pid (lagerd)"
 # Released during the backoff: the same command succeeds.
 lager supply psu voltage $(box 9001) >/tmp/late.out 2>&1 &
 late=$!

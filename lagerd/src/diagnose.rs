@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 use crate::devlock::DeviceLocks;
-use crate::instruments::session::Sessions;
+use crate::instruments::session::{self, ScanRoots, Sessions};
 use crate::instruments::transport::Transport;
 use crate::procscan::{self, Holder, Target};
 use crate::sysfs::{self, UsbDevice};
@@ -130,9 +130,14 @@ impl Diagnose {
         let key = parsed.canonical();
         // The same transports as the sessions (§3 lagerd note): a USB
         // address is opened through libusb, claimed, asked and released.
+        let roots = ScanRoots {
+            proc: self.roots.proc.clone(),
+            dev: self.roots.dev.clone(),
+        };
         let probe = self.device_locks.with(&key, || {
             Transport::open(&parsed, PROBE_TIMEOUT)
                 .and_then(|mut transport| transport.query("*IDN?"))
+                .map_err(|e| session::name_holders(e, &roots))
         });
         match probe {
             Ok(Ok(idn)) => (

@@ -178,7 +178,7 @@ impl Session {
 
 /// A claimed USB device's error names the processes holding its usbfs node
 /// (diagnose.md §2.4), so the user learns whom to stop.
-fn name_holders(error: TransportError, roots: &ScanRoots) -> TransportError {
+pub fn name_holders(error: TransportError, roots: &ScanRoots) -> TransportError {
     match error {
         TransportError::Busy {
             address,
