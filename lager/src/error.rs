@@ -154,6 +154,18 @@ pub enum CliError {
         display: String,
         reason: String,
     },
+    /// A supply value over the CLI's ceiling (instruments.md §8).
+    OverLimit {
+        what: &'static str,
+        value: f64,
+        max: f64,
+        unit: &'static str,
+    },
+    /// A battery model file that cannot be read, parsed or written.
+    ModelFile {
+        path: PathBuf,
+        reason: String,
+    },
     /// `lager install|update|uninstall` failed at the ssh or box boundary.
     Deploy(crate::cmd::deploy::DeployError),
 }
@@ -363,6 +375,15 @@ impl fmt::Display for CliError {
             ),
             CliError::BoxRefused(error) => write!(f, "Error: {error}"),
             CliError::Deploy(error) => write!(f, "{error}"),
+            CliError::OverLimit { what, value, max, unit } => write!(
+                f,
+                "Error: {what} {value}{unit} exceeds maximum limit of {max:.1}{unit}"
+            ),
+            CliError::ModelFile { path, reason } => write!(
+                f,
+                "Error: battery model file {}: {reason}. Run `lager battery NET model-export SLOT --csv FILE` for an example of the format.",
+                path.display()
+            ),
             CliError::MonitorEnded { display, reason } => write!(
                 f,
                 "Error: the monitor stream from box {display} stopped ({reason}). Check the box with `lager hello --box {display}` and start the watch again."

@@ -84,14 +84,25 @@ pub struct InstrumentOpts {
     pub value: Option<Value>,
     /// The value as typed, for prompts and the `--yes` hint.
     pub value_text: Option<String>,
+    /// The params key the value goes under: `value`, or `slot` for the
+    /// model commands.
+    pub value_key: &'static str,
+    /// Further params: `ovp`/`ocp` beside a supply value, `force`.
+    pub extra: Vec<(&'static str, Value)>,
+    /// `model-create --csv` reads this file; `model-export --csv` writes it.
+    pub csv: Option<std::path::PathBuf>,
 }
 
 impl InstrumentOpts {
     /// Whether the command changes the instrument, so it locks the box
     /// (locking.md B.8): everything but `state` and a bare read.
     pub fn mutates(&self) -> bool {
-        self.value.is_some()
-            || !matches!(self.action, "state" | "voltage" | "current" | "ovp" | "ocp")
+        (self.value.is_some() && self.value_key == "value")
+            || !self.extra.is_empty()
+            || !matches!(
+                self.action,
+                "state" | "voltage" | "current" | "ovp" | "ocp" | "list_models" | "export_model"
+            )
     }
 
     /// The question asked before the change unless `--yes` (as the Python
@@ -141,11 +152,16 @@ pub struct NetAdd {
 // argh structs
 
 /// The common tail of every leaf subcommand.
+#[derive(Default)]
 struct Leaf {
     value: Option<String>,
     box_name: Option<String>,
     json: bool,
     yes: bool,
+    ovp: Option<String>,
+    ocp: Option<String>,
+    csv: Option<std::path::PathBuf>,
+    force: bool,
 }
 
 /// One leaf subcommand struct: `--box`, `--json`, `--yes`, and with
@@ -184,6 +200,7 @@ macro_rules! leaf {
                     box_name: args.box_name,
                     json: args.json,
                     yes: args.yes,
+                    ..Leaf::default()
                 }
             }
         }
@@ -196,17 +213,70 @@ macro_rules! leaf {
     };
 }
 
-leaf!(
+/// `voltage` and `current`: a leaf with `--ovp`/`--ocp` set alongside.
+macro_rules! protected_leaf {
+    ($ty:ident, $name:tt, $doc:literal, $value_doc:literal) => {
+        #[doc = $doc]
+        #[derive(FromArgs, Debug)]
+        #[argh(
+            subcommand,
+            name = $name,
+            note = "With --ovp/--ocp the protections are set with the value, in an order that\n\
+                    never trips them (raise OVP before the voltage, lower it after)."
+        )]
+        pub(super) struct $ty {
+            #[doc = $value_doc]
+            #[argh(positional, arg_name = "VALUE")]
+            value: Option<String>,
+            /// over-current protection level to set with it, in amps
+            #[argh(option)]
+            ocp: Option<String>,
+            /// over-voltage protection level to set with it, in volts
+            #[argh(option)]
+            ovp: Option<String>,
+            #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
+            #[argh(option, long = "box")]
+            box_name: Option<String>,
+            /// print the box's JSON reply instead of the message
+            #[argh(switch)]
+            json: bool,
+            /// do not ask for confirmation
+            #[argh(switch)]
+            yes: bool,
+        }
+
+        impl From<$ty> for Leaf {
+            fn from(args: $ty) -> Leaf {
+                Leaf {
+                    value: args.value,
+                    box_name: args.box_name,
+                    json: args.json,
+                    yes: args.yes,
+                    ovp: args.ovp,
+                    ocp: args.ocp,
+                    ..Leaf::default()
+                }
+            }
+        }
+    };
+}
+
+protected_leaf!(
     SupplyVoltage,
     "voltage",
     "Set or read the output voltage.",
-    value = "volts to set; omit to read"
+    "volts to set; omit to read"
 );
-leaf!(
+protected_leaf!(
     SupplyCurrent,
     "current",
     "Set or read the current limit.",
-    value = "amps to set; omit to read"
+    "amps to set; omit to read"
+);
+leaf!(
+    SupplySet,
+    "set",
+    "Switch the instrument to its power-supply function."
 );
 leaf!(
     SupplyOvp,
@@ -272,6 +342,126 @@ leaf!(BatteryEnable, "enable", "Turn the battery output on.");
 leaf!(BatteryDisable, "disable", "Turn the battery output off.");
 leaf!(BatteryClear, "clear", "Clear tripped protections.");
 leaf!(BatteryState, "state", "Show the battery simulator's state.");
+leaf!(
+    BatterySet,
+    "set",
+    "Switch to the battery-simulator function, outputs off, protections cleared."
+);
+leaf!(
+    BatteryFull,
+    "batt-full",
+    "Set the open-circuit voltage of a full battery.",
+    value = "volts"
+);
+leaf!(
+    BatteryEmpty,
+    "batt-empty",
+    "Set the open-circuit voltage of an empty battery.",
+    value = "volts"
+);
+leaf!(
+    BatteryOvp,
+    "ovp",
+    "Set the over-voltage protection level.",
+    value = "volts"
+);
+leaf!(
+    BatteryOcp,
+    "ocp",
+    "Set the over-current protection level.",
+    value = "amps"
+);
+leaf!(
+    BatteryModelRecall,
+    "model",
+    "Recall a battery model, or show the active one.",
+    value = "slot 1-9 or a built-in model (LI-ION4_2, NIMH1_2, NICD1_2, LEAD-ACID12, NIMH12); omit to show"
+);
+leaf!(
+    BatteryModels,
+    "models",
+    "List the built-in models and the nine model slots."
+);
+leaf!(
+    BatteryClearOvp,
+    "clear-ovp",
+    "Clear a tripped over-voltage protection."
+);
+leaf!(
+    BatteryClearOcp,
+    "clear-ocp",
+    "Clear a tripped over-current protection."
+);
+
+/// Store a battery model from a CSV file in a slot.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "model-create",
+    note = "The CSV has a row per SOC percent, 0 to 100 (101 rows): soc,voc,esr, with\n\
+            an optional header line; VOC must not fall and ESR must not rise as SOC\n\
+            rises. `lager battery NET model-export SLOT --csv F` writes the same format."
+)]
+pub(super) struct BatteryModelCreate {
+    /// model slot, 1-9
+    #[argh(positional, arg_name = "SLOT")]
+    slot: String,
+    /// the model file (soc,voc,esr per line)
+    #[argh(option)]
+    csv: std::path::PathBuf,
+    /// overwrite a model already stored in the slot
+    #[argh(switch)]
+    force: bool,
+    #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the box's JSON reply instead of the message
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Save a slot's battery model to a CSV file.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "model-export")]
+pub(super) struct BatteryModelExport {
+    /// model slot, 1-9
+    #[argh(positional, arg_name = "SLOT")]
+    slot: String,
+    /// the file to write (soc,voc,esr per line)
+    #[argh(option)]
+    csv: std::path::PathBuf,
+    #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
+    #[argh(option, long = "box")]
+    box_name: Option<String>,
+    /// print the box's JSON reply instead of the message
+    #[argh(switch)]
+    json: bool,
+}
+
+impl From<BatteryModelCreate> for Leaf {
+    fn from(args: BatteryModelCreate) -> Leaf {
+        Leaf {
+            value: Some(args.slot),
+            box_name: args.box_name,
+            json: args.json,
+            csv: Some(args.csv),
+            force: args.force,
+            ..Leaf::default()
+        }
+    }
+}
+
+impl From<BatteryModelExport> for Leaf {
+    fn from(args: BatteryModelExport) -> Leaf {
+        Leaf {
+            value: Some(args.slot),
+            box_name: args.box_name,
+            json: args.json,
+            csv: Some(args.csv),
+            ..Leaf::default()
+        }
+    }
+}
 
 /// The options of `tui` and its alias `watch`.
 macro_rules! watch_leaf {
@@ -360,6 +550,7 @@ enum SupplyCommand {
     State(SupplyState),
     ClearOvp(SupplyClearOvp),
     ClearOcp(SupplyClearOcp),
+    Set(SupplySet),
     Tui(Tui),
     Watch(Watch),
 }
@@ -399,7 +590,18 @@ enum BatteryCommand {
     Enable(BatteryEnable),
     Disable(BatteryDisable),
     Clear(BatteryClear),
+    ClearOvp(BatteryClearOvp),
+    ClearOcp(BatteryClearOcp),
     State(BatteryState),
+    Set(BatterySet),
+    BattFull(BatteryFull),
+    BattEmpty(BatteryEmpty),
+    Ovp(BatteryOvp),
+    Ocp(BatteryOcp),
+    Model(BatteryModelRecall),
+    Models(BatteryModels),
+    ModelCreate(BatteryModelCreate),
+    ModelExport(BatteryModelExport),
     Tui(Tui),
     Watch(Watch),
 }
@@ -504,6 +706,10 @@ enum Rule {
     Set(&'static str, &'static str),
     /// Required `static|dynamic`.
     Mode,
+    /// Optional model: a slot 1-9 or a built-in name, checked by the box.
+    Model,
+    /// Required model slot 1-9 (sent as `params.slot`).
+    Slot,
 }
 
 fn usage(text: String) -> EarlyExit {
@@ -551,6 +757,15 @@ fn value_of(
             "lager {noun} mode needs static or dynamic: lager {noun} [NET] mode static|dynamic. \
              To read the mode, run: lager {noun} [NET] state"
         ))),
+        (Rule::Model, None) => Ok(None),
+        (Rule::Model, Some(text)) => Ok(Some(Value::String(text.trim().to_string()))),
+        (Rule::Slot, text) => match text.map(|t| t.trim().parse::<u8>()) {
+            Some(Ok(slot @ 1..=9)) => Ok(Some(Value::from(slot))),
+            _ => Err(usage(format!(
+                "lager {noun} {subcommand} needs a model slot 1-9, got '{}'",
+                text.unwrap_or("")
+            ))),
+        },
         (Rule::Mode, Some(text)) => match text.trim().to_ascii_lowercase().as_str() {
             mode @ ("static" | "dynamic") => Ok(Some(Value::String(mode.to_string()))),
             _ => Err(usage(format!(
@@ -572,6 +787,22 @@ fn instrument(
         return Err(empty_net(role));
     }
     let value = value_of(role, subcommand, rule, leaf.value.as_deref())?;
+    let mut extra = Vec::new();
+    if let Some(text) = &leaf.ovp {
+        extra.push(("ovp", number(text, "OVP level", "volts")?));
+    }
+    if let Some(text) = &leaf.ocp {
+        extra.push(("ocp", number(text, "OCP level", "amps")?));
+    }
+    if leaf.force {
+        extra.push(("force", Value::Bool(true)));
+    }
+    // `model` without a part shows the models, the active one first.
+    let action = if action == "set_model" && value.is_none() {
+        "list_models"
+    } else {
+        action
+    };
     Ok(Command::Instrument(InstrumentOpts {
         role,
         net,
@@ -582,7 +813,14 @@ fn instrument(
         subcommand,
         action,
         value_text: value.as_ref().and(leaf.value),
+        value_key: if matches!(rule, Rule::Slot) {
+            "slot"
+        } else {
+            "value"
+        },
         value,
+        extra,
+        csv: leaf.csv,
     }))
 }
 
@@ -666,6 +904,7 @@ pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
         Some(SupplyCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
         Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", "clear_ovp", Rule::Nothing), l.into()),
         Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", "clear_ocp", Rule::Nothing), l.into()),
+        Some(SupplyCommand::Set(l)) => (("set", "set_mode", Rule::Nothing), l.into()),
         Some(SupplyCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
         Some(SupplyCommand::Watch(w)) => return watch(role, args.net, args.box_name, args.json, w),
     };
@@ -706,6 +945,40 @@ pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
             (("disable", "disable_battery", Rule::Nothing), l.into())
         }
         Some(BatteryCommand::Clear(l)) => (("clear", "clear", Rule::Nothing), l.into()),
+        Some(BatteryCommand::ClearOvp(l)) => (("clear-ovp", "clear_ovp", Rule::Nothing), l.into()),
+        Some(BatteryCommand::ClearOcp(l)) => (("clear-ocp", "clear_ocp", Rule::Nothing), l.into()),
+        Some(BatteryCommand::Set(l)) => (("set", "set_to_battery_mode", Rule::Nothing), l.into()),
+        Some(BatteryCommand::BattFull(l)) => (
+            (
+                "batt-full",
+                "set_volt_full",
+                Rule::Set("full-battery voltage", "volts"),
+            ),
+            l.into(),
+        ),
+        Some(BatteryCommand::BattEmpty(l)) => (
+            (
+                "batt-empty",
+                "set_volt_empty",
+                Rule::Set("empty-battery voltage", "volts"),
+            ),
+            l.into(),
+        ),
+        Some(BatteryCommand::Ovp(l)) => (
+            ("ovp", "set_ovp", Rule::Set("OVP level", "volts")),
+            l.into(),
+        ),
+        Some(BatteryCommand::Ocp(l)) => {
+            (("ocp", "set_ocp", Rule::Set("OCP level", "amps")), l.into())
+        }
+        Some(BatteryCommand::Model(l)) => (("model", "set_model", Rule::Model), l.into()),
+        Some(BatteryCommand::Models(l)) => (("models", "list_models", Rule::Nothing), l.into()),
+        Some(BatteryCommand::ModelCreate(l)) => {
+            (("model-create", "create_model", Rule::Slot), l.into())
+        }
+        Some(BatteryCommand::ModelExport(l)) => {
+            (("model-export", "export_model", Rule::Slot), l.into())
+        }
         Some(BatteryCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
         Some(BatteryCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
         Some(BatteryCommand::Watch(w)) => {

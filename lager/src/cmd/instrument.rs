@@ -33,6 +33,11 @@ pub const HOLDER_HEADER: &str = "Lager-Holder";
 
 /// `lager supply|battery [NET] <command>`.
 pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
+    check_limits(opts)?;
+    let model = match (opts.action, &opts.csv) {
+        ("create_model", Some(path)) => Some(read_model(path)?),
+        _ => None,
+    };
     let config = Config::load()?;
     let net = net_or_default(&config, opts.role, opts.net.as_deref())?;
     let target = resolve(&config, opts.box_name.as_deref())?;
@@ -49,7 +54,14 @@ pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
 
     let mut params = serde_json::Map::new();
     if let Some(value) = &opts.value {
-        params.insert("value".into(), value.clone());
+        params.insert(opts.value_key.into(), value.clone());
+    }
+    for (key, value) in &opts.extra {
+        params.insert((*key).into(), value.clone());
+    }
+    if let Some((voc, esr)) = model {
+        params.insert("voc".into(), json!(voc));
+        params.insert("esr".into(), json!(esr));
     }
     let body = json!({"netname": net, "action": opts.action, "params": params});
     let reply = client
@@ -64,11 +76,83 @@ pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
     if opts.json {
         print_body(&reply.body);
     }
-    let message = done(answer, &target, &net)?;
+    let mut message = done(answer, &target, &net)?;
+    if let ("export_model", Some(path)) = (opts.action, &opts.csv) {
+        write_model(path, &reply)?;
+        message = format!("{message}, written to {}", path.display());
+    }
     if !opts.json {
         println!("[OK] {message}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CLI's own ceilings (instruments.md §8), far above any instrument's
+/// range: they catch a typo (50 for 5.0) before it reaches a box.
+fn check_limits(opts: &InstrumentOpts) -> Result<(), CliError> {
+    if opts.role != Role::Supply {
+        return Ok(());
+    }
+    let mut given: Vec<(&str, Option<f64>)> = opts
+        .extra
+        .iter()
+        .map(|(key, value)| (*key, value.as_f64()))
+        .collect();
+    given.push((opts.action, opts.value.as_ref().and_then(Value::as_f64)));
+    for (key, value) in given {
+        let (what, max, unit) = match key {
+            "voltage" => ("Voltage", 100.0, "V"),
+            "current" => ("Current", 30.0, "A"),
+            "ovp" => ("OVP", 110.0, "V"),
+            "ocp" => ("OCP", 33.0, "A"),
+            _ => continue,
+        };
+        if let Some(value) = value.filter(|v| *v > max) {
+            return Err(CliError::OverLimit {
+                what,
+                value,
+                max,
+                unit,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn model_error(path: &std::path::Path, reason: String) -> CliError {
+    CliError::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// `model-create --csv`: the file's VOC and ESR columns.
+fn read_model(path: &std::path::Path) -> Result<(Vec<f64>, Vec<f64>), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| model_error(path, e.to_string()))?;
+    super::model_csv::parse(&text).map_err(|reason| model_error(path, reason))
+}
+
+/// `model-export --csv`: the slot's lists from the reply's `state`.
+fn write_model(path: &std::path::Path, reply: &Reply) -> Result<(), CliError> {
+    let state = reply
+        .json()
+        .map(|body| body["state"].clone())
+        .unwrap_or_default();
+    let list = |key: &str| -> Vec<f64> {
+        state[key]
+            .as_array()
+            .map(|values| values.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    let (voc, esr) = (list("voc"), list("esr"));
+    if voc.is_empty() || voc.len() != esr.len() {
+        return Err(CliError::BoxRefused(
+            "the box's export_model answer carries no model (state.voc/state.esr); update the box"
+                .into(),
+        ));
+    }
+    std::fs::write(path, super::model_csv::render(&voc, &esr))
+        .map_err(|e| model_error(path, format!("cannot write it: {e}")))
 }
 
 /// The message of a successful answer; any other answer as the error to show.

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod diagnose;
 pub mod hello;
 pub mod instrument;
+pub mod model_csv;
 pub mod nets;
 pub mod python;
 pub mod watch;

@@ -826,3 +826,189 @@ fn watch_arguments_are_checked_before_anything_is_sent() {
         run.stderr
     );
 }
+
+/// The state object of `lager supply|battery NET state --json`.
+fn state_of(b: &Bench, noun: &str, net: &str) -> Value {
+    let run = b.lager(&[noun, net, "--box", "b1", "state", "--json"]);
+    run.expect_code(0);
+    let body: Value = serde_json::from_str(&run.stdout).expect("state JSON");
+    body["state"].clone()
+}
+
+#[test]
+fn supply_protections_go_with_the_value_without_tripping() {
+    let b = Bench::start("supply-protect", &[]);
+    ok(
+        &b.lager(&[
+            "supply", "supply1", "--box", "b1", "voltage", "5", "--ovp", "6", "--ocp", "1", "--yes",
+        ]),
+        "[OK] Voltage set to 5V (OCP 1A, OVP 6V)\n",
+    );
+    b.lager(&["supply", "supply1", "--box", "b1", "enable", "--yes"])
+        .expect_code(0);
+    // Lowering OVP below the present setpoint works with the value, in
+    // the right order: the output stays on and nothing trips.
+    ok(
+        &b.lager(&[
+            "supply", "supply1", "--box", "b1", "voltage", "3", "--ovp", "4", "--yes",
+        ]),
+        "[OK] Voltage set to 3V (OVP 4V)\n",
+    );
+    let state = state_of(&b, "supply", "supply1");
+    assert_eq!(
+        (
+            state["ovp_limit"].as_f64(),
+            state["ocp_limit"].as_f64(),
+            state["enabled"].as_bool(),
+            state["ovp_tripped"].as_bool()
+        ),
+        (Some(4.0), Some(1.0), Some(true), Some(false)),
+        "{state}"
+    );
+    // OVP alone below the setpoint is refused, and says what to do.
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "ovp", "2"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("Cannot set OVP (2V) below current voltage setpoint (3V). Lower voltage first or use voltage command with both values."),
+        "{}",
+        run.stderr
+    );
+    // The CLI's own ceiling stops a typo before the box sees it.
+    let run = b.lager(&[
+        "supply", "supply1", "--box", "b1", "voltage", "150", "--yes",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("Error: Voltage 150V exceeds maximum limit of 100.0V"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        state_of(&b, "supply", "supply1")["voltage_set"].as_f64(),
+        Some(3.0)
+    );
+    ok(
+        &b.lager(&["supply", "supply1", "--box", "b1", "set"]),
+        "[OK] Power supply mode\n",
+    );
+}
+
+#[test]
+fn battery_limits_and_models_round_trip_through_a_csv_file() {
+    let b = Bench::start("battery-models", &[]);
+    let lager = |args: &[&str]| {
+        let mut all = vec!["battery", "battery1", "--box", "b1"];
+        all.extend_from_slice(args);
+        b.lager(&all)
+    };
+    ok(
+        &lager(&["set"]),
+        "[OK] Battery simulator mode, output off, protections cleared\n",
+    );
+    ok(
+        &lager(&["batt-full", "4.3"]),
+        "[OK] Full voltage set to 4.3V\n",
+    );
+    ok(
+        &lager(&["batt-empty", "3.1"]),
+        "[OK] Empty voltage set to 3.1V\n",
+    );
+    ok(&lager(&["ovp", "5"]), "[OK] OVP set to 5V\n");
+    ok(&lager(&["ocp", "2"]), "[OK] OCP set to 2A\n");
+    let state = state_of(&b, "battery", "battery1");
+    for (key, want) in [
+        ("volt_full", 4.3),
+        ("volt_empty", 3.1),
+        ("ovp_limit", 5.0),
+        ("ocp_limit", 2.0),
+    ] {
+        assert_eq!(state[key].as_f64(), Some(want), "{key} in {state}");
+    }
+
+    let run = lager(&["models"]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("Slot 3: empty"), "{}", run.stdout);
+    let run = lager(&["model", "3"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("Model slot 3 is empty"),
+        "{}",
+        run.stderr
+    );
+
+    let dir = b.cli.work_dir();
+    let mut csv = String::from("soc,voc,esr\n");
+    for soc in 0..=100 {
+        csv.push_str(&format!(
+            "{soc},{},{}\n",
+            3.0 + 1.2 * soc as f64 / 100.0,
+            0.3 - soc as f64 / 1000.0
+        ));
+    }
+    std::fs::write(dir.join("model.csv"), &csv).unwrap();
+    let path = dir.join("model.csv");
+    let path = path.to_str().unwrap();
+    ok(
+        &lager(&["model-create", "3", "--csv", path]),
+        "[OK] Model 3 stored (101 points)\n",
+    );
+    let run = lager(&["model-create", "3", "--csv", path]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("Model slot 3 already holds a model") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    ok(
+        &lager(&["model-create", "3", "--csv", path, "--force"]),
+        "[OK] Model 3 stored (101 points)\n",
+    );
+    let out = dir.join("export.csv");
+    let out = out.to_str().unwrap();
+    ok(
+        &lager(&["model-export", "3", "--csv", out]),
+        &format!("[OK] Model 3: 101 points, written to {out}\n"),
+    );
+    // The exported file is a model file: it stores into another slot as is.
+    ok(
+        &lager(&["model-create", "4", "--csv", out]),
+        "[OK] Model 4 stored (101 points)\n",
+    );
+    let exported = std::fs::read_to_string(out).unwrap();
+    let row = |text: &str, soc: usize| -> Vec<f64> {
+        text.lines()
+            .nth(soc + 1)
+            .unwrap()
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    for soc in [0, 37, 100] {
+        let (want, got) = (row(&csv, soc), row(&exported, soc));
+        assert!(
+            want.iter().zip(&got).all(|(a, b)| (a - b).abs() < 1e-6),
+            "SOC {soc}: {want:?} vs {got:?}"
+        );
+    }
+    let run = lager(&["models"]);
+    assert!(
+        run.stdout.contains("Slot 3: 101 points, VOC 3–4.2V"),
+        "{}",
+        run.stdout
+    );
+    ok(&lager(&["model", "3"]), "[OK] Model 3 recalled\n");
+    assert_eq!(state_of(&b, "battery", "battery1")["model"], "3");
+
+    // A broken file is refused before anything is sent, naming its line.
+    std::fs::write(dir.join("bad.csv"), csv.replace("\n50,", "\n51,")).unwrap();
+    let bad = dir.join("bad.csv");
+    let run = lager(&["model-create", "5", "--csv", bad.to_str().unwrap()]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("line 52: SOC 51 where 50 was expected"),
+        "{}",
+        run.stderr
+    );
+    lager(&["model-create", "12", "--csv", path]).expect_code(2);
+}

@@ -41,6 +41,43 @@ pub enum Action {
     BatteryOn,
     BatteryOff,
     BatteryState,
+    /// `voltage`/`current` with `ovp`/`ocp` params: the protections are
+    /// set together with the value, in an order that never trips them.
+    Protected {
+        ovp: Option<f64>,
+        ocp: Option<f64>,
+        then: Box<Action>,
+    },
+    /// Supply `set_mode`: enter the power-supply function.
+    SupplyMode,
+    /// Battery `set_to_battery_mode`: enter the battery function, outputs
+    /// off and protections cleared (§6.2 `set`).
+    BatteryMode,
+    VoltFull(f64),
+    VoltEmpty(f64),
+    BatteryOvp(f64),
+    BatteryOcp(f64),
+    /// Recall a model: a slot 1–9 or a built-in name.
+    Model(String),
+    ListModels,
+    ExportModel(u8),
+    CreateModel(Box<BatteryModel>),
+}
+
+/// The 2281S's built-in battery models (`:BATT:MOD:RCL <name>`).
+pub const BUILTIN_MODELS: [&str; 5] = ["LI-ION4_2", "NIMH1_2", "NICD1_2", "LEAD-ACID12", "NIMH12"];
+
+/// Points in a stored model: one per SOC percent, 0 to 100.
+pub const MODEL_POINTS: usize = 101;
+
+/// A battery model for a slot: open-circuit voltage (non-decreasing) and
+/// series resistance (non-increasing) at SOC 0, 1, …, 100 %.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatteryModel {
+    pub slot: u8,
+    pub voc: Vec<f64>,
+    pub esr: Vec<f64>,
+    pub force: bool,
 }
 
 /// A request that never reaches the instrument (HTTP 400).
@@ -59,6 +96,8 @@ pub enum ActionError {
         unit: &'static str,
     },
     Missing(&'static str),
+    /// A parameter that is present but wrong, with the whole message.
+    Invalid(String),
 }
 
 impl std::fmt::Display for ActionError {
@@ -82,6 +121,7 @@ impl std::fmt::Display for ActionError {
                 number(*max)
             ),
             ActionError::Missing(what) => write!(f, "{what} needs a value (params.value)"),
+            ActionError::Invalid(text) => f.write_str(text),
         }
     }
 }
@@ -100,13 +140,7 @@ pub fn parse(
                  unit: &'static str|
      -> Result<Option<f64>, ActionError> {
         let Some(given) = given else { return Ok(None) };
-        let v = match given {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .filter(|v: &f64| v.is_finite())
-        .ok_or_else(|| ActionError::NotANumber {
+        let v = as_number(given).ok_or_else(|| ActionError::NotANumber {
             quantity,
             given: given.to_string(),
         })?;
@@ -123,9 +157,65 @@ pub fn parse(
     };
     let required =
         |quantity, range, unit| value(quantity, range, unit)?.ok_or(ActionError::Missing(quantity));
+    // `ovp`/`ocp` beside `value` on supply voltage/current (§7).
+    let protection =
+        |key: &str, quantity: &'static str, (min, max): (f64, f64), unit: &'static str| {
+            let Some(given) = params.get(key).filter(|v| !v.is_null()) else {
+                return Ok(None);
+            };
+            let v = as_number(given).ok_or_else(|| ActionError::NotANumber {
+                quantity,
+                given: given.to_string(),
+            })?;
+            if !(min..=max).contains(&v) {
+                return Err(ActionError::OutOfRange {
+                    quantity,
+                    value: v,
+                    min,
+                    max,
+                    unit,
+                });
+            }
+            Ok(Some(v))
+        };
     let action = match (battery, action) {
-        (false, "voltage") => Action::Voltage(value("Voltage", limits.volts, "V")?),
-        (false, "current") => Action::Current(value("Current", limits.amps, "A")?),
+        (false, "voltage" | "current") => {
+            let base = if action == "voltage" {
+                Action::Voltage(value("Voltage", limits.volts, "V")?)
+            } else {
+                Action::Current(value("Current", limits.amps, "A")?)
+            };
+            let ovp = protection("ovp", "OVP", limits.ovp, "V")?;
+            let ocp = protection("ocp", "OCP", limits.ocp, "A")?;
+            if ovp.is_none() && ocp.is_none() {
+                base
+            } else {
+                if let (Action::Voltage(Some(v)), Some(o)) = (&base, ovp) {
+                    if *v > o {
+                        return Err(ActionError::Invalid(format!(
+                            "Voltage {}V is above the OVP {}V given with it; the output would trip at once",
+                            number(*v),
+                            number(o)
+                        )));
+                    }
+                }
+                Action::Protected {
+                    ovp,
+                    ocp,
+                    then: Box::new(base),
+                }
+            }
+        }
+        (false, "set_mode") => Action::SupplyMode,
+        (true, "set_to_battery_mode") => Action::BatteryMode,
+        (true, "set_volt_full") => Action::VoltFull(required("Full voltage", (0.0, 60.0), "V")?),
+        (true, "set_volt_empty") => Action::VoltEmpty(required("Empty voltage", (0.0, 60.0), "V")?),
+        (true, "set_ovp") => Action::BatteryOvp(required("OVP", (0.0, 61.0), "V")?),
+        (true, "set_ocp") => Action::BatteryOcp(required("OCP", (0.001, 6.1), "A")?),
+        (true, "set_model") => Action::Model(model_name(given)?),
+        (true, "list_models" | "models") => Action::ListModels,
+        (true, "export_model") => Action::ExportModel(slot(params)?),
+        (true, "create_model") => Action::CreateModel(Box::new(battery_model(params)?)),
         (false, "ovp") => Action::Ovp(value("OVP", limits.ovp, "V")?),
         (false, "ocp") => Action::Ocp(value("OCP", limits.ocp, "A")?),
         (false, "enable") => Action::Enable,
@@ -155,6 +245,104 @@ pub fn parse(
         (_, other) => return Err(ActionError::Unknown(other.to_string())),
     };
     Ok(action)
+}
+
+fn as_number(given: &Value) -> Option<f64> {
+    match given {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|v: &f64| v.is_finite())
+}
+
+/// `set_model`'s value: a slot 1–9 or a built-in model, by name.
+fn model_name(given: Option<&Value>) -> Result<String, ActionError> {
+    let text = match given {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.trim().to_ascii_uppercase(),
+        _ => {
+            return Err(ActionError::Missing(
+                "Model (a slot 1-9 or a built-in name)",
+            ))
+        }
+    };
+    if matches!(text.parse::<u8>(), Ok(1..=9)) || BUILTIN_MODELS.contains(&text.as_str()) {
+        return Ok(text);
+    }
+    Err(ActionError::Invalid(format!(
+        "Model {text} is neither a slot 1-9 nor a built-in model ({})",
+        BUILTIN_MODELS.join(", ")
+    )))
+}
+
+/// `params.slot`: 1–9.
+fn slot(params: &Map<String, Value>) -> Result<u8, ActionError> {
+    match params.get("slot").and_then(as_number) {
+        Some(n) if n.fract() == 0.0 && (1.0..=9.0).contains(&n) => Ok(n as u8),
+        Some(n) => Err(ActionError::Invalid(format!(
+            "Model slot {} is not 1-9",
+            number(n)
+        ))),
+        None => Err(ActionError::Missing("Model slot (params.slot, 1-9)")),
+    }
+}
+
+/// `create_model`'s params: `slot`, `voc` and `esr` lists of 101 numbers
+/// (the instrument refuses any other length), `force`.
+fn battery_model(params: &Map<String, Value>) -> Result<BatteryModel, ActionError> {
+    let slot = slot(params)?;
+    let list = |key: &str, what: &str| -> Result<Vec<f64>, ActionError> {
+        let values = params.get(key).and_then(Value::as_array).ok_or_else(|| {
+            ActionError::Invalid(format!(
+                "create_model needs params.{key}, a list of {MODEL_POINTS} numbers"
+            ))
+        })?;
+        let numbers: Option<Vec<f64>> = values.iter().map(as_number).collect();
+        let numbers = numbers
+            .ok_or_else(|| ActionError::Invalid(format!("{what} values must all be numbers")))?;
+        if numbers.len() != MODEL_POINTS {
+            return Err(ActionError::Invalid(format!(
+                "A model has {MODEL_POINTS} {what} values (SOC 0 to 100 %), not {}",
+                numbers.len()
+            )));
+        }
+        Ok(numbers)
+    };
+    let voc = list("voc", "VOC")?;
+    let esr = list("esr", "ESR")?;
+    if let Some(i) = (1..MODEL_POINTS).find(|&i| voc[i] < voc[i - 1]) {
+        return Err(ActionError::Invalid(format!(
+            "VOC must not fall as SOC rises: {}V at {i}% is below {}V at {}%",
+            number(voc[i]),
+            number(voc[i - 1]),
+            i - 1
+        )));
+    }
+    if let Some(i) = (1..MODEL_POINTS).find(|&i| esr[i] > esr[i - 1]) {
+        return Err(ActionError::Invalid(format!(
+            "ESR must not rise with SOC: {}Ω at {i}% is above {}Ω at {}%",
+            number(esr[i]),
+            number(esr[i - 1]),
+            i - 1
+        )));
+    }
+    if let Some(v) = voc.iter().chain(&esr).find(|v| **v < 0.0 || **v > 100.0) {
+        return Err(ActionError::Invalid(format!(
+            "Model value {} is outside 0–100",
+            number(*v)
+        )));
+    }
+    let force = params
+        .get("force")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(BatteryModel {
+        slot,
+        voc,
+        esr,
+        force,
+    })
 }
 
 /// `%g`-like plain decimals for commands and messages: `5`, `0.25`.
@@ -235,6 +423,90 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "Unknown action: warp"
+        );
+    }
+
+    #[test]
+    fn protections_ride_with_supply_values() {
+        let mut p = params(json!(5));
+        p.insert("ovp".into(), json!(6));
+        p.insert("ocp".into(), json!("1"));
+        assert_eq!(
+            parse(false, "voltage", &p, &LIMITS_2281S),
+            Ok(Action::Protected {
+                ovp: Some(6.0),
+                ocp: Some(1.0),
+                then: Box::new(Action::Voltage(Some(5.0)))
+            })
+        );
+        p.insert("ovp".into(), json!(4));
+        assert_eq!(
+            parse(false, "voltage", &p, &LIMITS_2281S)
+                .unwrap_err()
+                .to_string(),
+            "Voltage 5V is above the OVP 4V given with it; the output would trip at once"
+        );
+        p.insert("ovp".into(), json!(30));
+        assert_eq!(
+            parse(false, "voltage", &p, &LIMITS_2281S)
+                .unwrap_err()
+                .to_string(),
+            "OVP 30V is outside the instrument's range 0–21V"
+        );
+    }
+
+    #[test]
+    fn models_are_checked_before_the_instrument_sees_them() {
+        assert_eq!(
+            parse(
+                true,
+                "set_model",
+                &params(json!("li-ion4_2")),
+                &LIMITS_2281S
+            ),
+            Ok(Action::Model("LI-ION4_2".into()))
+        );
+        assert_eq!(
+            parse(true, "set_model", &params(json!(3)), &LIMITS_2281S),
+            Ok(Action::Model("3".into()))
+        );
+        assert!(
+            parse(true, "set_model", &params(json!("AA")), &LIMITS_2281S)
+                .unwrap_err()
+                .to_string()
+                .starts_with("Model AA is neither a slot 1-9 nor a built-in model")
+        );
+        let model = |voc: Vec<f64>, esr: Vec<f64>| {
+            let mut p = Map::new();
+            p.insert("slot".into(), json!(2));
+            p.insert("voc".into(), json!(voc));
+            p.insert("esr".into(), json!(esr));
+            parse(true, "create_model", &p, &LIMITS_2281S)
+        };
+        let rising: Vec<f64> = (0..MODEL_POINTS).map(|i| 3.0 + i as f64 / 100.0).collect();
+        let falling: Vec<f64> = (0..MODEL_POINTS).map(|i| 0.3 - i as f64 / 1000.0).collect();
+        assert!(
+            matches!(model(rising.clone(), falling.clone()), Ok(Action::CreateModel(m)) if m.slot == 2 && !m.force)
+        );
+        assert_eq!(
+            model(falling.clone(), falling.clone())
+                .unwrap_err()
+                .to_string(),
+            "VOC must not fall as SOC rises: 0.299V at 1% is below 0.3V at 0%"
+        );
+        assert_eq!(
+            model(rising[..50].to_vec(), falling)
+                .unwrap_err()
+                .to_string(),
+            "A model has 101 VOC values (SOC 0 to 100 %), not 50"
+        );
+        let mut p = Map::new();
+        p.insert("slot".into(), json!(0));
+        assert_eq!(
+            parse(true, "export_model", &p, &LIMITS_2281S)
+                .unwrap_err()
+                .to_string(),
+            "Model slot 0 is not 1-9"
         );
     }
 

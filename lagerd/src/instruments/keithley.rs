@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::actions::{number, Action, LIMITS_2281S as LIMITS};
+use super::actions::{number, Action, BatteryModel, BUILTIN_MODELS, LIMITS_2281S as LIMITS};
 use super::session::{Function, Session, SessionError};
 
 /// Why a valid command failed at the instrument (HTTP 502).
@@ -19,6 +19,9 @@ pub enum DriverError {
     },
     /// It would not change to the entry function the role needs.
     Function(&'static str),
+    /// The request does not fit the instrument's present state (HTTP 400,
+    /// nothing written): the whole message.
+    Invalid(String),
 }
 
 impl std::fmt::Display for DriverError {
@@ -29,6 +32,7 @@ impl std::fmt::Display for DriverError {
                 write!(f, "the instrument refused {command}: {error}")
             }
             DriverError::Function(what) => f.write_str(what),
+            DriverError::Invalid(text) => f.write_str(text),
         }
     }
 }
@@ -76,6 +80,14 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         }
         Action::Ovp(Some(v)) => {
             ensure(session, Function::PowerSupply)?;
+            let setpoint = float(&session.query(":SOUR1:VOLT?")?);
+            if *v < setpoint {
+                return Err(DriverError::Invalid(format!(
+                    "Cannot set OVP ({}V) below current voltage setpoint ({}V). Lower voltage first or use voltage command with both values.",
+                    number(*v),
+                    number(setpoint)
+                )));
+            }
             checked(session, &format!(":SOUR1:VOLT:PROT {}", number(*v)))?;
             done(format!("OVP set to {}V", number(*v)))
         }
@@ -148,6 +160,67 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
             checked(session, ":BATT:OUTP OFF")?;
             done("Battery output disabled".into())
         }
+        Action::Protected { ovp, ocp, then } => protected(session, *ovp, *ocp, then),
+        Action::SupplyMode => {
+            ensure(session, Function::PowerSupply)?;
+            done("Power supply mode".into())
+        }
+        Action::BatteryMode => {
+            ensure(session, Function::Battery)?;
+            for command in [
+                ":ABOR",
+                ":BATT:OUTP OFF",
+                ":OUTP OFF",
+                ":BATT:OUTP:PROT:CLE",
+                ":OUTP:PROT:CLE",
+                "*CLS",
+                ":INIT:CONT ON",
+            ] {
+                session.write(command)?;
+            }
+            done("Battery simulator mode, output off, protections cleared".into())
+        }
+        Action::VoltFull(v) => {
+            battery_setting(session, ":BATT:SIM:VOC:FULL", *v, "Full voltage", "V")
+        }
+        Action::VoltEmpty(v) => {
+            battery_setting(session, ":BATT:SIM:VOC:EMPT", *v, "Empty voltage", "V")
+        }
+        Action::BatteryOvp(v) => battery_setting(session, ":BATT:SIM:TVOL:PROT", *v, "OVP", "V"),
+        Action::BatteryOcp(a) => battery_setting(session, ":BATT:SIM:CURR:PROT", *a, "OCP", "A"),
+        Action::Model(name) => {
+            ensure(session, Function::Battery)?;
+            if name.parse::<u8>().is_ok()
+                && slot_values(session, name.parse().unwrap_or(1), "VOC")?.is_empty()
+            {
+                return Err(DriverError::Invalid(format!(
+                    "Model slot {name} is empty; store a model there first with `lager battery NET model-create {name} --csv FILE`"
+                )));
+            }
+            with_battery_off(session, |session| {
+                checked(session, &format!(":BATT:MOD:RCL {name}"))
+            })?;
+            Ok(Outcome {
+                message: format!("Model {name} recalled"),
+                state: Some(json!({ "model": name })),
+            })
+        }
+        Action::ListModels => list_models(session),
+        Action::ExportModel(slot) => {
+            ensure(session, Function::Battery)?;
+            let voc = slot_values(session, *slot, "VOC")?;
+            let esr = slot_values(session, *slot, "RES")?;
+            if voc.is_empty() {
+                return Err(DriverError::Invalid(format!(
+                    "Model slot {slot} is empty: nothing to export"
+                )));
+            }
+            Ok(Outcome {
+                message: format!("Model {slot}: {} points", voc.len()),
+                state: Some(json!({ "slot": slot, "voc": voc, "esr": esr })),
+            })
+        }
+        Action::CreateModel(model) => create_model(session, model),
         Action::BatteryState => {
             ensure(session, Function::Battery)?;
             let state = battery_state(session)?;
@@ -230,7 +303,22 @@ fn checked(session: &mut Session, command: &str) -> Result<(), DriverError> {
 }
 
 /// Battery parameters can only change with the battery output off (704):
-/// it is turned off around the write and restored.
+/// it is turned off around `write` and restored.
+fn with_battery_off(
+    session: &mut Session,
+    write: impl FnOnce(&mut Session) -> Result<(), DriverError>,
+) -> Result<(), DriverError> {
+    let was_on = session.query(":BATT:OUTP?")? == "1";
+    if was_on {
+        session.write(":BATT:OUTP OFF")?;
+    }
+    let written = write(session);
+    if was_on {
+        session.write(":BATT:OUTP ON")?;
+    }
+    written
+}
+
 fn battery_setting(
     session: &mut Session,
     header: &str,
@@ -239,18 +327,137 @@ fn battery_setting(
     unit: &str,
 ) -> Result<Outcome, DriverError> {
     ensure(session, Function::Battery)?;
-    let was_on = session.query(":BATT:OUTP?")? == "1";
-    if was_on {
-        session.write(":BATT:OUTP OFF")?;
-    }
-    let written = checked(session, &format!("{header} {}", number(value)));
-    if was_on {
-        session.write(":BATT:OUTP ON")?;
-    }
-    written?;
+    with_battery_off(session, |session| {
+        checked(session, &format!("{header} {}", number(value)))
+    })?;
     Ok(Outcome {
         message: format!("{what} set to {}{unit}", number(value)),
         state: Some(json!({ what.to_ascii_lowercase().replace(' ', "_"): value })),
+    })
+}
+
+/// A value set with its protections (§6.1): OCP first (it cannot trip on
+/// a setting), then OVP and voltage in the order that keeps OVP at or above
+/// the setpoint throughout.
+fn protected(
+    session: &mut Session,
+    ovp: Option<f64>,
+    ocp: Option<f64>,
+    then: &Action,
+) -> Result<Outcome, DriverError> {
+    ensure(session, Function::PowerSupply)?;
+    let mut said = Vec::new();
+    if let Some(a) = ocp {
+        checked(session, &format!(":SOUR1:CURR:PROT {}", number(a)))?;
+        said.push(format!("OCP {}A", number(a)));
+    }
+    let set_ovp = |session: &mut Session, o: f64| {
+        checked(session, &format!(":SOUR1:VOLT:PROT {}", number(o)))
+    };
+    let outcome = match (ovp, then) {
+        (Some(o), Action::Voltage(Some(_))) => {
+            // Raising: OVP first; lowering OVP: the voltage first.
+            if o >= float(&session.query(":SOUR1:VOLT:PROT?")?) {
+                set_ovp(session, o)?;
+                run(session, then)?
+            } else {
+                let outcome = run(session, then)?;
+                set_ovp(session, o)?;
+                outcome
+            }
+        }
+        (Some(o), _) => {
+            run(session, &Action::Ovp(Some(o)))?;
+            run(session, then)?
+        }
+        (None, _) => run(session, then)?,
+    };
+    if let Some(o) = ovp {
+        said.push(format!("OVP {}V", number(o)));
+    }
+    Ok(Outcome {
+        message: format!("{} ({})", outcome.message, said.join(", ")),
+        state: outcome.state,
+    })
+}
+
+/// The values stored in a model slot (`:BATT:MOD<n>:VOC?` / `RES?`);
+/// empty for an empty slot.
+fn slot_values(session: &mut Session, slot: u8, element: &str) -> Result<Vec<f64>, DriverError> {
+    let reply = session.query(&format!(":BATT:MOD{slot}:{element}?"))?;
+    Ok(reply
+        .trim_matches('"')
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(float)
+        .collect())
+}
+
+fn list_models(session: &mut Session) -> Result<Outcome, DriverError> {
+    ensure(session, Function::Battery)?;
+    let active = session.query(":BATT:MOD:RCL?")?;
+    let mut lines = vec![
+        format!("Active model: {active}"),
+        format!("Built in: {}", BUILTIN_MODELS.join(", ")),
+    ];
+    let mut slots = Vec::new();
+    for slot in 1..=9u8 {
+        let voc = slot_values(session, slot, "VOC")?;
+        match (voc.first(), voc.last()) {
+            (Some(low), Some(high)) => {
+                lines.push(format!(
+                    "Slot {slot}: {} points, VOC {}–{}V",
+                    voc.len(),
+                    number(*low),
+                    number(*high)
+                ));
+                slots.push(
+                    json!({"slot": slot, "points": voc.len(), "voc_empty": low, "voc_full": high}),
+                );
+            }
+            _ => {
+                lines.push(format!("Slot {slot}: empty"));
+                slots.push(json!({"slot": slot, "points": 0}));
+            }
+        }
+    }
+    Ok(Outcome {
+        message: lines.join("\n"),
+        state: Some(json!({"active": active, "builtin": BUILTIN_MODELS, "slots": slots})),
+    })
+}
+
+/// Writes a model into its slot (`:BATT:MOD<n>:VOC` and `:RES`, 101 values
+/// each), refusing to overwrite a stored one without `force`.
+fn create_model(session: &mut Session, model: &BatteryModel) -> Result<Outcome, DriverError> {
+    ensure(session, Function::Battery)?;
+    let slot = model.slot;
+    if !model.force && !slot_values(session, slot, "VOC")?.is_empty() {
+        return Err(DriverError::Invalid(format!(
+            "Model slot {slot} already holds a model; export it first if you need it, then pass --force to overwrite it"
+        )));
+    }
+    let list = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| number(*v))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    with_battery_off(session, |session| {
+        checked(
+            session,
+            &format!(":BATT:MOD{slot}:VOC \"{}\"", list(&model.voc)),
+        )?;
+        checked(
+            session,
+            &format!(":BATT:MOD{slot}:RES \"{}\"", list(&model.esr)),
+        )
+    })?;
+    Ok(Outcome {
+        message: format!("Model {slot} stored ({} points)", model.voc.len()),
+        state: Some(json!({"slot": slot, "points": model.voc.len()})),
     })
 }
 

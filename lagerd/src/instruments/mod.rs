@@ -289,7 +289,12 @@ impl Instruments {
             ocp: (f64::MIN, f64::MAX),
         };
         match actions::parse(battery, action, &params, &any_range) {
-            Ok(Action::SupplyState | Action::BatteryState) => false,
+            Ok(
+                Action::SupplyState
+                | Action::BatteryState
+                | Action::ListModels
+                | Action::ExportModel(_),
+            ) => false,
             Ok(Action::Voltage(v) | Action::Current(v) | Action::Ovp(v) | Action::Ocp(v)) => {
                 v.is_some()
             }
@@ -340,6 +345,7 @@ impl Instruments {
                 }
                 (200, reply)
             }
+            Err(DriverError::Invalid(text)) => failure(400, text),
             Err(e) => failure(502, format!("{e} ({})", address.canonical())),
         }
     }

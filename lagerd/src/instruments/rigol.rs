@@ -109,6 +109,25 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 state: Some(state),
             })
         }
+        // Protections first: the DP800 checks OVP against the output, not
+        // the setpoint, so setting them before the value never trips.
+        Action::Protected { ovp, ocp, then } => {
+            let mut said = Vec::new();
+            if let Some(o) = ovp {
+                run(session, channel, &Action::Ovp(Some(*o)))?;
+                said.push(format!("OVP {}V", number(*o)));
+            }
+            if let Some(a) = ocp {
+                run(session, channel, &Action::Ocp(Some(*a)))?;
+                said.push(format!("OCP {}A", number(*a)));
+            }
+            let outcome = run(session, channel, then)?;
+            Ok(Outcome {
+                message: format!("{} ({})", outcome.message, said.join(", ")),
+                state: outcome.state,
+            })
+        }
+        Action::SupplyMode => done("Power supply mode".into()),
         // Battery actions never reach a supply-only instrument: the net's
         // role is checked first.
         _ => Err(DriverError::Function(

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use super::actions::{BUILTIN_MODELS, MODEL_POINTS};
+
 pub const SERIAL: &str = "4587429";
 const MAX_VOLTS: f64 = 20.0;
 const MAX_AMPS: f64 = 6.0;
@@ -73,6 +75,8 @@ struct Keithley {
     current_protection: f64,
     voltage_protection: f64,
     model: String,
+    /// Stored models, slots 1–9: (VOC list, resistance list), empty = none.
+    slots: [(Vec<f64>, Vec<f64>); 9],
     /// Amps the simulated load would draw.
     load: f64,
     errors: VecDeque<(i32, &'static str)>,
@@ -100,6 +104,7 @@ impl Keithley {
             current_protection: 6.1,
             voltage_protection: 21.0,
             model: "0".into(),
+            slots: Default::default(),
             load: 0.0,
             errors: VecDeque::new(),
         }
@@ -154,6 +159,7 @@ impl Keithley {
             None => (line, ""),
         };
         let query = header.ends_with('?');
+        let slot = model_slot(header);
         let header = canonical_header(header.trim_end_matches('?'));
         let number = || argument.parse::<f64>().ok();
         let on_off = || match argument.to_ascii_uppercase().as_str() {
@@ -342,7 +348,55 @@ impl Keithley {
             ("BATT:MOD:RCL", true) => Some(self.model.clone()),
             ("BATT:MOD:RCL", false) => {
                 battery_only!();
-                self.model = argument.trim_matches('"').to_string();
+                let name = argument.trim_matches('"').to_ascii_uppercase();
+                match name.parse::<usize>() {
+                    Ok(n @ 1..=9) if self.slots[n - 1].0.len() != MODEL_POINTS => {
+                        self.push_error(705, "Model length not enough")
+                    }
+                    Ok(1..=9) => self.model = name,
+                    _ if BUILTIN_MODELS.contains(&name.as_str()) => self.model = name,
+                    _ => self.push_error(-224, "Illegal parameter value"),
+                }
+                None
+            }
+            ("BATT:MOD:VOC" | "BATT:MOD:RES", _) => {
+                battery_only!();
+                let Some(n) = slot else {
+                    self.push_error(-113, "Undefined header");
+                    return None;
+                };
+                let voc = header.ends_with("VOC");
+                let stored = if voc {
+                    &mut self.slots[n].0
+                } else {
+                    &mut self.slots[n].1
+                };
+                if query {
+                    return Some(stored.iter().map(|v| fmt(*v)).collect::<Vec<_>>().join(","));
+                }
+                let values: Option<Vec<f64>> = argument
+                    .trim_matches('"')
+                    .split(',')
+                    .map(|v| v.trim().parse().ok())
+                    .collect();
+                match values {
+                    Some(values) if values.len() < MODEL_POINTS => {
+                        self.push_error(705, "Model length not enough")
+                    }
+                    Some(values) if values.len() > MODEL_POINTS => {
+                        self.push_error(702, "Model length is too long")
+                    }
+                    // VOC non-decreasing, resistance non-increasing.
+                    Some(values)
+                        if values
+                            .windows(2)
+                            .any(|w| if voc { w[1] < w[0] } else { w[1] > w[0] }) =>
+                    {
+                        self.push_error(-224, "Illegal parameter value")
+                    }
+                    Some(values) => *stored = values,
+                    None => self.push_error(-224, "Illegal parameter value"),
+                }
                 None
             }
             _ => {
@@ -361,6 +415,20 @@ impl Model for Keithley {
     fn set_load(&mut self, amps: f64) {
         self.load = amps;
     }
+}
+
+/// The slot (0-based) of `:BATTery:MODel<n>:…`, when the header names one.
+fn model_slot(header: &str) -> Option<usize> {
+    header.split(':').find_map(|token| {
+        let upper = token.to_ascii_uppercase();
+        let digits = upper
+            .strip_prefix("MODEL")
+            .or_else(|| upper.strip_prefix("MOD"))?;
+        match digits.parse::<usize>() {
+            Ok(n @ 1..=9) => Some(n - 1),
+            _ => None,
+        }
+    })
 }
 
 /// A simulated 2281S just powered on, for any front end: the TCP socket
@@ -721,6 +789,52 @@ mod tests {
         assert_eq!(canonical_header("sour1:volt:prot"), "SOUR:VOLT:PROT");
         assert_eq!(canonical_header(":SOURce1:VOLTage"), "SOUR:VOLT");
         assert_eq!(canonical_header("*IDN"), "*IDN");
+    }
+
+    #[test]
+    fn model_slots_take_101_ordered_points_and_recall_only_when_full() {
+        let mut s = Keithley::reset();
+        let list = |f: &dyn Fn(usize) -> f64| {
+            (0..MODEL_POINTS)
+                .map(|i| format_number(f(i)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let voc = list(&|i| 3.0 + i as f64 / 100.0);
+        let res = list(&|i| 0.3 - i as f64 / 1000.0);
+        run(&mut s, &[":ENTR:FUNC BATT", ":BATT:MOD:RCL 2"]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?"]),
+            ["705,\"Model length not enough\""]
+        );
+        run(&mut s, &[":BATT:MOD2:VOC \"1,2,3\""]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?"]),
+            ["705,\"Model length not enough\""]
+        );
+        // Falling VOC is refused.
+        run(&mut s, &[&format!(":BATT:MOD2:VOC \"{res}\"")]);
+        assert_eq!(
+            run(&mut s, &[":SYST:ERR?"]),
+            ["-224,\"Illegal parameter value\""]
+        );
+        run(
+            &mut s,
+            &[
+                &format!(":BATTery:MODel2:VOC \"{voc}\""),
+                &format!(":BATT:MOD2:RES \"{res}\""),
+            ],
+        );
+        assert_eq!(run(&mut s, &[":SYST:ERR?"]), ["0,\"No error\""]);
+        assert_eq!(run(&mut s, &[":BATT:MOD2:VOC?"]), [voc]);
+        assert_eq!(run(&mut s, &[":BATT:MOD3:VOC?"]), [""]);
+        run(&mut s, &[":BATT:MOD:RCL 2"]);
+        assert_eq!(
+            run(&mut s, &[":BATT:MOD:RCL?", ":SYST:ERR?"]),
+            ["2", "0,\"No error\""]
+        );
+        run(&mut s, &[":BATT:MOD:RCL nimh1_2"]);
+        assert_eq!(run(&mut s, &[":BATT:MOD:RCL?"]), ["NIMH1_2"]);
     }
 
     #[test]
