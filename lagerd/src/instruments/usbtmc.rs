@@ -182,6 +182,9 @@ pub fn parse_dev_dep_msg_in(expected_tag: u8, bytes: &[u8]) -> Result<MsgIn<'_>,
     })
 }
 
+/// The largest command transfer the device side accepts.
+const MAX_COMMAND: u32 = 64 * 1024;
+
 /// A bulk-OUT message as the device sees it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BulkOut {
@@ -213,6 +216,15 @@ pub fn take_bulk_out(stream: &mut Vec<u8>) -> Result<Option<BulkOut>, FrameError
         }
     };
     match msg_id {
+        // A command larger than any SCPI line would only grow the buffer
+        // while the device waits for the rest: refuse it at the header.
+        DEV_DEP_MSG_OUT if size > MAX_COMMAND => {
+            stream.clear();
+            Err(FrameError::Size {
+                declared: size,
+                available: MAX_COMMAND as usize,
+            })
+        }
         DEV_DEP_MSG_OUT => {
             let whole = HEADER_LEN + padded(size as usize);
             if stream.len() < whole {
@@ -757,6 +769,13 @@ mod tests {
                 max_len: 64
             }))
         );
+        assert!(stream.is_empty());
+        // A header announcing more than a device would ever buffer.
+        stream.extend_from_slice(&[0x01, 0x01, 0xfe, 0, 0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0]);
+        assert!(matches!(
+            take_bulk_out(&mut stream),
+            Err(FrameError::Size { .. })
+        ));
         assert!(stream.is_empty());
         // Garbage is reported once and dropped, so the next message parses.
         stream.extend_from_slice(&[0x01, 0x01, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
