@@ -19,6 +19,8 @@ use crate::health::Health;
 use crate::http::{Api, BoxInfo, Parts};
 use crate::instruments::session::{ScanRoots, Sessions};
 use crate::instruments::sim::{Kind, Simulator};
+use crate::instruments::sim_rigol::RigolDp832;
+use crate::instruments::sim_serial::SerialSimulator;
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
 use crate::nets::Nets;
@@ -55,7 +57,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     // --sim: a simulated Keithley 2281S on loopback, as two nets on one
     // address (the dual-role case), so everything works without hardware.
-    let (simulator, rigol) = if config.sim {
+    let (simulator, rigol, serial) = if config.sim {
         let keithley = Simulator::start(Kind::Keithley2281S).map_err(StartError::Io)?;
         let rigol = Simulator::start(Kind::RigolDp832).map_err(StartError::Io)?;
         info!(
@@ -65,14 +67,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
             rigol.visa_address(),
             rigol.control
         );
-        (Some(keithley), Some(rigol))
+        // The serial path with no adapter: a DP832 behind a pty. A box
+        // without ptys still gets the TCP simulators.
+        let serial = SerialSimulator::start(Box::new(RigolDp832::new()))
+            .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
+            .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
+            .ok();
+        (Some(keithley), Some(rigol), serial)
     } else {
-        (None, None)
+        (None, None, None)
     };
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
         simulator,
         rigol,
+        serial,
         enforce_locks: config.enforce_locks,
         token: config.token,
     };

@@ -31,6 +31,8 @@ pub struct BoxInfo {
     /// nets) and a simulated Rigol DP832 (for nets users add).
     pub simulator: Option<Simulator>,
     pub rigol: Option<Simulator>,
+    /// A second simulated DP832 behind a pseudo-terminal (`ASRL…`).
+    pub serial: Option<crate::instruments::sim_serial::SerialSimulator>,
     pub enforce_locks: bool,
     pub token: Option<String>,
 }
@@ -396,6 +398,10 @@ impl Api {
                 "sim": self.info.simulator.is_some(),
                 "simulator": self.info.simulator.as_ref().map(simulator_json),
                 "rigol_simulator": self.info.rigol.as_ref().map(simulator_json),
+                "serial_simulator": self.info.serial.as_ref().map(|sim| json!({
+                    "address": sim.visa_address(),
+                    "control": sim.control.to_string(),
+                })),
                 "lock_wait": true,
                 "enforce_locks": self.info.enforce_locks,
                 "token": self.info.token.is_some(),

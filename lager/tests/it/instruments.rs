@@ -1012,3 +1012,78 @@ fn battery_limits_and_models_round_trip_through_a_csv_file() {
     );
     lager(&["model-create", "12", "--csv", path]).expect_code(2);
 }
+
+/// An `ASRL…` net: the simulated DP832 behind a pseudo-terminal, driven
+/// through the serial transport exactly as a USB-serial adapter would be.
+#[test]
+fn a_serial_instrument_works_and_reports_its_loss_as_enodev() {
+    let b = Bench::start("serial", &[]);
+    let status: Value =
+        serde_json::from_str(&request(b.daemon.addr(), "GET", "/status", None).text()).unwrap();
+    let serial = &status["capabilities"]["serial_simulator"];
+    let address = serial["address"]
+        .as_str()
+        .expect("serial simulator under --sim");
+    assert!(
+        address.starts_with("ASRL/dev/pts/") && address.ends_with("::INSTR"),
+        "{address}"
+    );
+    b.lager(&[
+        "nets",
+        "add",
+        "bench_psu",
+        "--role",
+        "supply",
+        "--instrument",
+        "Rigol_DP832",
+        "--address",
+        address,
+        "--pin",
+        "2",
+        "--box",
+        "b1",
+    ])
+    .expect_code(0);
+    ok(
+        &b.lager(&[
+            "supply",
+            "bench_psu",
+            "--box",
+            "b1",
+            "voltage",
+            "12.5",
+            "--yes",
+        ]),
+        "[OK] Voltage set to 12.5V\n",
+    );
+    let state = state_of(&b, "supply", "bench_psu");
+    assert_eq!(
+        (state["channel"].as_u64(), state["voltage_set"].as_f64()),
+        (Some(2), Some(12.5)),
+        "{state}"
+    );
+
+    // The adapter is pulled: the far end of the tty closes.
+    let mut control = TcpStream::connect(serial["control"].as_str().unwrap()).unwrap();
+    writeln!(control, "drop").unwrap();
+    let mut line = String::new();
+    BufReader::new(control).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ok");
+    let run = b.lager_with(
+        &["supply", "bench_psu", "--box", "b1", "voltage"],
+        &[("LAGER_DEBUG", "1")],
+    );
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .starts_with("Error: Instrument disappeared from USB (re-enumeration).\n"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("[Errno 19] No such device: {address}")),
+        "{}",
+        run.stderr
+    );
+}

@@ -8,9 +8,11 @@
 pub mod actions;
 pub mod keithley;
 pub mod rigol;
+pub mod serial;
 pub mod session;
 pub mod sim;
 pub mod sim_rigol;
+pub mod sim_serial;
 pub mod sim_usbtmc;
 pub mod transport;
 pub mod usbtmc;

@@ -319,11 +319,6 @@ impl Sessions {
         if let Some(worker) = workers.get(&key) {
             return Ok(worker.jobs.clone());
         }
-        if let Address::Serial { .. } = address {
-            return Err(SessionError::Transport(TransportError::Unsupported {
-                address: key,
-            }));
-        }
         let session = Session {
             key: key.clone(),
             address: address.clone(),

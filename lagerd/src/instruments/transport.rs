@@ -23,8 +23,6 @@ pub enum TransportError {
     NoDevice { address: String },
     /// Opened, but no answer within the I/O timeout.
     Timeout { address: String, after: Duration },
-    /// No transport speaks this kind of address (serial, so far).
-    Unsupported { address: String },
     /// The OS refused us the device node (EACCES: udev rules missing).
     PermissionDenied { address: String, node: String },
     /// Anything else, with the OS error.
@@ -50,9 +48,7 @@ impl TransportError {
             TransportError::Busy { .. } => "busy",
             TransportError::NoDevice { .. } => "nodev",
             TransportError::Timeout { .. } => "timeout",
-            TransportError::Unsupported { .. }
-            | TransportError::PermissionDenied { .. }
-            | TransportError::Io { .. } => "other",
+            TransportError::PermissionDenied { .. } | TransportError::Io { .. } => "other",
         }
     }
 }
@@ -88,11 +84,7 @@ impl std::fmt::Display for TransportError {
                 "[Errno 16] Resource busy: {address} ({node}) is claimed by {}; stop it or retry when it exits",
                 holders.join(", ")
             ),
-            TransportError::Unsupported { address } => write!(
-                f,
-                "lagerd cannot open {address}: serial (ASRL) instruments are not supported yet; use its USB0::…::INSTR or TCPIP0::…::SOCKET address"
-            ),
-            TransportError::PermissionDenied { address, node } => write!(
+TransportError::PermissionDenied { address, node } => write!(
                 f,
                 "[Errno 13] Permission denied: lagerd may not open {node} for {address}; install the udev rules for instruments (lager box update)"
             ),
@@ -113,6 +105,7 @@ impl std::fmt::Display for TransportError {
 pub enum Transport {
     Tcp(TcpTransport),
     Usb(UsbTmcTransport),
+    Serial(super::serial::SerialTransport),
 }
 
 impl Transport {
@@ -125,7 +118,9 @@ impl Transport {
             Address::Usb {
                 vid, pid, serial, ..
             } => UsbTmcTransport::open(&key, *vid, *pid, serial, timeout).map(Transport::Usb),
-            Address::Serial { .. } => Err(TransportError::Unsupported { address: key }),
+            Address::Serial { device } => {
+                super::serial::SerialTransport::open(&key, device, timeout).map(Transport::Serial)
+            }
         }
     }
 
@@ -134,6 +129,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.write(command),
             Transport::Usb(t) => t.write(command),
+            Transport::Serial(t) => t.write(command),
         }
     }
 
@@ -142,6 +138,7 @@ impl Transport {
         match self {
             Transport::Tcp(t) => t.query(command),
             Transport::Usb(t) => t.query(command),
+            Transport::Serial(t) => t.query(command),
         }
     }
 }
