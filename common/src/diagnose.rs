@@ -22,6 +22,9 @@ pub enum Bucket {
     Nodev,
     /// Row 5: the probe timed out: firmware wedged.
     Wedged,
+    /// lagerd's row after 5: the OS refused the device node (EACCES), so
+    /// the udev rules are missing (the errno table's fourth row).
+    Permission,
     /// Row 6: not on the USB bus at all.
     NotEnumerated,
     /// Row 7: `*IDN?` answered.
@@ -53,6 +56,7 @@ impl Bucket {
             Bucket::Busy => "busy",
             Bucket::Nodev => "nodev",
             Bucket::Wedged => "wedged",
+            Bucket::Permission => "permission",
             Bucket::NotEnumerated => "not_enumerated",
             Bucket::Reachable => "reachable",
             Bucket::ReachableCached => "reachable_cached",
@@ -68,6 +72,7 @@ impl Bucket {
             | Bucket::BusyMultiple
             | Bucket::Busy
             | Bucket::Wedged
+            | Bucket::Permission
             | Bucket::NotEnumerated => Tone::Red,
             Bucket::Nodev | Bucket::TransientUsbtmc | Bucket::NotUsbtmc | Bucket::Unclear => {
                 Tone::Yellow
@@ -182,6 +187,8 @@ pub fn bucket(usb: &Value, visa: &Value, dispatcher: &Value) -> Bucket {
         Bucket::Nodev
     } else if error_class == "timeout" {
         Bucket::Wedged
+    } else if crate::errclass::errno_message(&visa_error).is_some_and(|row| row.name == "EACCES") {
+        Bucket::Permission
     } else if field(usb, "enumerated") == &Value::Bool(false) {
         Bucket::NotEnumerated
     } else if !text(visa, "idn").trim().is_empty() {
@@ -229,6 +236,9 @@ fn headline(bucket: Bucket, usb: &Value, visa: &Value, ctx: &Context) -> String 
             "TRANSIENT: device disappeared from USB (re-enumeration). Hw service should auto-recover on next call (0.20.0+). If it doesn't, `lager ssh {box_name} && sudo docker restart lager`."
         ),
         Bucket::Wedged => "INSTRUMENT WEDGED: device enumerates and accepts session open, but won't respond to *IDN?. The instrument firmware is stuck — a mains-side power-cycle of the instrument itself is required. Software can't fix this.".to_string(),
+        Bucket::Permission => format!(
+            "HOST-SIDE: permission denied opening the instrument — the udev rules that give lagerd's `lager` group its device nodes are not installed. `lager update --box {box_name}` installs them; then replug the instrument."
+        ),
         Bucket::NotEnumerated => "NOT ENUMERATED: device does not show up on USB. Check power, cable, and (if behind an Acroname hub) the upstream port.".to_string(),
         Bucket::Reachable => format!(
             "REACHABLE — IDN: {}. USB, the VISA session and *IDN? are all good. This does not exercise the instrument's function (e.g. whether a supply will actually enable its output).",
@@ -272,6 +282,9 @@ fn advice(bucket: Bucket, usb: &Value, ctx: &Context) -> Option<String> {
         Bucket::Wedged => {
             format!("Power-cycle the instrument at the mains, then rerun `{rerun}`.")
         }
+        Bucket::Permission => format!(
+            "Install them with `lager update --box {box_name}` (image/udev/99-lager-instruments.rules), replug the instrument, then rerun `{rerun}`."
+        ),
         Bucket::NotEnumerated => format!(
             "Check the instrument's power and USB cable (and any upstream hub port), then rerun `{rerun}`."
         ),
@@ -600,6 +613,27 @@ mod tests {
             assert!(text.starts_with(prefix), "{bucket:?}: {text}");
             assert!(advice(bucket, &usb_ok(), &CTX).is_some() != bucket.is_reachable());
         }
+    }
+
+    #[test]
+    fn a_refused_device_node_is_the_permission_row() {
+        let visa = json!({
+            "idn": "",
+            "error": "[Errno 13] Permission denied: lagerd may not open /dev/bus/usb/001/004 for USB0::0x05e6::0x2281::4587429::INSTR",
+            "error_class": "other",
+        });
+        let c = classify(&usb_ok(), &visa, &json!({}), &CTX);
+        assert_eq!(c.bucket, Bucket::Permission);
+        assert_eq!(c.bucket.tone(), Tone::Red);
+        assert!(c.headline.contains("udev rules"), "{}", c.headline);
+        assert_eq!(
+            c.advice.as_deref(),
+            Some("Install them with `lager update --box bench-3` (image/udev/99-lager-instruments.rules), replug the instrument, then rerun `lager diagnose bat1 --box bench-3`.")
+        );
+        // A bare "permission denied" (a file, HTTP) is not blamed on udev.
+        let other =
+            json!({"idn": "", "error": "Permission denied: /tmp/out.csv", "error_class": "other"});
+        assert_eq!(bucket(&usb_ok(), &other, &json!({})), Bucket::Unclear);
     }
 
     #[test]

@@ -42,6 +42,22 @@ enum TopCommand {
     Install(deploy::InstallArgs),
     Update(deploy::UpdateArgs),
     Uninstall(deploy::UninstallArgs),
+    Box(BoxArgs),
+}
+
+/// The older CLI's spelling of `lager update` (`lager box update`), which
+/// the errno advice of diagnose.md §6 names.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "box")]
+struct BoxArgs {
+    #[argh(subcommand)]
+    command: BoxCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+enum BoxCommand {
+    Update(deploy::UpdateArgs),
 }
 
 /// Say exactly why an instrument does not answer.
@@ -522,6 +538,9 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
         TopCommand::Install(install) => deploy::install(install)?,
         TopCommand::Update(update) => deploy::update(update)?,
         TopCommand::Uninstall(uninstall) => deploy::uninstall(uninstall)?,
+        TopCommand::Box(BoxArgs {
+            command: BoxCommand::Update(update),
+        }) => deploy::update(update)?,
         TopCommand::Boxes(boxes) => match boxes.command {
             None => Command::BoxesList { json: boxes.json },
             Some(BoxesCommand::List(list)) => Command::BoxesList {
@@ -877,5 +896,20 @@ mod tests {
             command(&["defaults", "add"]),
             Command::DefaultsAdd { settings: vec![] }
         );
+    }
+    #[test]
+    fn box_update_is_update() {
+        assert_eq!(
+            command(&["box", "update", "--box", "b1", "--force"]),
+            command(&["update", "--box", "b1", "--force"])
+        );
+        let Command::Deploy(opts) = command(&["box", "update", "--box", "b1"]) else {
+            panic!("not a deploy command");
+        };
+        assert_eq!(
+            opts.action,
+            crate::args::DeployAction::Update { force: false }
+        );
+        assert_eq!(opts.prefix, "/");
     }
 }

@@ -562,3 +562,103 @@ fn real_daemon_twenty_nets_stays_fast() {
     // The target is 50 ms on a quiet machine; leave room for a loaded CI box.
     assert!(best < Duration::from_millis(500), "{best:?}");
 }
+
+/// A device node lagerd may not open (EACCES, the udev rules missing) is
+/// its own bucket, and `lager supply` says the same, from a real lagerd
+/// refused by the real kernel: an unprivileged lagerd (uid 65534 when the
+/// tests run as root) and a node with mode 0000.
+#[test]
+fn a_device_node_lagerd_may_not_open_is_the_permission_bucket() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    let cli = Cli::new("diag-eacces");
+    let state = cli.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let node = cli.dir.path().join("ttyUSB7");
+    std::fs::write(&node, "").unwrap();
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut command = std::process::Command::new(crate::lagerd_path());
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--health-interval-secs",
+            "0",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: geteuid/chown only read credentials and change an owner.
+    if unsafe { libc::geteuid() } == 0 {
+        let path = std::ffi::CString::new(state.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+        let dir = std::ffi::CString::new(cli.dir.path().to_str().unwrap()).unwrap();
+        unsafe { libc::chmod(dir.as_ptr(), 0o755) };
+        command.uid(65534).gid(65534);
+    }
+    let mut child = command.spawn().expect("spawn lagerd");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("lagerd's address line")
+        .to_string();
+    let box_arg = addr.as_str();
+    let address = format!("ASRL{}::INSTR", node.display());
+    let run = cli.run(&[
+        "nets",
+        "add",
+        "psu",
+        "--role",
+        "supply",
+        "--instrument",
+        "Rigol_DP832",
+        "--address",
+        &address,
+        "--box",
+        box_arg,
+    ]);
+    let result = std::panic::catch_unwind(|| {
+        run.expect_code(0);
+        let run = cli.run(&["diagnose", "psu", "--box", box_arg]);
+        run.expect_code(2);
+        assert!(
+            run.stdout.contains("[Errno 13] Permission denied"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains("HOST-SIDE: permission denied opening the instrument"),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout
+                .contains(&format!("lager update --box {box_arg}")),
+            "{}",
+            run.stdout
+        );
+        let run = cli.run(&["diagnose", "psu", "--box", box_arg, "--json"]);
+        let body: Value = serde_json::from_str(&run.stdout).expect("JSON");
+        assert_eq!(body["bucket"], "permission", "{body}");
+        let run = cli.run(&["supply", "psu", "voltage", "--box", box_arg]);
+        run.expect_code(1);
+        assert!(
+            run.stderr
+                .starts_with("Error: USB permission denied — udev rules not installed."),
+            "{}",
+            run.stderr
+        );
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
