@@ -97,6 +97,8 @@ pub struct Session {
     transport: Option<Transport>,
     /// Known entry function; forgotten whenever the transport is closed.
     pub function: Option<Function>,
+    /// The device went away (ENODEV) during the current call.
+    lost: bool,
 }
 
 impl Session {
@@ -124,6 +126,7 @@ impl Session {
 
     fn settle<T>(&mut self, outcome: Result<T, TransportError>) -> Result<T, SessionError> {
         if let Err(e) = &outcome {
+            self.lost |= matches!(e, TransportError::NoDevice { .. });
             self.close(&e.to_string());
         }
         outcome.map_err(SessionError::from)
@@ -225,10 +228,15 @@ impl Sessions {
 
     /// Runs `job` on the address's session thread, after every command
     /// queued before it; gives up (and the job is skipped) at the deadline.
+    ///
+    /// A session that was open when the job started and lost its device
+    /// during it was stale (the instrument re-enumerated, the link was
+    /// reset): the job runs once more on a fresh session (§4). A device
+    /// that is really gone fails that reopen, and the job's error stands.
     pub fn run<T, E>(
         &self,
         address: &Address,
-        job: impl FnOnce(&mut Session) -> Result<T, E> + Send + 'static,
+        job: impl Fn(&mut Session) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
@@ -239,7 +247,15 @@ impl Sessions {
         let (reply, answer) = mpsc::channel();
         let abandoned = Arc::new(AtomicBool::new(false));
         let job: Job = Box::new(move |session| {
-            let _ = reply.send(job(session));
+            let was_open = session.is_open();
+            session.lost = false;
+            let mut outcome = job(session);
+            if outcome.is_err() && was_open && session.lost {
+                info!("{}: retrying once on a fresh session", session.key);
+                session.lost = false;
+                outcome = job(session);
+            }
+            let _ = reply.send(outcome);
         });
         if jobs.send((job, abandoned.clone())).is_err() {
             return Err(SessionError::Deadline { address: key }.into());
@@ -327,6 +343,7 @@ impl Sessions {
             roots: self.roots.clone(),
             transport: None,
             function: None,
+            lost: false,
         };
         let (jobs, inbox) = mpsc::channel();
         let open = Arc::new(AtomicBool::new(false));

@@ -222,6 +222,38 @@ fn a_vanished_instrument_fails_clearly_then_recovers_without_a_restart() {
 }
 
 #[test]
+fn a_stale_session_is_reopened_and_the_command_retried_once() {
+    let b = Bench::start("stale", &[]);
+    assert_eq!(b.supply("voltage", Some(4.0)).0, 200);
+    // The link resets under an open session, but the instrument is back at
+    // once (a quick re-enumeration): the user sees no error at all.
+    assert_eq!(b.sim("drop"), "OK");
+    assert_eq!(b.sim("replug"), "OK");
+    let (status, reply) = b.supply("voltage", None);
+    assert_eq!(
+        (status, reply["message"].as_str()),
+        (200, Some("Voltage: 4V")),
+        "{reply}"
+    );
+    assert_eq!(
+        b.sim("connections?"),
+        "2",
+        "one reopen, then the retried call"
+    );
+    // Gone for good: the retry's reopen fails and the error stands.
+    assert_eq!(b.sim("drop"), "OK");
+    let (status, reply) = b.supply("voltage", None);
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("[Errno 19] No such device"),
+        "{reply}"
+    );
+}
+
+#[test]
 fn a_silent_or_garbling_instrument_is_an_error_and_the_session_recovers() {
     let b = Bench::start("mute", &["--instrument-timeout-ms", "300"]);
     assert_eq!(b.supply("voltage", Some(1.0)).0, 200);
