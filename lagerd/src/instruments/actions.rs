@@ -135,11 +135,15 @@ pub fn parse(
     limits: &Limits,
 ) -> Result<Action, ActionError> {
     let given = params.get("value").filter(|v| !v.is_null());
-    let value = |quantity: &'static str,
+    // `params[key]` as a number within range; `None` when absent.
+    let param = |key: &str,
+                 quantity: &'static str,
                  (min, max): (f64, f64),
                  unit: &'static str|
      -> Result<Option<f64>, ActionError> {
-        let Some(given) = given else { return Ok(None) };
+        let Some(given) = params.get(key).filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
         let v = as_number(given).ok_or_else(|| ActionError::NotANumber {
             quantity,
             given: given.to_string(),
@@ -155,29 +159,9 @@ pub fn parse(
         }
         Ok(Some(v))
     };
+    let value = |quantity, range, unit| param("value", quantity, range, unit);
     let required =
         |quantity, range, unit| value(quantity, range, unit)?.ok_or(ActionError::Missing(quantity));
-    // `ovp`/`ocp` beside `value` on supply voltage/current (§7).
-    let protection =
-        |key: &str, quantity: &'static str, (min, max): (f64, f64), unit: &'static str| {
-            let Some(given) = params.get(key).filter(|v| !v.is_null()) else {
-                return Ok(None);
-            };
-            let v = as_number(given).ok_or_else(|| ActionError::NotANumber {
-                quantity,
-                given: given.to_string(),
-            })?;
-            if !(min..=max).contains(&v) {
-                return Err(ActionError::OutOfRange {
-                    quantity,
-                    value: v,
-                    min,
-                    max,
-                    unit,
-                });
-            }
-            Ok(Some(v))
-        };
     let action = match (battery, action) {
         (false, "voltage" | "current") => {
             let base = if action == "voltage" {
@@ -185,8 +169,9 @@ pub fn parse(
             } else {
                 Action::Current(value("Current", limits.amps, "A")?)
             };
-            let ovp = protection("ovp", "OVP", limits.ovp, "V")?;
-            let ocp = protection("ocp", "OCP", limits.ocp, "A")?;
+            // `ovp`/`ocp` beside `value` (§7).
+            let ovp = param("ovp", "OVP", limits.ovp, "V")?;
+            let ocp = param("ocp", "OCP", limits.ocp, "A")?;
             if ovp.is_none() && ocp.is_none() {
                 base
             } else {
