@@ -111,10 +111,13 @@ stop_lagerd() {
   rm -f "$PIDFILE"
 }
 
+# Starts lagerd; on failure says why on stderr and returns 1.
 start_lagerd() {
   if uses_systemd; then
-    try "systemd could not start lagerd (see: journalctl -u lagerd)" \
-      sh -c 'systemctl daemon-reload && systemctl enable lagerd && systemctl restart lagerd'
+    if ! out=$(sh -c 'systemctl daemon-reload && systemctl enable lagerd && systemctl restart lagerd' 2>&1); then
+      echo "lager-box: systemd could not start lagerd (see: journalctl -u lagerd): $out" >&2
+      return 1
+    fi
     echo "init=systemd"
     return 0
   fi
@@ -130,7 +133,10 @@ start_lagerd() {
   i=0
   while ! supervisor_pid >/dev/null; do
     i=$((i + 1))
-    [ "$i" -gt 100 ] && fail "lagerd-supervise did not start; see $LOG"
+    if [ "$i" -gt 100 ]; then
+      echo "lager-box: lagerd-supervise did not start; see $LOG" >&2
+      return 1
+    fi
     sleep 0.05
   done
   echo "init=supervisor"
@@ -192,7 +198,15 @@ activate() {
   try "could not install lagerd in $BIN" mv -f "$BIN/.lagerd.staged" "$BIN/lagerd"
   rm -rf "$staging"
   stop_lagerd
-  start_lagerd
+  if ! start_lagerd; then
+    # Never leave the box without a running lagerd: put the old one back.
+    if [ -f "$BIN/lagerd.prev" ]; then
+      ln -f "$BIN/lagerd" "$BIN/lagerd.failed" 2>/dev/null
+      put "$BIN/lagerd.prev" "$BIN/lagerd"
+      start_lagerd >/dev/null
+    fi
+    fail "the new lagerd did not start, so the previous one was put back"
+  fi
 }
 
 rollback() {
@@ -202,7 +216,7 @@ rollback() {
   chmod 755 "$BIN/lagerd"
   echo "version=$(version_of "$BIN/lagerd")"
   stop_lagerd
-  start_lagerd
+  start_lagerd || fail "the previous lagerd did not start either"
 }
 
 uninstall() {
