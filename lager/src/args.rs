@@ -45,8 +45,9 @@ enum TopCommand {
     Box(BoxArgs),
 }
 
-/// The older CLI's spelling of `lager update` (`lager box update`), which
-/// the errno advice of diagnose.md §6 names.
+// The errno advice of diagnose.md §6 names `lager box update`, the older
+// CLI's spelling; it works here too.
+/// Same as `lager update` (the older CLI's spelling: lager box update).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "box")]
 struct BoxArgs {
