@@ -7,6 +7,7 @@ use lager::args::{self, EarlyExit};
 use lager::output::{self, Color};
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let argv: Vec<String> = match std::env::args_os()
         .skip(1)
         .map(|a| a.into_string())
@@ -50,6 +51,25 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code())
         }
     }
+}
+
+/// `lager boxes | head -1`: a reader that went away makes `println!`
+/// panic; end quietly instead, as any Unix filter does (the lock guard's
+/// hook, installed after this one, still releases first). SIGPIPE stays
+/// ignored, so `lager python` can stop its job on EPIPE itself.
+fn quiet_on_closed_stdout() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
 }
 
 /// `warn` by default; each `-v` raises it; `RUST_LOG` overrides both.

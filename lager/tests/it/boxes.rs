@@ -475,3 +475,22 @@ fn a_box_with_a_stuck_instrument_shows_as_degraded() {
         run.stdout
     );
 }
+
+/// `lager ... | head -1`: a reader that goes away ends lager quietly.
+#[test]
+fn a_closed_stdout_ends_lager_quietly() {
+    let cli = crate::Cli::new("closed-stdout");
+    for _ in 0..5 {
+        let mut child = cli
+            .command(&["boxes", "--help"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(out.status.success(), "{:?}", out.status);
+    }
+}

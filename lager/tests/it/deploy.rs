@@ -452,3 +452,20 @@ fn which(program: &str) -> Result<PathBuf, ()> {
         .find(|path| path.is_file())
         .ok_or(())
 }
+
+/// An ssh that exits without reading what lager feeds it (here `true`)
+/// is an error message, never a crash on the broken pipe to it.
+#[test]
+fn an_ssh_that_reads_nothing_is_an_error_not_a_sigpipe() {
+    let mut cli = Cli::new("deploy-sigpipe");
+    cli.set("LAGER_SSH", "true");
+    for _ in 0..10 {
+        let run = cli.run(&["install", "--box", "127.0.0.1:9"]);
+        run.expect_code(1);
+        assert!(
+            run.stderr.contains("did not answer the probe as expected"),
+            "{}",
+            run.stderr
+        );
+    }
+}
