@@ -193,8 +193,9 @@ pub fn parse(
         }
         (false, "set_mode") => Action::SupplyMode,
         (true, "set_to_battery_mode") => Action::BatteryMode,
-        (true, "set_volt_full") => Action::VoltFull(required("Full voltage", (0.0, 60.0), "V")?),
-        (true, "set_volt_empty") => Action::VoltEmpty(required("Empty voltage", (0.0, 60.0), "V")?),
+        // Full and empty are VOCs: §10.3 names the quantity VOC.
+        (true, "set_volt_full") => Action::VoltFull(required("VOC", (0.0, 60.0), "V")?),
+        (true, "set_volt_empty") => Action::VoltEmpty(required("VOC", (0.0, 60.0), "V")?),
         (true, "set_ovp") => Action::BatteryOvp(required("OVP", (0.0, 61.0), "V")?),
         (true, "set_ocp") => Action::BatteryOcp(required("OCP", (0.001, 6.1), "A")?),
         (true, "set_model") => Action::Model(model_name(given)?),

@@ -127,14 +127,10 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
                 state: Some(state),
             })
         }
-        Action::Soc(soc) => battery_setting(session, ":BATT:SIM:SOC", *soc, "SOC", "%"),
-        Action::Voc(voc) => battery_setting(session, ":BATT:SIM:VOC", *voc, "VOC", "V"),
-        Action::Capacity(ah) => {
-            battery_setting(session, ":BATT:SIM:CAP:LIM", *ah, "Capacity", "Ah")
-        }
-        Action::CurrentLimit(a) => {
-            battery_setting(session, ":BATT:SIM:CURR:LIM", *a, "Current limit", "A")
-        }
+        Action::Soc(soc) => battery_setting(session, &SOC, *soc),
+        Action::Voc(voc) => battery_setting(session, &VOC, *voc),
+        Action::Capacity(ah) => battery_setting(session, &CAPACITY, *ah),
+        Action::CurrentLimit(a) => battery_setting(session, &CURRENT_LIMIT, *a),
         Action::Dynamic(dynamic) => {
             ensure(session, Function::Battery)?;
             checked(
@@ -180,14 +176,10 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
             }
             done("Battery simulator mode, output off, protections cleared".into())
         }
-        Action::VoltFull(v) => {
-            battery_setting(session, ":BATT:SIM:VOC:FULL", *v, "Full voltage", "V")
-        }
-        Action::VoltEmpty(v) => {
-            battery_setting(session, ":BATT:SIM:VOC:EMPT", *v, "Empty voltage", "V")
-        }
-        Action::BatteryOvp(v) => battery_setting(session, ":BATT:SIM:TVOL:PROT", *v, "OVP", "V"),
-        Action::BatteryOcp(a) => battery_setting(session, ":BATT:SIM:CURR:PROT", *a, "OCP", "A"),
+        Action::VoltFull(v) => battery_setting(session, &VOLT_FULL, *v),
+        Action::VoltEmpty(v) => battery_setting(session, &VOLT_EMPTY, *v),
+        Action::BatteryOvp(v) => battery_setting(session, &BATTERY_OVP, *v),
+        Action::BatteryOcp(a) => battery_setting(session, &BATTERY_OCP, *a),
         Action::Model(name) => {
             ensure(session, Function::Battery)?;
             if name.parse::<u8>().is_ok()
@@ -319,20 +311,78 @@ fn with_battery_off(
     written
 }
 
+/// One battery-simulator parameter: its SCPI header, its key in the
+/// state object (§6.2), and how the message names it.
+struct BatterySetting {
+    header: &'static str,
+    key: &'static str,
+    what: &'static str,
+    unit: &'static str,
+}
+
+const SOC: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:SOC",
+    key: "soc",
+    what: "SOC",
+    unit: "%",
+};
+const VOC: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:VOC",
+    key: "voc",
+    what: "VOC",
+    unit: "V",
+};
+const CAPACITY: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:CAP:LIM",
+    key: "capacity",
+    what: "Capacity",
+    unit: "Ah",
+};
+const CURRENT_LIMIT: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:CURR:LIM",
+    key: "current_limit",
+    what: "Current limit",
+    unit: "A",
+};
+const VOLT_FULL: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:VOC:FULL",
+    key: "volt_full",
+    what: "Full voltage",
+    unit: "V",
+};
+const VOLT_EMPTY: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:VOC:EMPT",
+    key: "volt_empty",
+    what: "Empty voltage",
+    unit: "V",
+};
+const BATTERY_OVP: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:TVOL:PROT",
+    key: "ovp_limit",
+    what: "OVP",
+    unit: "V",
+};
+const BATTERY_OCP: BatterySetting = BatterySetting {
+    header: ":BATT:SIM:CURR:PROT",
+    key: "ocp_limit",
+    what: "OCP",
+    unit: "A",
+};
+
+/// Writes one parameter (output off around it) and answers with the value
+/// under its state key, as §10.2 asks of setters.
 fn battery_setting(
     session: &mut Session,
-    header: &str,
+    setting: &BatterySetting,
     value: f64,
-    what: &str,
-    unit: &str,
 ) -> Result<Outcome, DriverError> {
     ensure(session, Function::Battery)?;
     with_battery_off(session, |session| {
-        checked(session, &format!("{header} {}", number(value)))
+        checked(session, &format!("{} {}", setting.header, number(value)))
     })?;
     Ok(Outcome {
-        message: format!("{what} set to {}{unit}", number(value)),
-        state: Some(json!({ what.to_ascii_lowercase().replace(' ', "_"): value })),
+        message: format!("{} set to {}{}", setting.what, number(value), setting.unit),
+        state: Some(json!({ setting.key: value })),
     })
 }
 

@@ -619,3 +619,35 @@ fn a_usb_instrument_that_is_not_attached_is_reported_gone() {
     let dispatcher: Value = serde_json::from_slice(&dispatcher.body).unwrap();
     assert_eq!(dispatcher["cached_session"], false, "{dispatcher}");
 }
+
+/// A setter's reply carries the value it wrote under the key the battery
+/// `state` uses (§10.2, §6.2), so clients read one vocabulary.
+#[test]
+fn battery_setters_answer_with_the_state_keys_of_the_spec() {
+    let b = Bench::start("battery-keys", &[]);
+    let (_, full) = b.battery("state", None);
+    for (action, value, key) in [
+        ("set_soc", 55.0, "soc"),
+        ("set_voc", 4.1, "voc"),
+        ("set_capacity", 3.0, "capacity"),
+        ("set_current_limit", 2.0, "current_limit"),
+        ("set_volt_full", 4.3, "volt_full"),
+        ("set_volt_empty", 3.1, "volt_empty"),
+        ("set_ovp", 5.0, "ovp_limit"),
+        ("set_ocp", 2.5, "ocp_limit"),
+    ] {
+        assert!(full["state"].get(key).is_some(), "state has no {key}");
+        let (status, reply) = b.battery(action, Some(json!(value)));
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(
+            reply["state"][key].as_f64(),
+            Some(value),
+            "{action}: {reply}"
+        );
+    }
+    let (status, reply) = b.battery("set_volt_full", Some(json!(70)));
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (400, Some("VOC 70V is outside the instrument's range 0–60V"))
+    );
+}
