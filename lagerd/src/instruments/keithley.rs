@@ -280,8 +280,8 @@ fn function_of(reply: &str) -> Option<Function> {
 }
 
 /// A setting followed by the error queue: a refused value is an error here,
-/// not a silent no-op.
-fn checked(session: &mut Session, command: &str) -> Result<(), DriverError> {
+/// not a silent no-op. Every SCPI driver's setter uses it.
+pub(super) fn checked(session: &mut Session, command: &str) -> Result<(), DriverError> {
     session.write(command)?;
     let error = session.query(":SYST:ERR?")?;
     if error.starts_with('0') {

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::actions::{number, Action, Limits};
-use super::keithley::{supply_message, DriverError, Outcome};
+use super::keithley::{checked, supply_message, DriverError, Outcome};
 use super::session::Session;
 
 /// DP832 channels: 1 and 2 are 30 V/3 A, 3 is 5 V/3 A.
@@ -147,19 +147,6 @@ fn setpoints(session: &mut Session, ch: &str) -> Result<(f64, f64), DriverError>
             error: format!("unexpected reply {reply:?}"),
         }),
     }
-}
-
-fn checked(session: &mut Session, command: &str) -> Result<(), DriverError> {
-    session.write(command)?;
-    let error = session.query(":SYST:ERR?")?;
-    if error.starts_with('0') {
-        return Ok(());
-    }
-    let _ = session.write("*CLS");
-    Err(DriverError::Refused {
-        command: command.to_string(),
-        error,
-    })
 }
 
 fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
