@@ -475,6 +475,34 @@ pub fn list(json: bool) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `boxes lock`/`unlock` got: with `--json` the reply is already
+/// printed and only its exit code is left.
+enum Posted {
+    Printed(ExitCode),
+    Reply(Reply),
+}
+
+/// `POST path` to the box's lock API; an unreachable box is the error.
+fn post_lock_route(
+    target: &Target,
+    path: &str,
+    body: &Value,
+    json: bool,
+) -> Result<Posted, CliError> {
+    let reply = target
+        .lock_client()
+        .post_json(path, body, capped(LOCK_TIMEOUT))
+        .map_err(|error| CliError::Unreachable {
+            display: target.display.clone(),
+            error,
+        })?;
+    Ok(if json {
+        Posted::Printed(json_exit(&reply))
+    } else {
+        Posted::Reply(reply)
+    })
+}
+
 fn json_exit(reply: &Reply) -> ExitCode {
     print_body(&reply.body);
     if reply.status == 200 {
@@ -517,16 +545,10 @@ pub fn lock(box_name: &str, user: Option<&str>, json: bool) -> Result<ExitCode, 
         ));
     }
     let body = json!({"user": user, "holder_type": "user", "ttl_seconds": null});
-    let reply = target
-        .lock_client()
-        .post_json("/lock", &body, capped(LOCK_TIMEOUT))
-        .map_err(|error| CliError::Unreachable {
-            display: display.clone(),
-            error,
-        })?;
-    if json {
-        return Ok(json_exit(&reply));
-    }
+    let reply = match post_lock_route(&target, "/lock", &body, json)? {
+        Posted::Printed(code) => return Ok(code),
+        Posted::Reply(reply) => reply,
+    };
     match reply.status {
         200 => {
             let holder = reply
@@ -567,16 +589,10 @@ pub fn unlock(box_name: &str, force: bool, json: bool) -> Result<ExitCode, CliEr
     // Spec B.10: always the plain user; CI-held locks need --force.
     let user = lager_user(config.default_str("user").as_deref());
     let body = json!({"user": user, "force": force});
-    let reply = target
-        .lock_client()
-        .post_json("/unlock", &body, capped(LOCK_TIMEOUT))
-        .map_err(|error| CliError::Unreachable {
-            display: display.clone(),
-            error,
-        })?;
-    if json {
-        return Ok(json_exit(&reply));
-    }
+    let reply = match post_lock_route(&target, "/unlock", &body, json)? {
+        Posted::Printed(code) => return Ok(code),
+        Posted::Reply(reply) => reply,
+    };
     match reply.status {
         200 => {
             output::say(Color::Green, &format!("Box '{display}' is now unlocked"));
