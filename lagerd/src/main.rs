@@ -1,24 +1,8 @@
 //! `lagerd`, the box daemon: parse flags, start logging, run.
 
-mod clock;
-mod config;
-mod daemon;
-mod devlock;
-mod diagnose;
-mod fsutil;
-mod health;
-mod http;
-mod instruments;
-mod lockbox;
-mod multipart;
-mod nets;
-mod procscan;
-mod runner;
-mod server;
-mod signals;
-mod sysfs;
-
 use std::process::ExitCode;
+
+use lagerd::{config, daemon, instruments};
 
 fn main() -> ExitCode {
     // `lagerd sim-usbtmc <functionfs-dir>`: the simulated 2281S as a USB

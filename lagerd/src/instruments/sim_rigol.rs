@@ -76,6 +76,12 @@ pub struct RigolDp832 {
     errors: VecDeque<(i32, &'static str)>,
 }
 
+impl Default for RigolDp832 {
+    fn default() -> RigolDp832 {
+        RigolDp832::new()
+    }
+}
+
 impl RigolDp832 {
     pub fn new() -> RigolDp832 {
         RigolDp832 {
