@@ -18,15 +18,15 @@ use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
 use crate::http::{Api, BoxInfo, Parts};
 use crate::instruments::session::{ScanRoots, Sessions};
-use crate::instruments::sim::{Kind, Simulator};
-use crate::instruments::sim_rigol::RigolDp832;
-use crate::instruments::sim_serial::SerialSimulator;
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
 use crate::nets::Nets;
 use crate::runner::{Runner, RunnerConfig};
 use crate::server::Server;
 use crate::signals::Signals;
+use crate::sim::rigol::RigolDp832;
+use crate::sim::serial::SerialSimulator;
+use crate::sim::{Kind, Simulator};
 
 /// In-flight requests get this long to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

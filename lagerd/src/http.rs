@@ -12,7 +12,6 @@ use serde_json::{json, Map, Value};
 
 use crate::diagnose::Diagnose;
 use crate::health::Health;
-use crate::instruments::sim::Simulator;
 use crate::instruments::Instruments;
 use crate::lockbox::{LockBox, LockError};
 use crate::multipart;
@@ -20,6 +19,7 @@ use crate::nets::Nets;
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::server::{Body, Client, Request, Response, Service};
+use crate::sim::Simulator;
 
 /// Largest `POST /python` upload (runner.md §1).
 const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
@@ -32,7 +32,7 @@ pub struct BoxInfo {
     pub simulator: Option<Simulator>,
     pub rigol: Option<Simulator>,
     /// A second simulated DP832 behind a pseudo-terminal (`ASRL…`).
-    pub serial: Option<crate::instruments::sim_serial::SerialSimulator>,
+    pub serial: Option<crate::sim::serial::SerialSimulator>,
     pub enforce_locks: bool,
     pub token: Option<String>,
 }

@@ -18,4 +18,5 @@ pub mod procscan;
 pub mod runner;
 pub mod server;
 pub mod signals;
+pub mod sim;
 pub mod sysfs;

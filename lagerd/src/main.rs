@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use lagerd::{config, daemon, instruments};
+use lagerd::{config, daemon, sim};
 
 fn main() -> ExitCode {
     // `lagerd sim-usbtmc <functionfs-dir>`: the simulated 2281S as a USB
@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     // --help; argh has no hidden subcommands).
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "sim-usbtmc") {
-        return match instruments::sim_usbtmc::run(&argv[2..]) {
+        return match sim::usbtmc::run(&argv[2..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lagerd sim-usbtmc: {e}");

@@ -1,5 +1,5 @@
 //! Instruments: the transport boundary (`transport.rs`) where hardware, or
-//! the simulator (`sim.rs`), plugs in; one shared session per address
+//! the simulator (`crate::sim`), plugs in; one shared session per address
 //! (`session.rs`); drivers over a session (`keithley.rs`, `rigol.rs`),
 //! which receive validated `actions.rs`; and the
 //! supply/battery commands that nets resolve to. Nothing above the
@@ -10,10 +10,6 @@ pub mod keithley;
 pub mod rigol;
 pub mod serial;
 pub mod session;
-pub mod sim;
-pub mod sim_rigol;
-pub mod sim_serial;
-pub mod sim_usbtmc;
 pub mod transport;
 pub mod usbtmc;
 

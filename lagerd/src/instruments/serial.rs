@@ -183,7 +183,7 @@ fn open_error(address: &str, device: &str, error: io::Error) -> TransportError {
 }
 
 /// Raw mode, 8N1, 9600 baud, no flow control: bytes pass untouched.
-pub(super) fn raw_9600(fd: i32) -> io::Result<()> {
+pub fn raw_9600(fd: i32) -> io::Result<()> {
     // SAFETY: termios is plain data, filled by tcgetattr before use.
     unsafe {
         let mut tio: libc::termios = std::mem::zeroed();
@@ -202,35 +202,10 @@ pub(super) fn raw_9600(fd: i32) -> io::Result<()> {
     Ok(())
 }
 
-/// A pseudo-terminal pair: the master for the far end, the slave's path.
-/// The simulator's serial front end and the tests use it as the other end
-/// of a serial cable.
-pub fn open_pty() -> io::Result<(File, String)> {
-    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on our own fd, with
-    // a buffer of the size given.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if master < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let file = File::from_raw_fd(master);
-        if libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut name = [0 as libc::c_char; 128];
-        if libc::ptsname_r(master, name.as_mut_ptr(), name.len()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let path = std::ffi::CStr::from_ptr(name.as_ptr())
-            .to_string_lossy()
-            .into_owned();
-        Ok((file, path))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::serial::open_pty;
     use std::io::{BufRead, BufReader};
 
     const ADDR: &str = "ASRL/dev/pts/x::INSTR";

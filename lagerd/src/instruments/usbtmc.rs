@@ -1,6 +1,6 @@
 //! USB-TMC (USB Test and Measurement Class 1.0): the wire framing as pure
 //! functions, shared by the host transport here and the simulator's gadget
-//! (`sim_usbtmc.rs`), and the host transport itself over libusb (`rusb`).
+//! (`sim/usbtmc.rs`), and the host transport itself over libusb (`rusb`).
 //!
 //! Every bulk message starts with a 12-byte header (USBTMC 1.0 §3.2):
 //! `MsgID`, `bTag`, `bTagInverse`, a reserved byte, then four bytes that

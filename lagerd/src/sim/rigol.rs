@@ -1,11 +1,11 @@
 //! A simulated Rigol DP832 (instruments.md §6.3): three channels (30 V/3 A,
 //! 30 V/3 A, 5 V/3 A) addressed by `CH<n>` arguments, with per-channel
 //! setpoints, outputs, OVP/OCP and a load model. It plugs into the same
-//! socket, fault and control machinery as the Keithley (`sim.rs`).
+//! socket, fault and control machinery as the Keithley (`sim/mod.rs`).
 
 use std::collections::VecDeque;
 
-use super::sim::{canonical_header, format_number, Model};
+use super::{canonical_header, format_number, Model};
 
 #[derive(Clone)]
 struct Channel {

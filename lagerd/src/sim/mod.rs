@@ -9,6 +9,10 @@
 //! answers (ETIMEDOUT), garbled replies are garbage bytes. They are driven through a line-based control port.
 //! Nothing above the transport can tell this from an instrument.
 
+pub mod rigol;
+pub mod serial;
+pub mod usbtmc;
+
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use super::actions::{BUILTIN_MODELS, MODEL_POINTS};
+use crate::instruments::actions::{BUILTIN_MODELS, MODEL_POINTS};
 
 pub const SERIAL: &str = "4587429";
 const MAX_VOLTS: f64 = 20.0;
@@ -432,7 +436,7 @@ fn model_slot(header: &str) -> Option<usize> {
 }
 
 /// A simulated 2281S just powered on, for any front end: the TCP socket
-/// here or the USB-TMC gadget (`sim_usbtmc.rs`).
+/// here or the USB-TMC gadget (`sim/usbtmc.rs`).
 pub fn keithley_2281s() -> Box<dyn Model> {
     Box::new(Keithley::reset())
 }
@@ -548,7 +552,7 @@ impl Simulator {
         let shared = Arc::new(Shared {
             model: Mutex::new(match kind {
                 Kind::Keithley2281S => keithley_2281s(),
-                Kind::RigolDp832 => Box::new(super::sim_rigol::RigolDp832::new()),
+                Kind::RigolDp832 => Box::new(rigol::RigolDp832::new()),
             }),
             faults: Faults::default(),
             connections: AtomicUsize::new(0),

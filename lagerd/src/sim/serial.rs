@@ -10,13 +10,13 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use super::serial::{open_pty, raw_9600};
-use super::sim::Model;
+use super::Model;
+use crate::instruments::serial::raw_9600;
 
 pub struct SerialSimulator {
     /// The pty's slave path, e.g. `/dev/pts/3`.
@@ -105,5 +105,30 @@ fn serve(mut master: File, model: &mut dyn Model, dropped: &AtomicBool) {
                 let _ = master.write_all(format!("{reply}\n").as_bytes());
             }
         }
+    }
+}
+/// A pseudo-terminal pair: the master for the far end, the slave's path.
+/// The simulator's serial front end and the tests use it as the other end
+/// of a serial cable.
+pub fn open_pty() -> io::Result<(File, String)> {
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on our own fd, with
+    // a buffer of the size given.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if master < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let file = File::from_raw_fd(master);
+        if libc::grantpt(master) != 0 || libc::unlockpt(master) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut name = [0 as libc::c_char; 128];
+        if libc::ptsname_r(master, name.as_mut_ptr(), name.len()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        Ok((file, path))
     }
 }

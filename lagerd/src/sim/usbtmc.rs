@@ -1,5 +1,5 @@
 //! `lagerd sim-usbtmc <functionfs-dir>`: the simulated Keithley 2281S
-//! (`sim.rs`'s `Model`, the same state machine the TCP simulator serves)
+//! (`sim/mod.rs`'s `Model`, the same state machine the TCP simulator serves)
 //! presented as a USB-TMC/USB488 device through Linux FunctionFS, so the
 //! real kernel, `usbtmc` driver and libusb path can be tested without an
 //! instrument (issue 8; `../shared/usb-vm/README.md` is the contract).
@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use super::sim::{self, Model};
-use super::usbtmc::{self, request, status, BulkOut, HEADER_LEN};
+use crate::instruments::usbtmc::{self, request, status, BulkOut, HEADER_LEN};
+use crate::sim::{self, Model};
 
 /// FunctionFS magic numbers and event types (`linux/usb/functionfs.h`).
 const DESCRIPTORS_MAGIC_V2: u32 = 3;
