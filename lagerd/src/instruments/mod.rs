@@ -289,6 +289,7 @@ impl Instruments {
         match actions::parse(battery, action, &params, &any_range) {
             Ok(
                 Action::SupplyState
+                | Action::Limits
                 | Action::BatteryState
                 | Action::ListModels
                 | Action::ExportModel(_),

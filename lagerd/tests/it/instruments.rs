@@ -87,7 +87,8 @@ fn both_roles_share_one_session_and_switch_function_only_on_role_changes() {
         b.supply("voltage", Some(5.0)),
         (
             200,
-            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V"})
+            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V",
+                   "state": {"voltage_set": 5.0, "netname": "supply1"}})
         )
     );
     assert_eq!(b.supply("enable", None).0, 200);
