@@ -501,6 +501,7 @@ mod tests {
     fn part<'a>(name: &str, data: &'a [u8]) -> Part<'a> {
         Part {
             name: name.into(),
+            filename: None,
             data,
         }
     }
