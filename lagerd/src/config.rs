@@ -144,14 +144,7 @@ impl Config {
                     .ok_or_else(|| StartError::BadListen(text.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let state_dir = args
-            .state_dir
-            .or_else(|| {
-                std::env::var_os("LAGERD_STATE_DIR")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/etc/lager"));
+        let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
         let token = args.token_file.map(read_token).transpose()?;
         let mut limits = Limits::default();
         if let Some(max) = args.max_connections {
@@ -179,6 +172,13 @@ impl Config {
             limits,
         })
     }
+}
+
+/// `$LAGERD_STATE_DIR`, else `/etc/lager` (locking.md A.1).
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("LAGERD_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/lager"), PathBuf::from)
 }
 
 fn read_token(path: PathBuf) -> Result<String, StartError> {

@@ -168,6 +168,8 @@ pub struct Job {
     term_sent: Option<Instant>,
     killed: bool,
     status: Option<ExitStatus>,
+    /// The job's token stays valid as long as the job (`callers.rs`).
+    caller: Option<super::callers::CallerGuard>,
 }
 
 impl Job {
@@ -223,7 +225,13 @@ impl Job {
             term_sent: None,
             killed: false,
             status: None,
+            caller: None,
         })
+    }
+
+    /// Keeps the job's token alive until the job is gone.
+    pub fn hold(&mut self, caller: super::callers::CallerGuard) {
+        self.caller = Some(caller);
     }
 
     pub fn pid(&self) -> u32 {
