@@ -168,6 +168,11 @@ pub enum CliError {
     },
     /// `lager install|update|uninstall` failed at the ssh or box boundary.
     Deploy(crate::cmd::deploy::DeployError),
+    /// A file given to `lager install-wheel` cannot be uploaded as a wheel.
+    Wheel {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -374,6 +379,9 @@ impl fmt::Display for CliError {
                 "Error: box returned a non-JSON response (HTTP {status})."
             ),
             CliError::BoxRefused(error) => write!(f, "Error: {error}"),
+            CliError::Wheel { path, reason } => {
+                write!(f, "Error: {}: {reason}; nothing was uploaded", path.display())
+            }
             CliError::Deploy(error) => write!(f, "{error}"),
             CliError::OverLimit { what, value, max, unit } => write!(
                 f,

@@ -11,6 +11,7 @@ pub mod model_csv;
 pub mod nets;
 pub mod python;
 pub mod watch;
+pub mod wheel;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
