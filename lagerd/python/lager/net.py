@@ -1,9 +1,16 @@
 """Net: a box's named connection to an instrument, and the box's net store
 (the same store as `lager nets`, kept by lagerd)."""
 
-from .daemon import daemon
 from .errors import InvalidNetError, LagerError, RoleMismatchError
 from .nettype import NetType
+
+
+def daemon():
+    # The connection module (socket, threading) loads on the first call,
+    # not on `from lager import Net`.
+    from .daemon import daemon as shared
+    return shared()
+
 
 # NetType -> (module, class) of the object Net.get returns. The one place a
 # new kind of net is added; modules load on first use.

@@ -96,8 +96,9 @@ class PackageTest(unittest.TestCase):
 
     def test_importing_net_loads_no_http_or_json_machinery(self):
         code = ("import sys; from lager import Net; "
-                "print(sorted(m for m in ('json', 'http.client', 'ssl', 'email', 're', "
-                "'lager.supply', 'lager.battery') if m in sys.modules))")
+                "print(sorted(m for m in ('json', 'http.client', 'ssl', 'email', 're', 'socket', "
+                "'threading', 'lager.daemon', 'lager.supply', 'lager.battery') "
+                "if m in sys.modules))")
         out = subprocess.run([sys.executable, "-S", "-c", code], cwd=os.path.dirname(HERE),
                              capture_output=True, text=True, check=True).stdout
         self.assertEqual(out.strip(), "[]")
