@@ -29,6 +29,8 @@ pub const SERIAL: &str = "4587429";
 const MAX_VOLTS: f64 = 20.0;
 const MAX_AMPS: f64 = 6.0;
 const MODEL_RESISTANCE: f64 = 0.067;
+/// Commands kept for `log?`: enough for any test's sequence.
+const LOG_MAX: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Function {
@@ -660,8 +662,9 @@ struct Shared {
     model: Mutex<Box<dyn Model>>,
     faults: Faults,
     connections: AtomicUsize,
-    /// Every command received, in order, for tests that check ordering.
-    log: Mutex<Vec<String>>,
+    /// The last `LOG_MAX` commands received, in order, for tests that
+    /// check ordering.
+    log: Mutex<VecDeque<String>>,
     sessions: Mutex<Vec<TcpStream>>,
 }
 
@@ -679,7 +682,7 @@ impl Simulator {
             }),
             faults: Faults::default(),
             connections: AtomicUsize::new(0),
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(VecDeque::new()),
             sessions: Mutex::new(Vec::new()),
         });
         let simulator = Simulator {
@@ -803,7 +806,14 @@ fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         if line.is_empty() {
             continue;
         }
-        lock(&shared.log).push(line.clone());
+        let mut log = lock(&shared.log);
+        // The newest commands only: a long-running `lagerd --sim` (a soak,
+        // a benchmark) must not grow without bound.
+        if log.len() == LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(line.clone());
+        drop(log);
         let reply = lock(&shared.model).execute(&line);
         let Some(reply) = reply else { continue };
         if shared.faults.muted.load(Ordering::SeqCst) {
@@ -879,7 +889,11 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("connections?", _) => shared.connections.load(Ordering::SeqCst).to_string(),
-            ("log?", _) => lock(&shared.log).join(";"),
+            ("log?", _) => lock(&shared.log)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(";"),
             ("clear_log", _) => {
                 lock(&shared.log).clear();
                 "OK".to_string()
