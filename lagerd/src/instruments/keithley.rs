@@ -58,6 +58,15 @@ impl Outcome {
             state: Some(state),
         }
     }
+
+    /// A read's answer: `<label>: <reply><unit>`, and the value under
+    /// `key` (null when the reply is not a number).
+    pub fn read(label: &str, reply: &str, unit: &str, key: &str) -> Outcome {
+        Outcome::with(
+            format!("{label}: {reply}{unit}"),
+            json!({ key: reading(reply) }),
+        )
+    }
 }
 
 /// The `limits` action: a model's (or channel's) ceilings, from the driver's
@@ -90,10 +99,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         Action::Voltage(None) => {
             let on = session.query(":OUTP?")? == "1";
             let v = session.query(if on { ":MEAS:VOLT?" } else { ":SOUR1:VOLT?" })?;
-            Ok(Outcome::with(
-                format!("Voltage: {v}V"),
-                json!({ "voltage": reading(&v) }),
-            ))
+            Ok(Outcome::read("Voltage", &v, "V", "voltage"))
         }
         Action::Current(Some(a)) => {
             ensure(session, Function::PowerSupply)?;
@@ -106,10 +112,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         Action::Current(None) => {
             let on = session.query(":OUTP?")? == "1";
             let a = session.query(if on { ":MEAS:CURR?" } else { ":SOUR1:CURR?" })?;
-            Ok(Outcome::with(
-                format!("Current: {a}A"),
-                json!({ "current": reading(&a) }),
-            ))
+            Ok(Outcome::read("Current", &a, "A", "current"))
         }
         Action::Limits => Ok(limits_outcome(LIMITS)),
         Action::Ovp(Some(v)) => {
@@ -130,10 +133,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         }
         Action::Ovp(None) => {
             let v = session.query(":SOUR1:VOLT:PROT?")?;
-            Ok(Outcome::with(
-                format!("OVP: {v}V"),
-                json!({ "ovp_limit": reading(&v) }),
-            ))
+            Ok(Outcome::read("OVP", &v, "V", "ovp_limit"))
         }
         Action::Ocp(Some(a)) => {
             ensure(session, Function::PowerSupply)?;
@@ -145,10 +145,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         }
         Action::Ocp(None) => {
             let a = session.query(":SOUR1:CURR:PROT?")?;
-            Ok(Outcome::with(
-                format!("OCP: {a}A"),
-                json!({ "ocp_limit": reading(&a) }),
-            ))
+            Ok(Outcome::read("OCP", &a, "A", "ocp_limit"))
         }
         Action::Enable => {
             ensure(session, Function::PowerSupply)?;

@@ -67,15 +67,9 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 number(if volts { v } else { a })
             };
             Ok(if volts {
-                Outcome::with(
-                    format!("Voltage: {text}V"),
-                    json!({ "voltage": reading(&text) }),
-                )
+                Outcome::read("Voltage", &text, "V", "voltage")
             } else {
-                Outcome::with(
-                    format!("Current: {text}A"),
-                    json!({ "current": reading(&text) }),
-                )
+                Outcome::read("Current", &text, "A", "current")
             })
         }
         Action::Limits => Ok(limits_outcome(limits(channel))),
@@ -103,17 +97,11 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
         }
         Action::Ovp(None) => {
             let v = session.query(&format!(":OUTP:OVP:VAL? {ch}"))?;
-            Ok(Outcome::with(
-                format!("OVP: {v}V"),
-                json!({ "ovp_limit": reading(&v) }),
-            ))
+            Ok(Outcome::read("OVP", &v, "V", "ovp_limit"))
         }
         Action::Ocp(None) => {
             let a = session.query(&format!(":OUTP:OCP:VAL? {ch}"))?;
-            Ok(Outcome::with(
-                format!("OCP: {a}A"),
-                json!({ "ocp_limit": reading(&a) }),
-            ))
+            Ok(Outcome::read("OCP", &a, "A", "ocp_limit"))
         }
         Action::Enable => {
             checked(session, &format!(":OUTP {ch},ON"))?;
