@@ -11,6 +11,10 @@ use crate::server::Limits;
 /// lagerd: the lager box daemon. Serves box locks, status and (later) the
 /// script runner and instruments on every --listen address.
 #[derive(FromArgs)]
+#[argh(
+    note = "`lagerd python-path [--state-dir DIR]` prints the PYTHONPATH that gives a box\n\
+            shell the lager package test scripts import, and the installed wheels."
+)]
 pub struct Args {
     /// address to serve, host:port, repeatable; port 0 picks a free one
     /// (default: 0.0.0.0:9000 and 0.0.0.0:5000)
