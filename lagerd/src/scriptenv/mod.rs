@@ -217,6 +217,29 @@ mod tests {
         );
     }
 
+    /// The package sends only actions lagerd knows (its `actions.py` is
+    /// the one place it names them).
+    #[test]
+    fn the_packages_actions_are_lagerds() {
+        use crate::instruments::actions::{parse, ActionError, LIMITS_2281S};
+        let source = PACKAGE.iter().find(|(n, _)| *n == "actions.py").unwrap().1;
+        let mut checked = 0;
+        for (kind, battery) in [("supply", false), ("battery", true)] {
+            let start = source.find(&format!("\"{kind}\": frozenset({{")).unwrap();
+            let block = &source[start..start + source[start..].find("})").unwrap()];
+            let names = block.split('"').skip(3).step_by(2);
+            for name in names {
+                let parsed = parse(battery, name, &serde_json::Map::new(), &LIMITS_2281S);
+                assert!(
+                    !matches!(parsed, Err(ActionError::Unknown(_))),
+                    "{kind} action {name:?} of lager/actions.py is unknown to lagerd"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 28, "only {checked} actions found in actions.py");
+    }
+
     #[test]
     fn the_package_is_written_once_whole_and_old_ones_go() {
         let state = temp("package");
