@@ -62,6 +62,7 @@ impl ScriptEnv {
     pub fn open(state_dir: &Path, python: &str, listeners: &[SocketAddr]) -> io::Result<ScriptEnv> {
         let root = state_dir.join("python");
         fs::create_dir_all(&root)?;
+        readable(&root, 0o755)?;
         let package = install_package(&root)?;
         let site = wheels::open_site(&root)?;
         Ok(ScriptEnv {
@@ -143,12 +144,15 @@ fn install_package(root: &Path) -> io::Result<PathBuf> {
         let _ = fs::remove_dir_all(&temp);
         fs::create_dir_all(temp.join("lager"))?;
         for (file, text) in PACKAGE {
-            fs::write(temp.join("lager").join(file), text)?;
+            let path = temp.join("lager").join(file);
+            fs::write(&path, text)?;
+            readable(&path, 0o644)?;
         }
-        fs::write(
-            temp.join("VERSION"),
-            format!("lagerd {}\n", common::VERSION),
-        )?;
+        let stamp = temp.join("VERSION");
+        fs::write(&stamp, format!("lagerd {}\n", common::VERSION))?;
+        readable(&stamp, 0o644)?;
+        readable(&temp.join("lager"), 0o755)?;
+        readable(&temp, 0o755)?;
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
         }
@@ -170,6 +174,13 @@ fn install_package(root: &Path) -> io::Result<PathBuf> {
         }
     }
     Ok(dir)
+}
+
+/// The package is no secret: a box shell's user reads it too (`lagerd
+/// python-path`), whatever lagerd's umask (the systemd unit's is 0027).
+fn readable(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 /// A URL jobs can reach: a loopback listener if there is one, else a
@@ -245,6 +256,8 @@ mod tests {
         let state = temp("package");
         let root = state.join("python");
         fs::create_dir_all(root.join("lager-0.0.1-old/lager")).unwrap();
+        // As a restrictive umask would have left it.
+        readable(&root, 0o700).unwrap();
         let env = ScriptEnv::open(&state, "python3", &[]).unwrap();
         let dir = env.package_dir().to_path_buf();
         assert!(dir.starts_with(&root));
@@ -255,6 +268,13 @@ mod tests {
         assert!(fs::read_to_string(dir.join("VERSION"))
             .unwrap()
             .contains(common::VERSION));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            (mode(&root), mode(&dir), mode(&dir.join("lager/net.py"))),
+            (0o755, 0o755, 0o644),
+            "readable from a box shell"
+        );
         assert!(!root.join("lager-0.0.1-old").exists());
         // A damaged file is put right at the next start.
         fs::write(dir.join("lager/net.py"), "broken").unwrap();
