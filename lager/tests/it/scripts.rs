@@ -899,7 +899,12 @@ fn a_modules_requirements_install_into_the_same_site_dir_once() {
     let module = b.cli.work_dir().join("module");
     std::fs::create_dir_all(&module).unwrap();
     make_wheel(&module, "req_helper", "1.5", "VALUE = 15\n");
-    std::fs::write(module.join("requirements.txt"), "req_helper==1.5\n").unwrap();
+    // Offline, as on an air-gapped box: the wheel ships in the module.
+    std::fs::write(
+        module.join("requirements.txt"),
+        "--no-index\nreq_helper==1.5\n",
+    )
+    .unwrap();
     std::fs::write(
         module.join("main.py"),
         "import req_helper\nprint('value', req_helper.VALUE)\n",
