@@ -215,6 +215,11 @@ impl ScriptEnv {
     /// Removes one package, by (normalized) name.
     pub fn uninstall_wheel(&self, name: &str) -> Result<Installed, WheelError> {
         let name = common::wheel::normalize(name.trim());
+        if name.is_empty() {
+            return Err(WheelError::BadUpload(
+                "name is required: the package to uninstall".into(),
+            ));
+        }
         let Some((_, version, _)) = dists(&self.site_dir())
             .into_iter()
             .find(|(n, _, _)| *n == name)
