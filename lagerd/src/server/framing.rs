@@ -63,19 +63,20 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Bad> {
     let window = &buf[..buf.len().min(HEAD_MAX)];
     let mut fields = [httparse::EMPTY_HEADER; HEADERS_MAX];
     let mut request = httparse::Request::new(&mut fields);
-    let parsed = request.parse(window);
     // httparse takes a bare LF as a line end; RFC 9112 §2.2 lets a server
     // do that, we do not (a bare LF inside a field is how requests are
-    // smuggled past a proxy that reads lines differently).
-    let scanned = match parsed {
-        Ok(httparse::Status::Complete(end)) => &window[..end],
-        _ => window,
-    };
-    if has_bare_lf(scanned) {
-        return Err(bad("bare LF in the request head (lines end with CRLF)"));
-    }
+    // smuggled past a proxy that reads lines differently). httparse sees
+    // the bytes before the first bare LF: a head complete before it is
+    // fine, any other fault before it wins, else the bare LF is the fault.
+    // So the answer depends on the first fault only, not on how much of
+    // the rest has arrived.
+    let bare_lf = first_bare_lf(window);
+    let parsed = request.parse(&window[..bare_lf.unwrap_or(window.len())]);
     let end = match parsed {
         Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) if bare_lf.is_some() => {
+            return Err(bad("bare LF in the request head (lines end with CRLF)"))
+        }
         Ok(httparse::Status::Partial) if buf.len() >= HEAD_MAX => {
             return Err(Bad {
                 status: 431,
@@ -214,11 +215,11 @@ fn parse_length(value: &str) -> Result<u64, Bad> {
     value.parse().map_err(|_| bad("invalid Content-Length"))
 }
 
-fn has_bare_lf(bytes: &[u8]) -> bool {
+fn first_bare_lf(bytes: &[u8]) -> Option<usize> {
     bytes
         .iter()
         .enumerate()
-        .any(|(at, b)| *b == b'\n' && (at == 0 || bytes[at - 1] != b'\r'))
+        .position(|(at, b)| *b == b'\n' && (at == 0 || bytes[at - 1] != b'\r'))
 }
 
 /// Decodes a request body, `Content-Length` or chunked, from the bytes that
@@ -335,14 +336,12 @@ impl BodyDecoder {
                 // fields (read and dropped), bounded like a head.
                 let window = &input[..input.len().min(TRAILERS_MAX)];
                 let mut fields = [httparse::EMPTY_HEADER; 16];
-                let parsed = httparse::parse_headers(window, &mut fields);
-                let scanned = match parsed {
-                    Ok(httparse::Status::Complete((end, _))) => &window[..end],
-                    _ => window,
-                };
-                if has_bare_lf(scanned) {
-                    return Err(bad("bare LF in the trailer section"));
-                }
+                // As for the head: the first fault decides.
+                let bare_lf = first_bare_lf(window);
+                let parsed = httparse::parse_headers(
+                    &window[..bare_lf.unwrap_or(window.len())],
+                    &mut fields,
+                );
                 match parsed {
                     Ok(httparse::Status::Complete((end, _))) => {
                         self.state = State::Done;
@@ -350,6 +349,9 @@ impl BodyDecoder {
                             consumed: end,
                             data: 0..0,
                         })
+                    }
+                    Ok(httparse::Status::Partial) if bare_lf.is_some() => {
+                        Err(bad("bare LF in the trailer section"))
                     }
                     Ok(httparse::Status::Partial) if input.len() >= TRAILERS_MAX => {
                         Err(TRAILERS_TOO_LARGE)
