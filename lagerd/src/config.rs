@@ -150,13 +150,18 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
         let token = args.token_file.map(read_token).transpose()?;
-        let mut limits = Limits::default();
+        let mut limits = Limits {
+            // Large uploads are spooled next to the state, on disk (not
+            // /tmp, which is RAM on many boxes).
+            spool_dir: Some(state_dir.clone()),
+            ..Limits::default()
+        };
         if let Some(max) = args.max_connections {
             limits.max_connections = max.max(1);
         }
         if let Some(millis) = args.head_timeout_ms {
             limits.head_timeout = std::time::Duration::from_millis(millis.max(1));
-            limits.read_timeout = limits.read_timeout.min(limits.head_timeout);
+            limits.body_timeout = limits.body_timeout.min(limits.head_timeout);
         }
         Ok(Config {
             listen,

@@ -208,7 +208,7 @@ impl Api {
             "/python/attach" if post => {
                 let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
                 Ok(framed_stream(Box::new(move |out, client| {
-                    manage::follow(&run_dir, out, client)
+                    manage::follow(&run_dir, out, &|| client.gone())
                 })))
             }
             "/python/continue" if post => ok(self.runner.resume(&runner_body(&request.body)?)?),
@@ -327,7 +327,7 @@ impl Api {
             Started::Attached(job) => {
                 let runner = self.runner.clone();
                 Ok(framed_stream(Box::new(move |out, client| {
-                    job.stream(out, client, &runner.quiesce)
+                    job.stream(out, &|| client.gone(), &runner.quiesce)
                 })))
             }
         }
@@ -378,7 +378,12 @@ impl Api {
             Ok(stream) => Ok(Response {
                 status: 200,
                 headers: vec![("Content-Type", "application/x-ndjson".into())],
-                body: Body::Stream(Box::new(move |out, client| stream.run(out, client))),
+                body: Body::Stream(Box::new(move |out, client| {
+                    // The registry may ask from other threads; a `Client`
+                    // answers "gone" for good once its connection closed.
+                    let client = client.clone();
+                    stream.run(out, Arc::new(move || client.gone()))
+                })),
             }),
         }
     }

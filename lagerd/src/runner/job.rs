@@ -24,7 +24,6 @@ use serde_json::json;
 
 use super::Quiesce;
 use crate::fsutil::{self, Durability};
-use crate::server::Client;
 
 /// File name of the per-run FIFO behind `LAGER_OUTPUT_CHANNEL`.
 pub const OUTPUT_CHANNEL: &str = "lager_output_channel";
@@ -246,7 +245,7 @@ impl Job {
     pub fn stream(
         mut self,
         out: &mut dyn Write,
-        client: &Client,
+        client_gone: &dyn Fn() -> bool,
         quiesce: &Quiesce,
     ) -> io::Result<()> {
         let mut frames = Vec::with_capacity(256 * 1024);
@@ -296,7 +295,7 @@ impl Job {
             }
             if last_probe.elapsed() >= PROBE_EVERY {
                 last_probe = Instant::now();
-                if client.gone() {
+                if client_gone() {
                     info!("run {}: client disconnected; reaping the job", self.id);
                     self.reap_abandoned(quiesce);
                     return Err(io::ErrorKind::ConnectionAborted.into());

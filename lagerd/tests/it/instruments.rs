@@ -382,7 +382,7 @@ impl Ndjson {
             .unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nLager-Holder: {holder}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: lagerd\r\nLager-Holder: {holder}\r\n\r\n"
         )
         .unwrap();
         let mut reader = BufReader::new(stream);

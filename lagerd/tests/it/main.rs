@@ -6,6 +6,7 @@ mod bad_input;
 mod concurrency;
 mod crash;
 mod diagnose;
+mod http_framing;
 mod instruments;
 mod lifecycle;
 mod runner;
