@@ -27,6 +27,10 @@ pub struct Args {
     /// every request that is not a GET
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// require "Authorization: Bearer <token>" on GET /metrics, the token
+    /// read from this file (kept out of the process list, like --token-file)
+    #[argh(option)]
+    pub metrics_token: Option<PathBuf>,
     /// refuse runner and instrument requests from anyone but the lock holder
     #[argh(switch)]
     pub enforce_locks: bool,
@@ -71,6 +75,7 @@ pub struct Config {
     pub instrument_timeout: std::time::Duration,
     pub sim: bool,
     pub token: Option<String>,
+    pub metrics_token: Option<String>,
     pub enforce_locks: bool,
     pub limits: Limits,
 }
@@ -111,7 +116,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::TokenFile { path, why } => write!(
                 f,
-                "token file {}: {why}; put the bearer token in it or drop --token-file",
+                "token file {}: {why}; put the bearer token in it, or drop the option that names it",
                 path.display()
             ),
             StartError::StateDir { path, err } => write!(
@@ -153,6 +158,7 @@ impl Config {
             })
             .unwrap_or_else(|| PathBuf::from("/etc/lager"));
         let token = args.token_file.map(read_token).transpose()?;
+        let metrics_token = args.metrics_token.map(read_token).transpose()?;
         let mut limits = Limits::default();
         if let Some(max) = args.max_connections {
             limits.max_connections = max.max(1);
@@ -175,6 +181,7 @@ impl Config {
             ),
             sim: args.sim,
             token,
+            metrics_token,
             enforce_locks: args.enforce_locks,
             limits,
         })

@@ -32,6 +32,7 @@ use crate::sim::{Kind, Simulator};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(config: Config) -> Result<(), StartError> {
+    crate::metrics::mark_start();
     raise_fd_limit();
     let lock_box = LockBox::open(&config.state_dir, Arc::new(SystemClock))
         .map(Arc::new)
@@ -84,6 +85,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         serial,
         enforce_locks: config.enforce_locks,
         token: config.token,
+        metrics_token: config.metrics_token,
     };
     let runner = Arc::new(Runner::new(RunnerConfig::from_env(
         &config.state_dir,
@@ -132,7 +134,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         instruments,
     };
     let api = Arc::new(Api::new(parts, info));
-    let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
+    let server = Server::start(listeners, api.clone(), config.limits).map_err(StartError::Io)?;
+    api.count_connections(server.connections());
     info!(
         "lagerd {} serving state dir {}",
         common::VERSION,

@@ -247,6 +247,11 @@ impl Server {
         })
     }
 
+    /// The count of open connections (`lagerd_http_connections`).
+    pub fn connections(&self) -> Arc<AtomicUsize> {
+        self.shared.open.clone()
+    }
+
     /// Stops accepting, closes idle connections, lets requests in flight
     /// finish (up to `grace`), then returns.
     pub fn stop(mut self, grace: Duration) {

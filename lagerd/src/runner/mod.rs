@@ -5,6 +5,7 @@
 //! `archive.rs` unpacks modules.
 
 pub mod archive;
+pub mod board;
 pub mod job;
 pub mod manage;
 
@@ -245,6 +246,8 @@ pub enum Started {
 pub struct Runner {
     pub config: RunnerConfig,
     pub quiesce: Quiesce,
+    /// Jobs for the status page.
+    pub board: board::Board,
     work_seq: AtomicU64,
 }
 
@@ -253,6 +256,7 @@ impl Runner {
         Runner {
             config,
             quiesce: Quiesce::default(),
+            board: board::Board::default(),
             work_seq: AtomicU64::new(0),
         }
     }
@@ -302,8 +306,9 @@ impl Runner {
                     Ok(())
                 });
             }
-            let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
+            let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
             let pid = job.pid();
+            job.track(self.board.add(&id, pid, true));
             info!("run {id}: detached as pid {pid}");
             job::run_detached(job, run_dir);
             return Ok(Started::Detached { pid, id });
@@ -317,8 +322,9 @@ impl Runner {
             }
             secs => Some(Duration::from_secs(secs)),
         };
-        let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
+        let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
         info!("run {id}: started as pid {}", job.pid());
+        job.track(self.board.add(&id, job.pid(), false));
         Ok(Started::Attached(job))
     }
 
@@ -485,7 +491,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         return "localhost".into();
