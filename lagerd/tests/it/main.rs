@@ -8,6 +8,7 @@ mod crash;
 mod diagnose;
 mod instruments;
 mod lifecycle;
+mod metrics;
 mod runner;
 
 use std::net::SocketAddr;
