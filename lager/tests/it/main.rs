@@ -10,6 +10,7 @@ mod boxes;
 mod defaults;
 mod deploy;
 mod diagnose;
+mod fleet;
 mod hello;
 mod instruments;
 mod lock;
