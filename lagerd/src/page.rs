@@ -95,7 +95,7 @@ fn render_nets(out: &mut String, nets: &Value, state: &Value) {
         out.push_str("<div class=\"dim\">no nets (add one: lager nets add)</div></section>\n");
         return;
     };
-    out.push_str("<table><tr><th>net</th><th>role</th><th>health</th><th>reading</th></tr>\n");
+    out.push_str("<table><tr><th>net</th><th>health</th><th>reading</th></tr>\n");
     for net in nets {
         let name = net["name"].as_str().unwrap_or_default();
         let role = net["role"].as_str().unwrap_or_default();
@@ -114,7 +114,7 @@ fn render_nets(out: &mut String, nets: &Value, state: &Value) {
             String::new()
         };
         out.push_str(&format!(
-            "<tr class=\"net\" data-net=\"{0}\"><td>{0}<div class=\"dim\">{2}</div></td><td>{1}</td><td>{3}</td><td>{4}</td></tr>\n",
+            "<tr class=\"net\" data-net=\"{0}\"><td>{0}<div class=\"dim\">{1} · {2}</div></td><td>{3}</td><td>{4}</td></tr>\n",
             escape(name),
             escape(role),
             text(&net["instrument"]),

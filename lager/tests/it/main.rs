@@ -14,6 +14,7 @@ mod fleet;
 mod hello;
 mod instruments;
 mod lock;
+mod page;
 mod python;
 
 use std::net::{SocketAddr, TcpListener};
