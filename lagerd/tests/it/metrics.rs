@@ -469,3 +469,31 @@ fn issue16_metrics_token_guards_only_the_scrape() {
     assert_eq!(request(addr, "GET", "/lock", None).status, 200);
     assert_eq!(request(addr, "GET", "/", None).status, 200);
 }
+
+/// The example scrape config and alert rules in `image/prometheus/` are
+/// valid, and each alert fires on the series lagerd exports (promtool's
+/// own rule unit tests, `lager-alerts.test.yml`).
+#[test]
+fn issue16_example_prometheus_config_and_alerts_hold() {
+    let dir = workspace().join("image/prometheus");
+    for args in [
+        &["check", "config", "prometheus.yml"][..],
+        &["check", "rules", "lager-alerts.yml"],
+        &["test", "rules", "lager-alerts.test.yml"],
+    ] {
+        let out = match Command::new("promtool").args(args).current_dir(&dir).output() {
+            Ok(out) => out,
+            Err(e) if !required() => {
+                eprintln!("SKIPPED promtool {args:?}: {e}");
+                return;
+            }
+            Err(e) => panic!("promtool is required (LAGER_REQUIRE_PROMETHEUS): {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
