@@ -18,11 +18,11 @@
 //!    instant before the cancel. A grant that arrives after the winner is
 //!    released at once.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::holder::{format_lock_user, lock_scope};
@@ -119,6 +119,52 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// Results from worker threads, in arrival order: a mutex and a condvar
+/// rather than `mpsc`, whose code per item type costs the size-budgeted
+/// `lager` binary several KiB.
+struct Inbox<T> {
+    state: Mutex<(VecDeque<T>, usize)>,
+    ready: Condvar,
+}
+
+impl<T> Inbox<T> {
+    /// An inbox fed by `senders` threads, each calling [`Inbox::done`] last.
+    fn new(senders: usize) -> Inbox<T> {
+        Inbox {
+            state: Mutex::new((VecDeque::new(), senders)),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<T>, usize)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put(&self, item: T) {
+        self.lock().0.push_back(item);
+        self.ready.notify_all();
+    }
+
+    fn done(&self) {
+        self.lock().1 -= 1;
+        self.ready.notify_all();
+    }
+
+    /// The next item; `None` once every sender is done and all is taken.
+    fn next(&self) -> Option<T> {
+        let mut state = self.lock();
+        loop {
+            if let Some(item) = state.0.pop_front() {
+                return Some(item);
+            }
+            if state.1 == 0 {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
 /// What probing one box found.
 #[derive(Debug)]
 enum Probe {
@@ -171,14 +217,12 @@ pub fn pick(
     }
     let started = Instant::now();
     let candidates = Arc::new(candidates);
-    let (events, inbox) = mpsc::channel();
-    spawn_probes(&candidates, want, holder, &events);
-    drop(events);
+    let inbox = spawn_probes(&candidates, want, holder);
 
     // Step 2: lock the first free answer, one request at a time.
     let mut held = Vec::new();
     let (mut busy, mut unfit, mut dead) = (0, 0, 0);
-    for (index, probe) in inbox.iter() {
+    while let Some((index, probe)) = inbox.next() {
         let candidate = &candidates[index];
         match &probe {
             Probe::Held(who) => log::info!("{}: locked by {who}", candidate.name),
@@ -253,29 +297,32 @@ fn spawn_probes(
     candidates: &Arc<Vec<Candidate>>,
     want: &Want,
     holder: &Holder,
-    events: &Sender<(usize, Probe)>,
-) {
+) -> Arc<Inbox<(usize, Probe)>> {
+    let threads = candidates.len().min(MAX_PROBE_THREADS);
+    let inbox = Arc::new(Inbox::new(threads));
     let next = Arc::new(AtomicUsize::new(0));
-    for _ in 0..candidates.len().min(MAX_PROBE_THREADS) {
-        let (candidates, next, events) = (candidates.clone(), next.clone(), events.clone());
+    for _ in 0..threads {
+        let (candidates, next, events) = (candidates.clone(), next.clone(), inbox.clone());
         let (want, holder) = (want.clone(), holder.clone());
         let spawned = std::thread::Builder::new()
             .name("lager-pick".into())
             .stack_size(256 * 1024)
-            .spawn(move || loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(candidate) = candidates.get(index) else {
-                    break;
-                };
-                let probe = probe(candidate, &want, &holder);
-                if events.send((index, probe)).is_err() {
-                    break;
+            .spawn(move || {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(candidate) = candidates.get(index) else {
+                        break;
+                    };
+                    events.put((index, probe(candidate, &want, &holder)));
                 }
+                events.done();
             });
         if let Err(e) = spawned {
             log::warn!("cannot start a probe thread: {e}");
+            inbox.done();
         }
     }
+    inbox
 }
 
 fn probe(candidate: &Candidate, want: &Want, holder: &Holder) -> Probe {
@@ -419,24 +466,27 @@ fn queue_on(
         cancelled: AtomicBool::new(false),
         sockets: Mutex::new(Vec::new()),
     });
-    let (grants, inbox) = mpsc::channel();
+    let grants = Arc::new(Inbox::new(held.len()));
     let mut threads = Vec::new();
     for &index in held {
-        let (all, shared, grants) = (candidates.clone(), shared.clone(), grants.clone());
+        let (all, shared, inbox) = (candidates.clone(), shared.clone(), grants.clone());
         let holder = holder.clone();
         let spawned = std::thread::Builder::new()
             .name("lager-queue".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                wait_in_queue(&all[index], index, &holder, deadline, &shared, &grants);
+                wait_in_queue(&all[index], index, &holder, deadline, &shared, &inbox);
+                inbox.done();
             });
         match spawned {
             Ok(thread) => threads.push(thread),
-            Err(e) => log::warn!("cannot queue on {}: {e}", candidates[index].name),
+            Err(e) => {
+                log::warn!("cannot queue on {}: {e}", candidates[index].name);
+                grants.done();
+            }
         }
     }
-    drop(grants);
-    let won = inbox.recv().ok();
+    let won = grants.next();
     // Cancel every other queued request: lagerd drops a waiter whose
     // socket closed, and each thread releases what it may have been given.
     shared.cancelled.store(true, Ordering::SeqCst);
@@ -474,7 +524,7 @@ fn wait_in_queue(
     holder: &Holder,
     deadline: Instant,
     shared: &Queueing,
-    grants: &Sender<(usize, Value)>,
+    grants: &Inbox<(usize, Value)>,
 ) {
     let client = candidate.target.lock_client();
     loop {
@@ -495,7 +545,7 @@ fn wait_in_queue(
                     .compare_exchange(usize::MAX, index, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok();
                 if first {
-                    let _ = grants.send((index, record));
+                    grants.put((index, record));
                     return;
                 }
                 log::info!(
