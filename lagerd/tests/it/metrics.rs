@@ -481,7 +481,11 @@ fn issue16_example_prometheus_config_and_alerts_hold() {
         &["check", "rules", "lager-alerts.yml"],
         &["test", "rules", "lager-alerts.test.yml"],
     ] {
-        let out = match Command::new("promtool").args(args).current_dir(&dir).output() {
+        let out = match Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+        {
             Ok(out) => out,
             Err(e) if !required() => {
                 eprintln!("SKIPPED promtool {args:?}: {e}");

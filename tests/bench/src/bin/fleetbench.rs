@@ -250,11 +250,7 @@ fn run(args: Args) -> Result<(), BenchError> {
     // Dead boxes spread evenly through the inventory, refusing and
     // hanging in turn.
     let total = args.live + args.dead;
-    let stride = if args.dead == 0 {
-        usize::MAX
-    } else {
-        total / args.dead
-    };
+    let stride = total.checked_div(args.dead).unwrap_or(usize::MAX);
     let mut dead_ports = refusing
         .iter()
         .map(|(port, _)| *port)
