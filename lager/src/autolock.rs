@@ -539,6 +539,31 @@ pub fn engage(
             return Err(e);
         }
     };
+    arm(&mut slot, client, holder, settings, label, &acquisition);
+    Ok(acquisition)
+}
+
+/// Arms the guard for a lock taken by [`crate::pick`] (`--box any:…`),
+/// exactly as if [`engage`] had acquired it: heartbeat, release at exit.
+pub fn adopt(
+    client: &Client,
+    holder: &str,
+    settings: &LockSettings,
+    label: &str,
+    acquisition: &Acquisition,
+) {
+    crate::signals::install(on_signal);
+    arm(&mut guard(), client, holder, settings, label, acquisition);
+}
+
+fn arm(
+    slot: &mut Option<Held>,
+    client: &Client,
+    holder: &str,
+    settings: &LockSettings,
+    label: &str,
+    acquisition: &Acquisition,
+) {
     let record_ttl = acquisition
         .record
         .as_ref()
@@ -552,7 +577,7 @@ pub fn engage(
     };
     if acquisition.state == AcquireState::Unreachable {
         *slot = None;
-        return Ok(acquisition);
+        return;
     }
     let sink: WarnSink = Arc::new(|text: &str| output::warn(text));
     let heartbeat = heartbeat_ttl.map(|ttl| {
@@ -571,7 +596,6 @@ pub fn engage(
         heartbeat,
         release: acquisition.state == AcquireState::Acquired,
     });
-    Ok(acquisition)
 }
 
 /// Releases the process's lock, at most once: stops the heartbeat, then

@@ -56,6 +56,19 @@ pub enum CliError {
         /// Seconds waited before giving up, when a wait was requested.
         waited_secs: Option<u64>,
     },
+    /// `--any` / `any:PATTERN` (fleet.md §3): no saved box matches the pool.
+    NoCandidate {
+        pool: String,
+    },
+    /// `--any` / `any:PATTERN`: every matching box was held, unfit or dead.
+    NoFreeBox {
+        pool: String,
+        busy: usize,
+        unfit: usize,
+        unreachable: usize,
+        /// Seconds waited in the queues, when a wait was asked for.
+        waited_secs: Option<u64>,
+    },
     /// `lager boxes lock` got 409 (locking.md B.9).
     AlreadyLocked {
         display: String,
@@ -255,6 +268,29 @@ impl fmt::Display for CliError {
                     writeln!(f, "Gave up after waiting {secs}s.")?;
                 }
                 write!(f, "{}", force_hint(display))
+            }
+            CliError::NoCandidate { pool } => write!(
+                f,
+                "Error: No saved box matches '{pool}'. See them with: lager boxes"
+            ),
+            CliError::NoFreeBox {
+                pool,
+                busy,
+                unfit,
+                unreachable,
+                waited_secs,
+            } => {
+                write!(
+                    f,
+                    "Error: No free box matches '{pool}' ({busy} busy, {unfit} without the nets asked for, {unreachable} unreachable)"
+                )?;
+                match waited_secs {
+                    Some(secs) => write!(f, "\nGave up after waiting {secs}s."),
+                    None => write!(
+                        f,
+                        "\nWait for one with --wait SECONDS, or see who holds them: lager boxes"
+                    ),
+                }
             }
             CliError::AlreadyLocked {
                 display,

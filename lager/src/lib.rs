@@ -13,6 +13,7 @@ pub mod errmap;
 pub mod error;
 pub mod identity;
 pub mod output;
+pub mod pick;
 pub mod signals;
 pub mod skew;
 
@@ -50,6 +51,18 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
             user,
             json,
         } => cmd::boxes::lock(&box_name, user.as_deref(), json),
+        Command::BoxesLockAny {
+            pool,
+            nets,
+            wait_secs,
+            user,
+            json,
+        } => cmd::boxes::lock_any(
+            pick::Want { pool, nets },
+            std::time::Duration::from_secs(wait_secs),
+            user.as_deref(),
+            json,
+        ),
         Command::BoxesUnlock {
             box_name,
             force,

@@ -31,6 +31,10 @@ pub struct Args {
     /// every request that is not a GET
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// require "Authorization: Bearer <token>" on GET /metrics, the token
+    /// read from this file (kept out of the process list, like --token-file)
+    #[argh(option)]
+    pub metrics_token: Option<PathBuf>,
     /// refuse runner and instrument requests from anyone but the lock holder
     #[argh(switch)]
     pub enforce_locks: bool,
@@ -75,6 +79,7 @@ pub struct Config {
     pub instrument_timeout: std::time::Duration,
     pub sim: bool,
     pub token: Option<String>,
+    pub metrics_token: Option<String>,
     pub enforce_locks: bool,
     pub limits: Limits,
 }
@@ -115,7 +120,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::TokenFile { path, why } => write!(
                 f,
-                "token file {}: {why}; put the bearer token in it or drop --token-file",
+                "token file {}: {why}; put the bearer token in it, or drop the option that names it",
                 path.display()
             ),
             StartError::StateDir { path, err } => write!(
@@ -156,6 +161,7 @@ impl Config {
             spool_dir: Some(state_dir.clone()),
             ..Limits::default()
         };
+        let metrics_token = args.metrics_token.map(read_token).transpose()?;
         if let Some(max) = args.max_connections {
             limits.max_connections = max.max(1);
         }
@@ -177,6 +183,7 @@ impl Config {
             ),
             sim: args.sim,
             token,
+            metrics_token,
             enforce_locks: args.enforce_locks,
             limits,
         })

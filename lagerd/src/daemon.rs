@@ -33,6 +33,7 @@ use crate::sim::{Kind, Simulator};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(config: Config) -> Result<(), StartError> {
+    crate::metrics::mark_start();
     raise_fd_limit();
     let lock_box = LockBox::open(&config.state_dir, Arc::new(SystemClock))
         .map(Arc::new)
@@ -85,6 +86,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         serial,
         enforce_locks: config.enforce_locks,
         token: config.token,
+        metrics_token: config.metrics_token,
     };
     let runner_config = RunnerConfig::from_env(&config.state_dir, &config.proc_root);
     // The `lager` package for scripts, on every job's path (scripts.md §1).
@@ -142,7 +144,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         instruments,
     };
     let api = Arc::new(Api::new(parts, info));
-    let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
+    let server = Server::start(listeners, api.clone(), config.limits).map_err(StartError::Io)?;
+    api.count_connections(server.connections());
     info!(
         "lagerd {} serving state dir {}",
         common::VERSION,

@@ -3,9 +3,11 @@
 //! two-implementation drift of the Python system cannot recur.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use common::holder::lock_scope;
+use common::holder::{format_lock_user, lock_scope};
 use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
@@ -14,6 +16,7 @@ use crate::diagnose::Diagnose;
 use crate::health::Health;
 use crate::instruments::Instruments;
 use crate::lockbox::{LockBox, LockError};
+use crate::metrics;
 use crate::multipart;
 use crate::nets::Nets;
 use crate::runner::callers::{constant_time_eq, Caller};
@@ -36,6 +39,8 @@ pub struct BoxInfo {
     pub serial: Option<crate::sim::serial::SerialSimulator>,
     pub enforce_locks: bool,
     pub token: Option<String>,
+    /// `--metrics-token`: the bearer token `GET /metrics` requires.
+    pub metrics_token: Option<String>,
 }
 
 pub struct Api {
@@ -46,6 +51,8 @@ pub struct Api {
     health: Arc<Health>,
     instruments: Arc<Instruments>,
     info: BoxInfo,
+    /// The server's open-connection count, once it runs (`/metrics`).
+    connections: OnceLock<Arc<AtomicUsize>>,
 }
 
 /// The parts behind the routes, each owning its own state.
@@ -172,7 +179,13 @@ impl Api {
             health,
             instruments,
             info,
+            connections: OnceLock::new(),
         }
+    }
+
+    /// Gives `/metrics` the server's open-connection count.
+    pub fn count_connections(&self, open: Arc<AtomicUsize>) {
+        let _ = self.connections.set(open);
     }
 
     fn route(&self, request: &Request, client: &Client) -> Result<Response, ApiError> {
@@ -298,8 +311,13 @@ impl Api {
                     .map_err(|_| ApiError::NoVersionFile)?;
                 ok(serde_json::from_slice(&text).map_err(|_| ApiError::NoVersionFile)?)
             }
+            "/metrics" if get => self.metrics(request),
+            "/" if get => Ok(self.page(request)),
+            "/overview" if get => ok(self.overview()),
             "/lock" | "/lock/heartbeat" | "/unlock" | "/status" | "/health" | "/version"
-            | "/hello" | "/cli-version" => Err(ApiError::MethodNotAllowed),
+            | "/hello" | "/cli-version" | "/metrics" | "/" | "/overview" => {
+                Err(ApiError::MethodNotAllowed)
+            }
             _ => Err(ApiError::NotFound),
         }
     }
@@ -370,9 +388,10 @@ impl Api {
             .map(str::to_string)
             .unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
         let interval = request.query_param("interval");
+        let observe = request.query_param("observe").as_deref() == Some("1");
         match self
             .instruments
-            .monitor(battery, &name, interval.as_deref(), holder)
+            .monitor(battery, &name, interval.as_deref(), holder, observe)
         {
             Err(refused) => Ok(answer(refused)),
             Ok(stream) => Ok(Response {
@@ -419,6 +438,129 @@ impl Api {
         self.runner.callers.find(token.trim())
     }
 
+    /// `GET /metrics` (fleet.md §1): read from each part's cheap accessor;
+    /// nothing here touches an instrument, the lock file's flock or a job.
+    fn metrics(&self, request: &Request) -> Result<Response, ApiError> {
+        if let Some(token) = &self.info.metrics_token {
+            if !bearer_matches(request, token) {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        let lock = self.lock_box.snapshot();
+        let health = self.health.report();
+        let sources = metrics::Sources {
+            version: self.version(),
+            lock: metrics::LockGauge {
+                held_by: lock.as_ref().map(|record| {
+                    metrics::holder_class(record.get("holder_type").and_then(Value::as_str))
+                }),
+                held_secs: lock
+                    .as_ref()
+                    .map_or(0.0, |record| self.lock_box.held_secs(record)),
+                queue_length: self.lock_box.queue_length(),
+            },
+            connections: self
+                .connections
+                .get()
+                .map_or(0, |open| open.load(Ordering::Relaxed)),
+            sessions: self.instruments.session_states(),
+            health: health["nets"]
+                .as_array()
+                .map(|nets| {
+                    nets.iter()
+                        .filter_map(|net| {
+                            Some((
+                                net["name"].as_str()?.to_string(),
+                                net["bucket"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(Response {
+            status: 200,
+            headers: vec![("Content-Type", metrics::CONTENT_TYPE.into())],
+            body: Body::Full(metrics::render(&sources).into_bytes()),
+        })
+    }
+
+    /// `GET /`: the status page, or with `?part=main` the part its script
+    /// refreshes.
+    fn page(&self, request: &Request) -> Response {
+        let overview = self.overview();
+        let (html, cache) = if request.query_param("part").as_deref() == Some("main") {
+            (crate::page::render_main(&overview), "no-store")
+        } else {
+            (crate::page::render_page(&overview), "no-cache")
+        };
+        Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "text/html; charset=utf-8".into()),
+                ("Cache-Control", cache.into()),
+                // Belt and braces for "no request to another host".
+                (
+                    "Content-Security-Policy",
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:".into(),
+                ),
+                ("X-Content-Type-Options", "nosniff".into()),
+            ],
+            body: Body::Full(html.into_bytes()),
+        }
+    }
+
+    /// `GET /overview`: what the status page shows, as JSON.
+    fn overview(&self) -> Value {
+        let lock = self.lock_box.snapshot();
+        let held_secs = lock
+            .as_ref()
+            .map_or(0.0, |record| self.lock_box.held_secs(record));
+        let health = self.health.report();
+        let buckets = health["nets"].as_array().cloned().unwrap_or_default();
+        let nets: Vec<Value> = self
+            .nets
+            .list()
+            .iter()
+            .map(|net| {
+                let name = net.get("name").and_then(Value::as_str).unwrap_or_default();
+                let checked = buckets.iter().find(|b| b["name"] == name);
+                json!({
+                    "name": name,
+                    "role": net.get("role"),
+                    "instrument": net.get("instrument"),
+                    "address": net.get("address"),
+                    "bucket": checked.map(|b| b["bucket"].clone()),
+                    "ok": checked.map(|b| b["ok"].clone()),
+                })
+            })
+            .collect();
+        let box_id = std::fs::read_to_string(self.info.state_dir.join("box_id"))
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty());
+        json!({
+            "box": {
+                "name": crate::runner::hostname(),
+                "box_id": box_id,
+                "version": self.version(),
+            },
+            "lock": crate::page::lock_json(lock.as_ref(), held_secs),
+            "queue": self
+                .lock_box
+                .waiters()
+                .iter()
+                .map(|user| format_lock_user(user))
+                .collect::<Vec<_>>(),
+            "health_state": health["state"],
+            "nets": nets,
+            "jobs": self.runner.board.json(),
+            // Issue 15 (serial consoles) fills this at merge: one
+            // `{"net", "status", "tail"}` per uart net.
+            "consoles": [],
+        })
+    }
+
     /// A.10: with `--enforce-locks`, only the holder's scope may proceed.
     fn enforce_lock(&self, holder: Option<&str>) -> Result<(), ApiError> {
         if !self.info.enforce_locks {
@@ -448,12 +590,8 @@ impl Api {
         if matches!(request.method.as_str(), "GET" | "HEAD") {
             return true;
         }
-        let given = request
-            .header("authorization")
-            .and_then(|value| value.strip_prefix("Bearer "));
         // A job's own token stands for the box's (scripts.md §1).
-        given.is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
-            || self.caller(request).is_some()
+        bearer_matches(request, token) || self.caller(request).is_some()
     }
 
     /// The build version, unless install/update stamped `<state-dir>/version`
@@ -516,6 +654,8 @@ impl Service for Api {
     }
 
     fn handle(&self, request: Request, client: &Client) -> Response {
+        let started = Instant::now();
+        let route = metrics::route_index(&request.path);
         let outcome = if self.authorized(&request) {
             self.route(&request, client)
         } else {
@@ -526,10 +666,12 @@ impl Service for Api {
             "{} {} {} -> {}",
             request.peer, request.method, request.path, response.status
         );
+        metrics::request_done(route, response.status, started.elapsed());
         response
     }
 
     fn refusal(&self, status: u16, message: &str, path: Option<&str>) -> Response {
+        metrics::request_refused(metrics::route_index(path.unwrap_or("")), status);
         if path.is_some_and(|p| p.starts_with("/python")) {
             return json_response(status, &json!({ "error": message, "status": "error" }));
         }
@@ -598,6 +740,14 @@ fn json_response(status: u16, value: &Value) -> Response {
         headers: vec![("Content-Type", "application/json".into())],
         body: Body::Full(body),
     }
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn bearer_matches(request: &Request, token: &str) -> bool {
+    request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
 #[cfg(test)]

@@ -464,6 +464,11 @@ impl Server {
         })
     }
 
+    /// The count of open connections (`lagerd_http_connections`).
+    pub fn connections(&self) -> Arc<AtomicUsize> {
+        self.shared.open.clone()
+    }
+
     /// Stops accepting, closes idle connections, lets requests in flight
     /// finish (up to `grace`), then returns. A request in flight is one a
     /// worker serves, or one whose head or body is still arriving.

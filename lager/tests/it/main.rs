@@ -10,9 +10,11 @@ mod boxes;
 mod defaults;
 mod deploy;
 mod diagnose;
+mod fleet;
 mod hello;
 mod instruments;
 mod lock;
+mod page;
 mod python;
 mod scripts;
 

@@ -92,6 +92,17 @@ impl Driver {
         }
     }
 
+    /// Whether the instrument is known to be in the role other than
+    /// `battery`'s (only a 2281S has two).
+    fn in_other_role(self, function: Option<session::Function>, battery: bool) -> bool {
+        let wanted = if battery {
+            session::Function::Battery
+        } else {
+            session::Function::PowerSupply
+        };
+        matches!(self, Driver::Keithley2281S) && function.is_some_and(|f| f != wanted)
+    }
+
     fn run(
         self,
         session: &mut session::Session,
@@ -212,19 +223,28 @@ impl Instruments {
 
     /// `GET /supply|battery/monitor?netname=N&interval=S` (§7, §10): after
     /// the checks, an NDJSON stream of state lines until the client leaves.
+    ///
+    /// An `observe` watch (the status page's) reads without taking the
+    /// role: it is not registered for the cross-role check, so it never
+    /// refuses anyone, and it skips reads while the instrument is known to
+    /// be in the other role, so it never switches or disturbs it.
     pub fn monitor(
         self: &Arc<Self>,
         battery: bool,
         name: &str,
         interval: Option<&str>,
         holder: String,
+        observe: bool,
     ) -> Result<MonitorStream, Answer> {
         let target = self.resolve(name, battery)?;
         let interval = interval
             .and_then(|i| i.trim().parse::<f64>().ok())
             .filter(|i| i.is_finite())
             .map_or(1.0, |i| i.max(0.1));
-        let id = {
+        let id = if observe {
+            // Never registered: `Registration` finds nothing to remove.
+            u64::MAX
+        } else {
             let mut monitors = self.monitors.lock().unwrap_or_else(PoisonError::into_inner);
             // Checked and registered under one lock: two opposite watches
             // started together cannot both pass (the older system's race).
@@ -248,6 +268,7 @@ impl Instruments {
             battery,
             target,
             interval: Duration::from_secs_f64(interval),
+            observe,
         })
     }
 
@@ -260,6 +281,19 @@ impl Instruments {
             "shared_retained"
         };
         json!({"status": "success", "cleared": cleared, "closed": if close { open } else { 0 }, "errors": [], kept: open})
+    }
+
+    /// Every instrument with a session thread and whether its session is
+    /// open (`lagerd_instrument_session_open`).
+    pub fn session_states(&self) -> Vec<(String, bool)> {
+        self.sessions
+            .addresses()
+            .into_iter()
+            .map(|address| {
+                let open = self.sessions.is_open(&address);
+                (address, open)
+            })
+            .collect()
     }
 
     /// `GET /cache/stats` (§5; lagerd reports addresses, never a 500).
@@ -340,6 +374,7 @@ impl Instruments {
         let outcome: Result<_, DriverError> = self
             .sessions
             .run(&address, move |session| driver.run(session, &parsed));
+        crate::metrics::instrument_command(name, command_outcome(&outcome));
         match outcome {
             Ok(done) => {
                 let mut reply = json!({"success": true, "action": action, "message": done.message});
@@ -357,6 +392,25 @@ impl Instruments {
     }
 }
 
+/// `lagerd_instrument_commands_total`'s outcome label for a command.
+fn command_outcome<T>(outcome: &Result<T, DriverError>) -> crate::metrics::CommandOutcome {
+    use crate::metrics::CommandOutcome;
+    use session::SessionError;
+    use transport::TransportError;
+    match outcome {
+        Ok(_) => CommandOutcome::Ok,
+        Err(DriverError::Session(SessionError::Transport(e))) => match e {
+            TransportError::Busy { .. } => CommandOutcome::Busy,
+            TransportError::NoDevice { .. } => CommandOutcome::Nodev,
+            TransportError::Timeout { .. } => CommandOutcome::Timeout,
+            _ => CommandOutcome::Error,
+        },
+        Err(DriverError::Session(SessionError::Locked(_))) => CommandOutcome::Busy,
+        Err(DriverError::Session(SessionError::Deadline { .. })) => CommandOutcome::Timeout,
+        Err(_) => CommandOutcome::Error,
+    }
+}
+
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.
 pub struct MonitorStream {
     instruments: Arc<Instruments>,
@@ -364,6 +418,7 @@ pub struct MonitorStream {
     battery: bool,
     target: Target,
     interval: Duration,
+    observe: bool,
 }
 
 impl MonitorStream {
@@ -402,14 +457,22 @@ impl MonitorStream {
             let tick = Instant::now();
             let action = state.clone();
             let driver = self.target.driver;
-            let outcome: Result<_, DriverError> = self
-                .instruments
-                .sessions
-                .run(&self.target.address, move |session| {
-                    driver.run(session, &action)
-                });
+            let (observe, battery) = (self.observe, self.battery);
+            let outcome: Result<_, DriverError> =
+                self.instruments
+                    .sessions
+                    .run(&self.target.address, move |session| {
+                        if observe && driver.in_other_role(session.function, battery) {
+                            return Ok(None);
+                        }
+                        driver.run(session, &action).map(Some)
+                    });
             let event = match outcome {
-                Ok(done) => json!({"event": "state", "state": done.state}),
+                Ok(Some(done)) => json!({"event": "state", "state": done.state}),
+                Ok(None) => json!({
+                    "event": "idle",
+                    "message": format!("in use as {}", role_name(!battery)),
+                }),
                 Err(e) => json!({"event": "error", "message": e.to_string()}),
             };
             line(out, event)?;

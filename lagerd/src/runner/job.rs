@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::json;
 
+use super::board::Entry;
 use super::Quiesce;
 use crate::fsutil::{self, Durability};
+use crate::metrics::{self, JobOutcome};
 
 /// File name of the per-run FIFO behind `LAGER_OUTPUT_CHANNEL`.
 pub const OUTPUT_CHANNEL: &str = "lager_output_channel";
@@ -166,9 +168,13 @@ pub struct Job {
     started: Instant,
     term_sent: Option<Instant>,
     killed: bool,
+    /// lagerd stopped the job because its client left (§3.2).
+    reaped: bool,
     status: Option<ExitStatus>,
     /// The job's token stays valid as long as the job (`callers.rs`).
     caller: Option<super::callers::CallerGuard>,
+    /// Its line on the status page.
+    entry: Option<Arc<Entry>>,
 }
 
 impl Job {
@@ -223,9 +229,40 @@ impl Job {
             started: Instant::now(),
             term_sent: None,
             killed: false,
+            reaped: false,
             status: None,
             caller: None,
+            entry: None,
         })
+        .inspect(|_| metrics::job_started())
+    }
+
+    /// Lists the job on the status page; its output tail goes there too.
+    pub fn track(&mut self, entry: Arc<Entry>) {
+        self.entry = Some(entry);
+    }
+
+    fn note(&self, chunks: &[(u8, Vec<u8>)]) {
+        if let Some(entry) = &self.entry {
+            entry.append(chunks);
+        }
+    }
+
+    /// How the job ended, for `/metrics` and the status page.
+    fn outcome(&self) -> JobOutcome {
+        if self.reaped || self.entry.as_ref().is_some_and(|e| e.killed()) {
+            return JobOutcome::Killed;
+        }
+        if self.term_sent.is_some() {
+            return JobOutcome::Timeout;
+        }
+        match self.status.map(|status| status.code()) {
+            Some(Some(0)) => JobOutcome::Exit0,
+            Some(Some(_)) => JobOutcome::ExitNonzero,
+            Some(None) => JobOutcome::Signal,
+            // Dropped while still running: lagerd kills it below.
+            None => JobOutcome::Killed,
+        }
     }
 
     /// Keeps the job's token alive until the job is gone.
@@ -260,6 +297,7 @@ impl Job {
                 IDLE_WAIT
             };
             let (chunks, finished) = self.output.take(wait, 256 * 1024);
+            self.note(&chunks);
             encode_frames(&chunks, &mut frames);
             self.output.recycle(chunks);
             if !frames.is_empty() {
@@ -366,6 +404,7 @@ impl Job {
     /// the tree time while it still makes progress, then SIGTERM, SIGKILL.
     fn reap_abandoned(&mut self, quiesce: &Quiesce) {
         let _reaping = quiesce.enter();
+        self.reaped = true;
         let pgid = self.pgid();
         signal_group(pgid, libc::SIGINT);
         let started = Instant::now();
@@ -400,6 +439,12 @@ impl Drop for Job {
     /// Never leak a process group: whatever path dropped the job, the group
     /// dies and the child is reaped. An attached job's work dir goes too.
     fn drop(&mut self) {
+        self.poll_exit();
+        let outcome = self.outcome();
+        metrics::job_finished(outcome);
+        if let Some(entry) = &self.entry {
+            entry.finish(outcome, self.return_code());
+        }
         if self.status.is_none() {
             if let Ok(None) = self.child.try_wait() {
                 signal_group(self.pgid(), libc::SIGKILL);
@@ -452,6 +497,7 @@ pub fn run_detached(mut job: Job, run_dir: PathBuf) {
             let mut frames = Vec::new();
             loop {
                 let (chunks, finished) = job.output.take(Duration::from_millis(200), 256 * 1024);
+                job.note(&chunks);
                 encode_frames(&chunks, &mut frames);
                 job.output.recycle(chunks);
                 if written + (frames.len() as u64) <= LOG_MAX {

@@ -61,6 +61,7 @@ impl Runner {
                 .ok_or_else(|| RunError::Unprocessable(format!("Invalid signal: {value}")))?,
         };
         let _reaping = self.quiesce.enter();
+        self.board.mark_killed(id.as_deref());
         let pids = job_pids(&self.config.proc_root, id.as_deref());
         let what = id.as_deref().unwrap_or("every job");
         if pids.is_empty() {

@@ -5,6 +5,7 @@
 //! `archive.rs` unpacks modules.
 
 pub mod archive;
+pub mod board;
 pub mod callers;
 pub mod job;
 pub mod manage;
@@ -255,6 +256,8 @@ pub struct Runner {
     pub callers: Arc<Callers>,
     /// The `lager` package and the wheels' site dir on every job's path.
     pub script_env: Arc<ScriptEnv>,
+    /// Jobs for the status page.
+    pub board: board::Board,
     work_seq: AtomicU64,
 }
 
@@ -265,6 +268,7 @@ impl Runner {
             quiesce: Quiesce::default(),
             callers: Arc::new(Callers::default()),
             script_env,
+            board: board::Board::default(),
             work_seq: AtomicU64::new(0),
         }
     }
@@ -338,6 +342,7 @@ impl Runner {
             let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
             job.hold(caller);
             let pid = job.pid();
+            job.track(self.board.add(&id, pid, true));
             info!("run {id}: detached as pid {pid}");
             job::run_detached(job, run_dir);
             return Ok(Started::Detached { pid, id });
@@ -354,6 +359,7 @@ impl Runner {
         let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
         job.hold(caller);
         info!("run {id}: started as pid {}", job.pid());
+        job.track(self.board.add(&id, job.pid(), false));
         Ok(Started::Attached(job))
     }
 
@@ -537,7 +543,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         return "localhost".into();

@@ -9,6 +9,7 @@ mod diagnose;
 mod http_framing;
 mod instruments;
 mod lifecycle;
+mod metrics;
 mod runner;
 
 use std::net::SocketAddr;

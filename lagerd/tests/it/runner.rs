@@ -59,7 +59,7 @@ impl Runner {
     }
 }
 
-fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "lagertestboundary7d3f";
     let mut body = Vec::new();
     for (name, data) in parts {
