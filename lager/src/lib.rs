@@ -3,6 +3,8 @@
 //! integration tests drive [`autolock`] against a real `lagerd` before any
 //! command uses it.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod args;
 pub mod autolock;
 pub mod boxsel;

@@ -1,3 +1,4 @@
+#![allow(clippy::undocumented_unsafe_blocks)] // h12-http documents these
 //! The HTTP/1.1 transport: listeners, connections, request framing, limits.
 //!
 //! A thread serves a connection while it is active; a connection that goes

@@ -53,12 +53,14 @@ impl SerialTransport {
                 cause: BusyCause::Unknown,
             });
         }
+        // SAFETY: TIOCEXCL takes no argument; `fd` is the port this function owns.
         unsafe { libc::ioctl(fd, libc::TIOCEXCL) };
         raw_9600(fd).map_err(|error| TransportError::Io {
             address: address.to_string(),
             error,
         })?;
         // Flush whatever an earlier user left in the buffers.
+        // SAFETY: tcflush on the descriptor owned by `port`; no memory is passed.
         unsafe { libc::tcflush(fd, libc::TCIOFLUSH) };
         Ok(SerialTransport {
             address: address.to_string(),

@@ -196,6 +196,7 @@ impl Job {
         let child = child?;
         // Best effort, from the parent (never a pre-exec hook): scripts get
         // the CPU ahead of housekeeping on a small box.
+        // SAFETY: setpriority takes plain integers; a pid that already exited just fails.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, child.id(), -10) };
         let output = Arc::new(Output::default());
         {
@@ -515,6 +516,7 @@ fn encode_frames(chunks: &[(u8, Vec<u8>)], frames: &mut Vec<u8>) {
 
 fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) {
     // 1 MiB pipe buffers where allowed, so bursts never stall the script.
+    // SAFETY: F_SETPIPE_SZ on the pipe `pipe` owns; an integer argument, no memory.
     unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     let spawned = thread::Builder::new()
         .name(format!("job-fd{fileno}"))
@@ -549,6 +551,7 @@ fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) 
 /// opens it.
 fn open_channel(path: &Path) -> Option<(File, File)> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
     if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
         warn!(
             "cannot create the output channel {}: {}",
@@ -558,7 +561,9 @@ fn open_channel(path: &Path) -> Option<(File, File)> {
         return None;
     }
     let open = |flags: i32| {
+        // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
         let fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        // SAFETY: `fd` was just opened by us and is owned by nothing else.
         (fd >= 0).then(|| File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
     };
     Some((open(libc::O_RDONLY)?, open(libc::O_WRONLY)?))
@@ -584,6 +589,7 @@ fn spawn_channel_reader(mut reader: File, output: Arc<Output>) {
                                 events: libc::POLLIN,
                                 revents: 0,
                             };
+                            // SAFETY: `pfd` is one valid pollfd on the stack, and the count says one.
                             unsafe { libc::poll(&mut pfd, 1, -1) };
                         }
                         Err(_) => break,
@@ -608,11 +614,13 @@ pub fn status_code(status: ExitStatus) -> i32 {
 
 fn signal_group(pgid: i32, signal: i32) {
     if pgid > 1 {
+        // SAFETY: killpg takes plain integers; `pgid > 1` never signals init or everyone.
         unsafe { libc::killpg(pgid, signal) };
     }
 }
 
 fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists; `pgid > 1` was checked.
     pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0
 }
 

@@ -72,12 +72,15 @@ impl Runner {
         // One signal per process group: a SIGINT reaches the script once.
         let mut signalled_groups = BTreeSet::new();
         for &pid in &pids {
+            // SAFETY: getpgid takes a plain pid; an exited pid just fails.
             let pgid = unsafe { libc::getpgid(pid) };
             if pgid > 1 && pids.contains(&pgid) {
                 if signalled_groups.insert(pgid) {
+                    // SAFETY: killpg takes plain integers; `pgid > 1` was checked above.
                     unsafe { libc::killpg(pgid, signal) };
                 }
             } else {
+                // SAFETY: kill takes plain integers; `pid` came from /proc and is not ours.
                 unsafe { libc::kill(pid, signal) };
             }
         }
@@ -96,6 +99,7 @@ impl Runner {
                     "kill {what}: pid {pid} survived {}s; sending SIGKILL",
                     KILL_WAIT.as_secs()
                 );
+                // SAFETY: kill takes plain integers; `pid` came from /proc and is not ours.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
@@ -278,6 +282,7 @@ fn job_pids(proc_root: &Path, id: Option<&str>) -> BTreeSet<i32> {
 
 /// Alive and not a zombie (a zombie has exited; its parent just hasn't reaped it).
 fn alive(proc_root: &Path, pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; no memory is passed.
     if unsafe { libc::kill(pid, 0) } != 0
         && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     {

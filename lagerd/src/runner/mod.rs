@@ -294,6 +294,7 @@ impl Runner {
                 .create(&run_dir)?;
             // A detached job gets its own session: it must outlive lagerd's
             // connection and never receive the terminal's signals.
+            // SAFETY: the hook runs in the forked child before exec and calls only setsid(2), which is async-signal-safe and touches no memory of the parent.
             unsafe {
                 command.pre_exec(|| {
                     if libc::setsid() < 0 {
@@ -487,6 +488,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 fn hostname() -> String {
     let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         return "localhost".into();
     }

@@ -647,6 +647,7 @@ fn reset(stream: TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from the local `linger`, on the descriptor `stream` owns.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
