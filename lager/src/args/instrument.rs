@@ -835,12 +835,9 @@ fn watch(
     if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(empty_net(role));
     }
-    if !leaf.interval.is_finite() || leaf.interval < 0.1 {
-        return Err(usage(format!(
-            "Invalid --interval {}: use a number of seconds, at least 0.1",
-            leaf.interval
-        )));
-    }
+    let interval = common::wire::MONITOR_INTERVAL
+        .secs(leaf.interval)
+        .map_err(|e| usage(format!("Invalid --interval {}: {e}", leaf.interval)))?;
     if leaf.count == Some(0) {
         return Err(usage(
             "--count 0 would read nothing: give at least 1, or leave it out to run until Ctrl-C"
@@ -852,7 +849,7 @@ fn watch(
         net,
         box_name: leaf.box_name.or(group_box),
         json: leaf.json || group_json,
-        interval: std::time::Duration::from_secs_f64(leaf.interval),
+        interval,
         count: leaf.count,
     }))
 }

@@ -1087,3 +1087,41 @@ fn a_serial_instrument_works_and_reports_its_loss_as_enodev() {
         run.stderr
     );
 }
+
+/// Issue 12 defect 1: numbers from flags and variables are range-checked
+/// before they become durations. `--interval 1e20` panicked the CLI in
+/// `Duration::from_secs_f64`; huge `LAGER_LOCK_WAIT`/`LAGER_LOCK_HEARTBEAT`
+/// overflowed the deadline they became.
+#[test]
+fn issue12_huge_numbers_from_flags_and_variables_never_panic_the_cli() {
+    let b = Bench::start("huge-numbers", &[]);
+    for interval in ["1e20", "inf", "NaN", "0.01"] {
+        let run = b.lager(&[
+            "supply",
+            "supply1",
+            "watch",
+            "--box",
+            "b1",
+            "--interval",
+            interval,
+        ]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("Invalid --interval")
+                && run
+                    .stderr
+                    .contains("use a number of seconds from 0.1 to 3600")
+                && !run.stderr.contains("panicked"),
+            "{interval}: {}",
+            run.stderr
+        );
+    }
+    let huge = "9223372036854775807";
+    let run = b.lager_with(
+        &["supply", "supply1", "--box", "b1", "voltage", "2", "--yes"],
+        &[("LAGER_LOCK_WAIT", huge), ("LAGER_LOCK_HEARTBEAT", huge)],
+    );
+    run.expect_code(0);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(run.stdout, "[OK] Voltage set to 2V\n");
+}

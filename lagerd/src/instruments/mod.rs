@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::addr::Address;
+use common::wire::MONITOR_INTERVAL;
 use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
@@ -215,10 +216,7 @@ impl Instruments {
         holder: String,
     ) -> Result<MonitorStream, Answer> {
         let target = self.resolve(name, battery)?;
-        let interval = interval
-            .and_then(|i| i.trim().parse::<f64>().ok())
-            .filter(|i| i.is_finite())
-            .map_or(1.0, |i| i.max(0.1));
+        let interval = monitor_interval(interval)?;
         let id = {
             let mut monitors = self.monitors.lock().unwrap_or_else(PoisonError::into_inner);
             // Checked and registered under one lock: two opposite watches
@@ -242,7 +240,7 @@ impl Instruments {
             id,
             battery,
             target,
-            interval: Duration::from_secs_f64(interval),
+            interval,
         })
     }
 
@@ -347,6 +345,20 @@ impl Instruments {
             Err(e) => failure(502, format!("{e} ({})", address.canonical())),
         }
     }
+}
+
+/// A monitor's `interval` (§7.1: default 1.0, garbage 1.0, at least 0.1);
+/// a number above the hour, or not finite, is refused with 400.
+fn monitor_interval(given: Option<&str>) -> Result<Duration, Answer> {
+    let Some(text) = given else {
+        return Ok(Duration::from_secs(1));
+    };
+    let Some(value) = text.trim().parse::<f64>().ok().filter(|v| !v.is_nan()) else {
+        return Ok(Duration::from_secs(1));
+    };
+    MONITOR_INTERVAL
+        .secs(value.max(MONITOR_INTERVAL.min))
+        .map_err(|e| failure(400, format!("interval {text} is out of range: {e}")))
 }
 
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.

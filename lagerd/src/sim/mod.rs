@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::bounded::Range;
 use log::{debug, warn};
 
 use crate::instruments::actions::{BUILTIN_MODELS, MODEL_POINTS};
@@ -717,7 +718,25 @@ fn control_session(stream: TcpStream, shared: &Shared) {
             .trim()
             .split_once(['=', ' '])
             .unwrap_or((line.trim(), ""));
-        let number = value.trim().parse::<f64>().ok();
+        // Values are checked before they become deadlines or counts: the
+        // control port is input too, and a panic here would abort lagerd.
+        let range = match command {
+            "busy_ms" => Some(Range::new(0.0, 3_600_000.0, "milliseconds")),
+            "delay_ms" => Some(Range::new(0.0, 600_000.0, "milliseconds")),
+            "garble" => Some(Range::new(0.0, 1_000_000.0, "replies")),
+            "set_load_current" => Some(Range::new(0.0, 1000.0, "amps")),
+            _ => None,
+        };
+        let number = match range.map(|range| range.parse(value)) {
+            Some(Err(e)) => {
+                if writeln!(writer, "ERR {command} {}: {e}", value.trim()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(number)) => Some(number),
+            None => None,
+        };
         let faults = &shared.faults;
         let reply = match (command, number) {
             ("busy_ms", Some(ms)) => {
@@ -1004,5 +1023,14 @@ mod tests {
         assert!(open(1000).unwrap().query("*IDN?").is_ok());
         assert!(control(&sim, "log?").starts_with("*IDN?;"));
         assert!(control(&sim, "bogus").starts_with("ERR unknown control command"));
+        assert_eq!(
+            control(&sim, "busy_ms 1e20"),
+            "ERR busy_ms 1e20: use a number of milliseconds from 0 to 3600000"
+        );
+        assert!(control(&sim, "delay_ms nan").starts_with("ERR delay_ms nan"));
+        assert!(
+            control(&sim, "connections?").parse::<u32>().is_ok(),
+            "the simulator lives on"
+        );
     }
 }
