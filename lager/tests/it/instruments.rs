@@ -1125,3 +1125,47 @@ fn issue12_huge_numbers_from_flags_and_variables_never_panic_the_cli() {
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert_eq!(run.stdout, "[OK] Voltage set to 2V\n");
 }
+
+/// Issue 12 defect 7: an instrument that stops listening (connection
+/// refused) is ENODEV, so `lager supply` prints diagnose.md §6's ENODEV
+/// block, never the EBUSY one that sends users hunting for a holder.
+#[test]
+fn issue12_a_refusing_instrument_prints_the_enodev_block() {
+    let b = Bench::start("supply-refused", &[]);
+    let address = format!("TCPIP0::127.0.0.1::{}::SOCKET", crate::refused_port());
+    b.lager(&[
+        "nets",
+        "add",
+        "offpsu",
+        "--box",
+        "b1",
+        "--role",
+        "supply",
+        "--instrument",
+        "Keithley_2281S",
+        "--address",
+        &address,
+    ])
+    .expect_code(0);
+    let run = b.lager(&["supply", "offpsu", "--box", "b1", "voltage"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Instrument disappeared from USB (re-enumeration).\n\
+         \n  Try:\n\
+         \x20   → The hardware service should auto-recover on the next call (0.20.0+).\n\
+         \x20   → If it does not, `lager ssh b1` then `sudo docker restart lager`.\n\
+         \x20 Run with --debug (or LAGER_DEBUG=1) for the full technical details.\n"
+    );
+    let run = b.lager_with(
+        &["supply", "offpsu", "--box", "b1", "voltage"],
+        &[("LAGER_DEBUG", "1")],
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "[Errno 19] No such device: {address} refused the connection"
+        )) && !run.stderr.contains("held by another client"),
+        "{}",
+        run.stderr
+    );
+}

@@ -3,10 +3,12 @@
 //! function, supply setpoints and output, battery-simulator parameters,
 //! measurements that follow a simple load model, the error queue).
 //!
-//! Faults are injected at the socket, where a real USB stack would show
-//! them: a closed listener refuses opens (EBUSY), an unplugged instrument
-//! resets its sessions and every new one (ENODEV), a muted instrument never
-//! answers (ETIMEDOUT), garbled replies are garbage bytes. They are driven through a line-based control port.
+//! Faults are injected at the socket, as a LAN instrument shows them
+//! (instruments.md §10.8): a busy one accepts a connection and resets it at
+//! once (EBUSY), an unplugged one resets its sessions and refuses new ones
+//! (ENODEV), a muted one never answers (ETIMEDOUT), garbled replies are
+//! garbage bytes. They are driven through a line-based control port, which
+//! also counts the sessions opened (`connections?`).
 //! Nothing above the transport can tell this from an instrument.
 
 pub mod rigol;
@@ -22,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::bounded::Range;
-use log::{debug, warn};
+use log::debug;
 
 use crate::instruments::actions::{BUILTIN_MODELS, MODEL_POINTS};
 
@@ -516,10 +518,8 @@ pub(super) fn format_number(value: f64) -> String {
 /// Injected faults, shared by the instrument and control threads.
 #[derive(Default)]
 struct Faults {
-    /// Refuse opens (listener closed) until this instant.
+    /// Accept opens and reset them at once until this instant.
     busy_until: Mutex<Option<Instant>>,
-    /// Reset every session and refuse opens until `replug`.
-    unplugged: AtomicBool,
     /// Take commands, answer nothing.
     muted: AtomicBool,
     /// Replies held back this long.
@@ -541,6 +541,11 @@ struct Shared {
     /// Every command received, in order, for tests that check ordering.
     log: Mutex<Vec<String>>,
     sessions: Mutex<Vec<TcpStream>>,
+    /// The instrument's listener; `None` while unplugged. The control
+    /// thread closes and reopens it, so a fault is in place before its
+    /// `OK` is sent.
+    listener: Mutex<Option<TcpListener>>,
+    address: SocketAddr,
 }
 
 impl Simulator {
@@ -550,6 +555,7 @@ impl Simulator {
         let instrument = TcpListener::bind("127.0.0.1:0")?;
         let control = TcpListener::bind("127.0.0.1:0")?;
         let address = instrument.local_addr()?;
+        instrument.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             model: Mutex::new(match kind {
                 Kind::Keithley2281S => keithley_2281s(),
@@ -559,6 +565,8 @@ impl Simulator {
             connections: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
             sessions: Mutex::new(Vec::new()),
+            listener: Mutex::new(Some(instrument)),
+            address,
         });
         let simulator = Simulator {
             address,
@@ -567,7 +575,7 @@ impl Simulator {
         let accept_shared = shared.clone();
         thread::Builder::new()
             .name("sim-2281s".into())
-            .spawn(move || accept_loop(instrument, address, accept_shared))?;
+            .spawn(move || accept_loop(accept_shared))?;
         thread::Builder::new()
             .name("sim-control".into())
             .spawn(move || {
@@ -595,29 +603,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Accepts instrument sessions; while busy or unplugged the listener is
-/// closed, so opens are refused as a claimed USB device refuses them.
-fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Shared>) {
+/// Accepts instrument sessions while the listener is there (`drop` closes
+/// it, so opens are refused: nothing listens); while busy each open is
+/// accepted and reset at once, as an instrument that serves one client does.
+fn accept_loop(shared: Arc<Shared>) {
+    let busy = || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
     loop {
-        let refusing =
-            || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
-        if refusing() {
-            drop(listener);
-            while refusing() {
-                thread::sleep(Duration::from_millis(5));
-            }
-            listener = match rebind(address) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    warn!("simulator cannot listen on {address} again: {e}");
-                    return;
-                }
-            };
-        }
-        // Accept with a short timeout so a fault can close the listener.
-        let _ = listener.set_nonblocking(true);
-        match listener.accept() {
-            Ok((stream, _)) if shared.faults.unplugged.load(Ordering::SeqCst) => reset(stream),
+        let accepted = match lock(&shared.listener).as_ref() {
+            Some(listener) => listener.accept(),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match accepted {
+            Ok((stream, _)) if busy() => reset(stream),
             Ok((stream, _)) => {
                 let _ = stream.set_nonblocking(false);
                 shared.connections.fetch_add(1, Ordering::SeqCst);
@@ -631,6 +628,7 @@ fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Share
                         let _ = instrument_session(stream, &session_shared);
                     });
             }
+            // Non-blocking, so a fault never waits for the next connection.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(2))
             }
@@ -639,9 +637,16 @@ fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Share
     }
 }
 
+/// A non-blocking listener on the simulator's one address.
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = rebind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 /// Closes with an RST (SO_LINGER 0): the peer's next read fails with
-/// ECONNRESET, which the transport reads as ENODEV, like a device that left
-/// the bus.
+/// ECONNRESET: EBUSY on a fresh session, ENODEV on one that was answering,
+/// like a device that left the bus.
 fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
@@ -744,7 +749,8 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("drop", _) => {
-                faults.unplugged.store(true, Ordering::SeqCst);
+                // Closed before the reply: from here on opens are refused.
+                lock(&shared.listener).take();
                 for session in lock(&shared.sessions).drain(..) {
                     let _ = session.shutdown(Shutdown::Both);
                     reset(session);
@@ -752,8 +758,18 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("replug", _) => {
-                faults.unplugged.store(false, Ordering::SeqCst);
-                "OK".to_string()
+                let mut listener = lock(&shared.listener);
+                if listener.is_some() {
+                    "OK".to_string()
+                } else {
+                    match listen(shared.address) {
+                        Ok(reopened) => {
+                            *listener = Some(reopened);
+                            "OK".to_string()
+                        }
+                        Err(e) => format!("ERR cannot listen on {} again: {e}", shared.address),
+                    }
+                }
             }
             ("mute", _) => {
                 faults.muted.store(true, Ordering::SeqCst);
@@ -993,11 +1009,16 @@ mod tests {
         assert!(session.query("*IDN?").unwrap().starts_with("KEITHLEY"));
         assert_eq!(control(&sim, "connections?"), "1");
 
+        // Busy: the connection is accepted, then reset before any answer.
         assert_eq!(control(&sim, "busy_ms 300"), "OK");
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(open(1000).err().unwrap().class(), "busy");
+        let busy = open(1000).unwrap().query("*IDN?").unwrap_err();
+        assert_eq!(busy.class(), "busy");
+        assert!(busy.to_string().starts_with("[Errno 16] Resource busy"));
         std::thread::sleep(Duration::from_millis(400));
-        assert!(open(1000).is_ok(), "opens again once the claim is released");
+        assert!(
+            open(1000).unwrap().query("*IDN?").is_ok(),
+            "answers again once the claim is released"
+        );
 
         assert_eq!(control(&sim, "garble 1"), "OK");
         assert_ne!(
@@ -1010,16 +1031,16 @@ mod tests {
         assert_eq!(short.query("*IDN?").unwrap_err().class(), "timeout");
         control(&sim, "unmute");
 
+        // Unplugged: the open session is reset, new opens are refused.
         assert_eq!(control(&sim, "drop"), "OK");
         assert_eq!(session.query("*IDN?").unwrap_err().class(), "nodev");
-        let mut reopened = open(300).unwrap();
-        assert_eq!(
-            reopened.query("*IDN?").unwrap_err().class(),
-            "nodev",
-            "gone until replugged"
+        let refused = open(300).err().unwrap();
+        assert_eq!(refused.class(), "nodev", "gone until replugged");
+        assert!(
+            refused.to_string().starts_with("[Errno 19] No such device"),
+            "{refused}"
         );
-        control(&sim, "replug");
-        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(control(&sim, "replug"), "OK");
         assert!(open(1000).unwrap().query("*IDN?").is_ok());
         assert!(control(&sim, "log?").starts_with("*IDN?;"));
         assert!(control(&sim, "bogus").starts_with("ERR unknown control command"));

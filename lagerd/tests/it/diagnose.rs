@@ -191,16 +191,28 @@ fn the_visa_probe_names_reachable_busy_and_wedged_instruments() {
     );
     assert!(visa["elapsed_ms"].as_u64().unwrap() < 2000);
 
-    // Nothing listening: refused, which for a socket instrument is EBUSY.
-    let refused = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listening: refused, which for a socket instrument is ENODEV
+    // (instruments.md §10.8: off, rebooting or gone; nobody holds it).
+    let refused = lager_testsupport::refused_port();
     let (_, visa) = get(
         &daemon,
         "visa",
         &format!("TCPIP0::127.0.0.1::{refused}::SOCKET"),
+    );
+    assert_eq!(visa["error_class"], "nodev", "{visa}");
+    assert!(visa["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("[Errno 19] No such device"));
+
+    // Accepted, then closed before any answer: another client has it.
+    let one_client = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = one_client.local_addr().unwrap().port();
+    std::thread::spawn(move || drop(one_client.accept()));
+    let (_, visa) = get(
+        &daemon,
+        "visa",
+        &format!("TCPIP0::127.0.0.1::{port}::SOCKET"),
     );
     assert_eq!(visa["error_class"], "busy", "{visa}");
     assert!(visa["error"]
