@@ -120,6 +120,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         diagnose.clone(),
         nets.clone(),
         config.health_interval,
+        config.health_probe,
         stop_background.clone(),
     );
     let instruments = Arc::new(Instruments::new(sessions, nets.clone()));
