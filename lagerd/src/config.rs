@@ -25,7 +25,9 @@ pub struct Args {
     #[argh(switch)]
     pub sim: bool,
     /// require "Authorization: Bearer <token>" (token read from this file) on
-    /// every request that is not a GET
+    /// every request that changes state or touches an instrument: all but
+    /// GET, the supply/battery monitors, and /diagnose/visa of an address
+    /// that is no saved net's
     #[argh(option)]
     pub token_file: Option<PathBuf>,
     /// refuse runner and instrument requests from anyone but the lock holder

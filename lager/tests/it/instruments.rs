@@ -1169,3 +1169,33 @@ fn issue12_a_refusing_instrument_prints_the_enodev_block() {
         run.stderr
     );
 }
+
+/// Issue 12 defect 4: in token mode a monitor opens an instrument session,
+/// so it needs the token; `lager … watch` sends it (the entry's `token` or
+/// `LAGER_BOX_TOKEN`), and without one says how to set it.
+#[test]
+fn issue12_watch_sends_the_token_a_token_mode_box_requires() {
+    let state = lager_testsupport::TempDir::new("watch-token");
+    let token_file = state.path().join("token");
+    std::fs::write(&token_file, "w4tch\n").unwrap();
+    let b = Bench::start(
+        "watch-token",
+        &["--token-file", token_file.to_str().unwrap()],
+    );
+    let watch = ["supply", "supply1", "watch", "--box", "b1", "--count", "1"];
+    let refused = b.lager(&watch);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("requires a token") && refused.stderr.contains("LAGER_BOX_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(b.sim("connections?"), "0", "a refused watch opened nothing");
+    let run = b.lager_with(&watch, &[("LAGER_BOX_TOKEN", "w4tch")]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("voltage_set="), "{}", run.stdout);
+    let mut entry = entry(b.daemon.port());
+    entry["token"] = json!("w4tch");
+    b.cli.write_config(&json!({"BOXES": {"b1": entry}}));
+    b.lager(&watch).expect_code(0);
+}

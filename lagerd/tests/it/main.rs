@@ -9,6 +9,7 @@ mod diagnose;
 mod instruments;
 mod lifecycle;
 mod runner;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
