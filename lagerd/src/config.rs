@@ -249,7 +249,12 @@ fn checked_millis(
 }
 
 fn read_token(path: PathBuf) -> Result<String, StartError> {
-    match std::fs::read_to_string(&path) {
+    // A token is a line of text; /dev/zero or a log file by mistake must
+    // not fill memory before the error.
+    let read = crate::fsutil::read_limited(&path, 4096).and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not text"))
+    });
+    match read {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
         Ok(_) => Err(StartError::TokenFile {
             path,

@@ -11,6 +11,7 @@ use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::diagnose::Diagnose;
+use crate::fsutil::read_limited;
 use crate::health::Health;
 use crate::instruments::Instruments;
 use crate::lockbox::{LockBox, LockError};
@@ -331,7 +332,7 @@ impl Api {
     }
 
     fn cli_version(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        let text = std::fs::read(self.info.state_dir.join("cli_version.json"))
+        let text = read_limited(&self.info.state_dir.join("cli_version.json"), 64 * 1024)
             .map_err(|_| ApiError::NoVersionFile)?;
         ok(serde_json::from_slice(&text).map_err(|_| ApiError::NoVersionFile)?)
     }
@@ -460,8 +461,9 @@ impl Api {
     /// The build version, unless install/update stamped `<state-dir>/version`
     /// (its text up to the first `|`).
     fn version(&self) -> String {
-        std::fs::read_to_string(self.info.state_dir.join("version"))
+        read_limited(&self.info.state_dir.join("version"), 4096)
             .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .and_then(|text| {
                 let stamped = text.split('|').next().unwrap_or("").trim().to_string();
                 (!stamped.is_empty()).then_some(stamped)

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
-use super::transport::{BusyCause, TransportError};
+use super::transport::{BusyCause, TransportError, REPLY_MAX};
 
 pub struct SerialTransport {
     address: String,
@@ -103,6 +103,15 @@ impl SerialTransport {
             match self.port.read(&mut buffer) {
                 // A pty whose far end closed reads as EOF or EIO: gone.
                 Ok(0) => return Err(self.gone()),
+                Ok(n) if self.pending.len() + n > REPLY_MAX => {
+                    self.pending.clear();
+                    return Err(TransportError::Io {
+                        address: self.address.clone(),
+                        error: io::Error::other(format!(
+                            "a reply to {command} longer than {REPLY_MAX} bytes without a line end"
+                        )),
+                    });
+                }
                 Ok(n) => self.pending.extend_from_slice(&buffer[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait(libc::POLLIN, deadline)?

@@ -5,13 +5,17 @@
 //! device`, `[Errno 110] Operation timed out`). `Transport` opens whichever
 //! kind an address names: raw SCPI over TCP here, USB-TMC in `usbtmc.rs`.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use common::addr::Address;
 
 use super::usbtmc::UsbTmcTransport;
+
+/// Longest reply accepted from an instrument: a 101-point battery model
+/// is a few KiB, so this only stops one that streams bytes without end.
+pub const REPLY_MAX: usize = 1 << 20;
 
 /// Why an instrument exchange failed.
 #[derive(Debug)]
@@ -213,7 +217,18 @@ impl TcpTransport {
     pub fn query(&mut self, command: &str) -> Result<String, TransportError> {
         self.write(command)?;
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
+        let read = (&mut self.reader)
+            .take(REPLY_MAX as u64 + 1)
+            .read_line(&mut line);
+        if line.len() > REPLY_MAX {
+            return Err(TransportError::Io {
+                address: self.address.clone(),
+                error: io::Error::other(format!(
+                    "a reply to {command} longer than {REPLY_MAX} bytes without a line end"
+                )),
+            });
+        }
+        match read {
             Ok(0) => Err(classify(
                 &self.address,
                 self.timeout,
@@ -288,6 +303,31 @@ mod tests {
             transport.query("*IDN?").unwrap(),
             "KEITHLEY INSTRUMENTS,MODEL 2281S-20-6,4587429,1.0"
         );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_reply_without_end_is_refused_at_the_bound() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let block = vec![b'x'; 64 * 1024];
+            // Far more than the bound, never a line end.
+            for _ in 0..64 {
+                if stream.write_all(&block).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut transport =
+            TcpTransport::open(ADDR, "127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        let err = transport.query("*IDN?").unwrap_err();
+        assert!(
+            err.to_string().contains("longer than 1048576 bytes"),
+            "{err}"
+        );
+        drop(transport);
         server.join().unwrap();
     }
 

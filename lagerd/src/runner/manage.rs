@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use common::runid::is_uuid;
 
 use super::{RunError, Runner};
+use crate::fsutil;
 use crate::server::Client;
 
 /// Shared wait for killed jobs before SIGKILL (§4).
@@ -26,6 +27,14 @@ pub const DOWNLOAD_ROOTS: [&str; 3] = [
     "/tmp/lager-results",
     "/tmp/lager-job-output",
 ];
+
+/// Largest run record read (`meta.json`, `breakpoint.json`): a script
+/// writes the latter, and may write anything there.
+const RECORD_MAX: usize = 1 << 20;
+
+fn read_record(path: &Path) -> io::Result<Vec<u8>> {
+    fsutil::read_limited(path, RECORD_MAX)
+}
 
 /// `lager_process_id` of a management body: `Some(id)` or `None` (`null`).
 fn process_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, RunError> {
@@ -118,7 +127,7 @@ impl Runner {
 
     /// Removes a detached run's dir and the work dir its meta.json names.
     fn remove_run_dir(&self, run_dir: &Path) {
-        let work_dir = fs::read(run_dir.join("meta.json"))
+        let work_dir = read_record(&run_dir.join("meta.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .and_then(|meta| meta.get("work_dir")?.as_str().map(PathBuf::from));
@@ -151,7 +160,8 @@ impl Runner {
     /// `POST /python/breakpoint`: where a run is paused, if it is.
     pub fn breakpoint(&self, body: &Map<String, Value>) -> Result<Value, RunError> {
         let dir = self.config.run_dir.join(required_id(body)?);
-        Ok(fs::read(dir.join("breakpoint.json"))
+        // Written by the script: read with a bound.
+        Ok(read_record(&dir.join("breakpoint.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_else(|| json!({"paused": false})))
@@ -168,7 +178,7 @@ pub fn follow(run_dir: &Path, out: &mut dyn Write, client: &Client) -> io::Resul
     let mut block = vec![0u8; 64 * 1024];
     loop {
         // Read "finished" before the bytes, so none written after it is missed.
-        let finished = fs::read(run_dir.join("meta.json"))
+        let finished = read_record(&run_dir.join("meta.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .is_some_and(|meta| meta["status"] == "finished");
@@ -269,7 +279,10 @@ fn job_pids(proc_root: &Path, id: Option<&str>) -> BTreeSet<i32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != own)
         .filter(|&pid| {
-            let Ok(environ) = fs::read(proc_root.join(pid.to_string()).join("environ")) else {
+            // The kernel caps a process's environment with its arguments (ARG_MAX).
+            let environ =
+                fsutil::read_head(&proc_root.join(pid.to_string()).join("environ"), 4 << 20);
+            let Ok(environ) = environ else {
                 return false;
             };
             environ.split(|b| *b == 0).any(|var| match &wanted {
@@ -288,7 +301,9 @@ fn alive(proc_root: &Path, pid: i32) -> bool {
     {
         return false;
     }
-    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).unwrap_or_default();
+    let stat = fsutil::read_head(&proc_root.join(pid.to_string()).join("stat"), 4096)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     // Field 3, after the parenthesised command (which may contain spaces).
     let state = stat
         .rsplit_once(')')

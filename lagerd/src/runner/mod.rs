@@ -385,8 +385,8 @@ impl Runner {
         client_ip: &str,
     ) -> Vec<(String, String)> {
         let state = &self.config.state_dir;
-        let box_id = fs::read_to_string(state.join("box_id"))
-            .map(|t| t.trim().to_string())
+        let box_id = crate::fsutil::read_limited(&state.join("box_id"), 4096)
+            .map(|t| String::from_utf8_lossy(&t).trim().to_string())
             .ok();
         let mut env = vec![
             ("LAGER_HOST".to_string(), hostname()),
@@ -415,7 +415,7 @@ impl Runner {
             ),
             ("LAGER_CLIENT_IP".to_string(), client_ip.to_string()),
         ];
-        let secrets = fs::read(state.join("org_secrets.json"))
+        let secrets = crate::fsutil::read_limited(&state.join("org_secrets.json"), 1 << 20)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
             .unwrap_or_default();

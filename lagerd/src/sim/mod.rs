@@ -16,7 +16,7 @@ pub mod serial;
 pub mod usbtmc;
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -679,11 +679,35 @@ fn rebind(address: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
+/// Longest line the simulator takes (SCPI or control): a 101-point model
+/// list is a few KiB. A longer one ends the connection, so a client that
+/// streams bytes without a line end cannot fill lagerd's memory.
+pub(crate) const LINE_MAX: usize = 64 * 1024;
+
+/// The next `\n`-terminated line (without it), `None` at the end; a line
+/// longer than `LINE_MAX` is an `InvalidData` error.
+pub(crate) fn next_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    Read::take(&mut *reader, LINE_MAX as u64 + 1).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > LINE_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a line longer than {LINE_MAX} bytes"),
+        ));
+    }
+    Ok(Some(line))
+}
+
 fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
-    let reader = BufReader::new(stream);
-    for line in reader.split(b'\n') {
-        let line = String::from_utf8_lossy(&line?).trim().to_string();
+    let mut reader = BufReader::new(stream);
+    while let Some(line) = next_line(&mut reader)? {
+        let line = String::from_utf8_lossy(&line).trim().to_string();
         if line.is_empty() {
             continue;
         }
@@ -717,8 +741,9 @@ fn control_session(stream: TcpStream, shared: &Shared) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
+    let mut reader = BufReader::new(stream);
+    while let Ok(Some(line)) = next_line(&mut reader) {
+        let line = String::from_utf8_lossy(&line).into_owned();
         let (command, value) = line
             .trim()
             .split_once(['=', ' '])
@@ -814,6 +839,19 @@ mod tests {
             .iter()
             .filter_map(|line| state.execute(line))
             .collect()
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut reader = BufReader::new(&b"*IDN?\nlast"[..]);
+        assert_eq!(next_line(&mut reader).unwrap(), Some(b"*IDN?".to_vec()));
+        assert_eq!(next_line(&mut reader).unwrap(), Some(b"last".to_vec()));
+        assert_eq!(next_line(&mut reader).unwrap(), None);
+        let mut endless = BufReader::new(io::repeat(b'x'));
+        assert_eq!(
+            next_line(&mut endless).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
