@@ -253,11 +253,13 @@ impl Api {
     fn download(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         let filename = request.query_param("filename").unwrap_or_default();
         let roots: Vec<PathBuf> = DOWNLOAD_ROOTS.iter().map(PathBuf::from).collect();
-        let bytes = manage::download(&filename, &roots).map_err(ApiError::Download)?;
+        let file = manage::download(&filename, &roots).map_err(ApiError::Download)?;
         Ok(Response {
             status: 200,
             headers: vec![("Content-Type", "application/octet-stream".into())],
-            body: Body::Full(bytes),
+            body: Body::Stream(Box::new(move |out, client| {
+                manage::send_file(file, out, client)
+            })),
         })
     }
 

@@ -232,9 +232,10 @@ impl std::fmt::Display for DownloadError {
     }
 }
 
-/// `GET /download-file`: the file, if its resolved path is under an allowed
-/// dir (symlinks resolved first, so a link cannot point outside).
-pub fn download(requested: &str, roots: &[PathBuf]) -> Result<Vec<u8>, DownloadError> {
+/// `GET /download-file`: the file opened for streaming, if its resolved
+/// path is under an allowed dir (symlinks resolved first, so a link cannot
+/// point outside). It is sent from disk, never read into memory whole.
+pub fn download(requested: &str, roots: &[PathBuf]) -> Result<fs::File, DownloadError> {
     let roots: Vec<PathBuf> = roots
         .iter()
         .filter_map(|root| fs::canonicalize(root).ok())
@@ -262,7 +263,25 @@ pub fn download(requested: &str, roots: &[PathBuf]) -> Result<Vec<u8>, DownloadE
     if !resolved.is_file() {
         return Err(DownloadError::NotAFile);
     }
-    fs::read(&resolved).map_err(|_| DownloadError::NotFound(requested.into()))
+    fs::File::open(&resolved).map_err(|_| DownloadError::NotFound(requested.into()))
+}
+
+/// Copies a download to the client in blocks (one 64 KiB buffer, whatever
+/// the file's size), stopping if the client leaves.
+pub fn send_file(mut file: fs::File, out: &mut dyn Write, client: &Client) -> io::Result<()> {
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut block) {
+            Ok(0) => return out.flush(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if client.gone() {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
+        out.write_all(&block[..n])?;
+    }
 }
 
 /// PIDs (other than ours) whose environment has `LAGER_PROCESS_ID=<id>`, or
@@ -349,10 +368,11 @@ mod tests {
         std::os::unix::fs::symlink(base.join("secret"), root.join("escape")).unwrap();
         let roots = [root.clone()];
         let path = |p: &Path| p.display().to_string();
-        assert_eq!(
-            download(&path(&root.join("result.txt")), &roots),
-            Ok(b"42".to_vec())
-        );
+        let mut opened = download(&path(&root.join("result.txt")), &roots).unwrap();
+        let mut text = String::new();
+        opened.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "42");
+        let download = |requested: &str, roots: &[PathBuf]| download(requested, roots).map(drop);
         assert_eq!(
             download(&path(&root.join("escape")), &roots),
             Err(DownloadError::Forbidden)

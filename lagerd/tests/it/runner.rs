@@ -632,3 +632,96 @@ fn the_test_stream_is_the_python_systems() {
     assert!(raw.contains("Lager-Output-Version: 1\r\n"), "{raw}");
     assert!(raw.ends_with("\r\n\r\n1 12 Hello world\n- 1 0"), "{raw}");
 }
+
+/// Peak resident memory of a process, from `/proc/<pid>/status`.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Issue 12 defect 3: `/download-file` read the whole file into memory, so
+/// a large result file cost the box its size in RAM. It is streamed from
+/// disk now: lagerd's peak memory does not grow with the file.
+#[test]
+fn issue12_a_download_is_streamed_from_disk_not_held_in_memory() {
+    let r = Runner::start("download-stream", &[]);
+    let root = Path::new("/tmp/lager-output");
+    std::fs::create_dir_all(root).unwrap();
+    let path = root.join(format!("issue12-stream-{}.bin", std::process::id()));
+    const SIZE: u64 = 160 << 20;
+    // Sparse: the disk holds nothing, a reader gets 160 MiB of zeroes.
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(SIZE).unwrap();
+    drop(file);
+    let before = peak_rss_kib(r.daemon.pid());
+
+    let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /download-file?filename={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        path.display()
+    )
+    .unwrap();
+    // Count the body's bytes as they come, without keeping them.
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    use std::io::BufRead;
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut chunked = false;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        chunked |= line.eq_ignore_ascii_case("transfer-encoding: chunked\r\n");
+    }
+    let mut received = 0u64;
+    let mut block = vec![0u8; 64 * 1024];
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let size = u64::from_str_radix(line.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            let mut left = size;
+            while left > 0 {
+                let n = reader
+                    .read(&mut block[..left.min(64 * 1024) as usize])
+                    .unwrap();
+                assert!(n > 0, "cut short");
+                left -= n as u64;
+            }
+            received += size;
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+    } else {
+        loop {
+            let n = reader.read(&mut block).unwrap();
+            if n == 0 {
+                break;
+            }
+            received += n as u64;
+        }
+    }
+    let after = peak_rss_kib(r.daemon.pid());
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(received, SIZE, "the whole file arrived");
+    assert!(
+        after.saturating_sub(before) < 32 * 1024,
+        "peak RSS grew by {} KiB for a {} MiB download",
+        after - before,
+        SIZE >> 20
+    );
+}
