@@ -85,10 +85,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         enforce_locks: config.enforce_locks,
         token: config.token,
     };
-    let runner = Arc::new(Runner::new(RunnerConfig::from_env(
-        &config.state_dir,
-        &config.proc_root,
-    )));
+    let runner = Arc::new(Runner::new(RunnerConfig {
+        max_jobs: config.max_jobs,
+        ..RunnerConfig::from_env(&config.state_dir, &config.proc_root)
+    }));
     // One device-lock manager per process (diagnose.md §1): the sessions and
     // diagnose's fresh probe must see each other's locks.
     let device_locks = Arc::new(DeviceLocks::new(

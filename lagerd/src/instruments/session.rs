@@ -168,7 +168,9 @@ impl Session {
             };
             match (outcome, waits.next()) {
                 (Err(e @ TransportError::Busy { .. }), Some(wait)) if fresh => {
-                    self.close(&e.to_string());
+                    // Never a session yet: dropped quietly, the retry says why.
+                    self.transport = None;
+                    self.function = None;
                     info!("{e}; retrying the open in {} ms", wait.as_millis());
                     thread::sleep(*wait);
                 }

@@ -168,6 +168,8 @@ pub struct Job {
     term_sent: Option<Instant>,
     killed: bool,
     status: Option<ExitStatus>,
+    /// Its place under `--max-jobs`, given back when the job is dropped.
+    slot: Option<super::Slot>,
 }
 
 impl Job {
@@ -224,7 +226,14 @@ impl Job {
             term_sent: None,
             killed: false,
             status: None,
+            slot: None,
         })
+    }
+
+    /// The job keeps `slot` (`--max-jobs`) until it is dropped.
+    pub fn holding(mut self, slot: super::Slot) -> Job {
+        self.slot = Some(slot);
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -408,8 +417,9 @@ impl Drop for Job {
 }
 
 /// Runs a detached job to its end on its own thread: output into
-/// `output.log` (frames, no keepalives, capped), then `meta.json` finished.
-pub fn run_detached(mut job: Job, run_dir: PathBuf) {
+/// `output.log` (frames, no keepalives, capped), then `meta.json` finished;
+/// `recorded` runs once that record is written and the process reaped.
+pub fn run_detached(mut job: Job, run_dir: PathBuf, recorded: impl FnOnce() + Send + 'static) {
     // Kept until `--kill`, which finds it through meta.json.
     job.remove_work_dir = false;
     let meta = DetachedMeta {
@@ -471,6 +481,9 @@ pub fn run_detached(mut job: Job, run_dir: PathBuf) {
             }
             info!("run {}: detached job finished with {code}", job.id);
             meta.write("finished", Some(code));
+            // Reaped (its status is in), and its --max-jobs slot given back.
+            drop(job);
+            recorded();
         });
     if let Err(e) = spawned {
         warn!("cannot start the thread of a detached run: {e}");
@@ -497,6 +510,15 @@ impl DetachedMeta {
             "work_dir": self.work_dir,
         });
         let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        if !self.run_dir.is_dir() {
+            // `--kill` removed the run (after waiting for this record, in
+            // all but a job that outlived its bound): nothing to keep.
+            info!(
+                "run {}: {status} (code {returncode:?}); its run dir was removed by a kill",
+                self.id
+            );
+            return;
+        }
         if let Err(e) = fsutil::replace(&self.run_dir.join("meta.json"), &bytes, Durability::Atomic)
         {
             warn!("run {}: cannot write meta.json: {e}", self.id);

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -14,12 +15,15 @@ use serde_json::{json, Map, Value};
 
 use common::runid::is_uuid;
 
-use super::{RunError, Runner};
+use super::{Recorded, RunError, Runner};
 use crate::fsutil;
 use crate::server::Client;
 
 /// Shared wait for killed jobs before SIGKILL (§4).
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// After the kill, how long a detached run's thread may take to reap it and
+/// write its record (it polls every 200 ms; its pipes close with it).
+const RECORD_WAIT: Duration = Duration::from_secs(5);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(20);
 /// Where `--download` may read from, checked on the resolved path.
 pub const DOWNLOAD_ROOTS: [&str; 3] = [
@@ -71,6 +75,15 @@ impl Runner {
                 .ok_or_else(|| RunError::Unprocessable(format!("Invalid signal: {value}")))?,
         };
         let _reaping = self.quiesce.enter();
+        // This lagerd's own detached runs among them: their records are
+        // finished before their dirs go.
+        let records: Vec<Arc<Recorded>> = {
+            let detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+            match &id {
+                Some(id) => detached.get(id).cloned().into_iter().collect(),
+                None => detached.values().cloned().collect(),
+            }
+        };
         let pids = job_pids(&self.config.proc_root, id.as_deref());
         let what = id.as_deref().unwrap_or("every job");
         if pids.is_empty() {
@@ -110,6 +123,21 @@ impl Runner {
                 );
                 // SAFETY: kill takes plain integers; `pid` came from /proc and is not ours.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        // Issue 12 defect 10: a killed run is reaped and its record written
+        // (meta.json finished, the exit marker, the log line) before its
+        // dir is removed, so `--kill` returns with the process gone and the
+        // record never races the removal.
+        if signal != 0 {
+            let deadline = Instant::now() + RECORD_WAIT;
+            for record in &records {
+                if !record.wait(deadline.saturating_duration_since(Instant::now())) {
+                    warn!(
+                        "kill {what}: a detached run did not finish within {}s of its kill",
+                        RECORD_WAIT.as_secs()
+                    );
+                }
             }
         }
         match &id {

@@ -592,7 +592,7 @@ fn downloads_are_limited_to_the_output_dirs() {
 
 #[test]
 fn concurrent_runs_keep_their_output_apart() {
-    let r = Runner::start("concurrent", &[]);
+    let r = Runner::start("concurrent", &["--max-jobs", "16"]);
     let addr = r.daemon.addr();
     let threads: Vec<_> = (0..16)
         .map(|i| {
@@ -724,4 +724,159 @@ fn issue12_a_download_is_streamed_from_disk_not_held_in_memory() {
         after - before,
         SIZE >> 20
     );
+}
+
+/// A script that writes its pid to `pid_file` and sleeps a minute.
+fn sleeper(pid_file: &Path) -> String {
+    format!(
+        "import os, time\nopen({:?}, 'w').write(f'{{os.getpid()}}\\n')\ntime.sleep(60)\n",
+        pid_file.to_str().unwrap()
+    )
+}
+
+/// Issue 12 defect 3: nothing capped concurrent or detached jobs (each a
+/// python3 and 2-4 threads). `--max-jobs` caps attached plus detached runs;
+/// one more is a 503 that names the cap and what to do.
+#[test]
+fn issue12_jobs_beyond_max_jobs_are_refused_with_503_naming_the_cap() {
+    let r = Runner::start("max-jobs", &["--max-jobs", "2"]);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = format!("0c2fa7a4-5b1a-4c8e-9d0e-00000000000{n}");
+        let env = format!("LAGER_PROCESS_ID={id}");
+        let script = sleeper(&r.dir.path().join(format!("sleeper{n}.pid")));
+        let reply = r.post_python(&[
+            ("detach", b"1"),
+            ("env", env.as_bytes()),
+            ("script", script.as_bytes()),
+        ]);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        ids.push(id);
+    }
+    let full = r.post_python(&[("script", b"print('one too many')\n")]);
+    let body: Value = serde_json::from_slice(&full.body).unwrap();
+    assert_eq!(full.status, 503, "{body}");
+    assert_eq!(body["status"], "error");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("already running 2 jobs")
+            && error.contains("--max-jobs 2")
+            && error.contains("lager python --kill"),
+        "{error}"
+    );
+    // A detached run that ends gives its place back.
+    let (status, _) = r.post_json(
+        "/python/kill",
+        &json!({"lager_process_id": ids[0], "signal": 15}).to_string(),
+    );
+    assert_eq!(status, 200);
+    let reply = r.post_python(&[("script", b"print('now there is room')\n")]);
+    let (frames, code) = parse_frames(&reply.body);
+    assert_eq!(
+        (reply.status, stream_text(&frames, 1), code.as_deref()),
+        (200, "now there is room\n".to_string(), Some("0"))
+    );
+    // So does an attached run that ended: one place is free again.
+    let env = format!("LAGER_PROCESS_ID={}", ids[0]);
+    let script = sleeper(&r.dir.path().join("sleeper-again.pid"));
+    let reply = r.post_python(&[
+        ("detach", b"1"),
+        ("env", env.as_bytes()),
+        ("script", script.as_bytes()),
+    ]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(r.post_python(&[("script", b"print(1)\n")]).status, 503);
+    // By id: a kill of every job would reach other tests' scripts too.
+    for id in &ids {
+        let kill = json!({"lager_process_id": id, "signal": 9}).to_string();
+        r.post_json("/python/kill", &kill);
+    }
+}
+
+/// Issue 12 defect 10: `--kill` returned while the detached script was
+/// still a zombie (the referee saw it "not gone" 5 runs out of 5), and the
+/// run's thread then logged `cannot write meta.json: No such file or
+/// directory` into the dir the kill had removed. Now the kill returns
+/// with the process reaped and the run's end recorded, and nothing fails.
+#[test]
+fn issue12_a_killed_detached_run_is_reaped_and_recorded_when_kill_returns() {
+    let dir = TempDir::new("kill-record");
+    let log_path = dir.path().join("lagerd.log");
+    let mut child = std::process::Command::new(lagerd())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--health-interval-secs",
+            "0",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        .env("LAGERD_RUN_DIR", dir.path().join("runs"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    for round in 0..3 {
+        let id = format!("0c2fa7a4-5b1a-4c8e-9d0e-10000000000{round}");
+        let pid_file = dir.path().join(format!("long{round}.pid"));
+        let (content_type, body) = multipart(&[
+            ("detach", b"1"),
+            ("env", format!("LAGER_PROCESS_ID={id}").as_bytes()),
+            ("script", sleeper(&pid_file).as_bytes()),
+        ]);
+        let mut request = format!(
+            "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let reply = raw_request(addr, &request).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+                &pid_file
+            )
+            .is_ok_and(|t| t.ends_with('\n'))),
+            "the script did not start: {}",
+            log()
+        );
+        let pid = read_pid(&pid_file);
+        let kill = json!({"lager_process_id": id, "signal": 15}).to_string();
+        let reply = lager_testsupport::request(addr, "POST", "/python/kill", Some(&kill));
+        assert_eq!(reply.status, 200);
+        // The instant the kill returns: no process, not even a zombie.
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "round {round}: pid {pid} still in /proc after --kill returned"
+        );
+        assert!(!dir.path().join("runs").join(&id).exists());
+        assert!(
+            log().contains(&format!("run {id}: detached job finished with -15")),
+            "{}",
+            log()
+        );
+    }
+    // Nothing writes into the removed dirs afterwards.
+    assert!(
+        !wait_until(Duration::from_secs(1), || log()
+            .contains("cannot write meta.json")),
+        "{}",
+        log()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

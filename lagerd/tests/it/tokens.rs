@@ -81,7 +81,10 @@ fn sample(route: &Route, work: &Path) -> (String, String, Vec<u8>) {
                 body,
             )
         }
-        "/python/kill" => json(json!({"lager_process_id": null, "signal": 9})),
+        // One id, not null: a kill of every job reaches other tests' scripts.
+        "/python/kill" => {
+            json(json!({"lager_process_id": "6f1c7f3a-1b2c-4d5e-8f90-0123456789ab", "signal": 9}))
+        }
         "/python/continue" | "/python/attach" | "/python/breakpoint" => {
             json(json!({"lager_process_id": "6f1c7f3a-1b2c-4d5e-8f90-0123456789ab"}))
         }
