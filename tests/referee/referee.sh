@@ -88,6 +88,15 @@ expect() {
     if "$@"; then passed=$((passed + 1)); echo "ok   $name"
     else failed=$((failed + 1)); echo "FAIL $name"; fi
 }
+# gone_within SECONDS PID: true once PID has left /proc (exited and been
+# reaped), polling as a user would, for at most SECONDS.
+gone_within() {
+    local deadline=$((SECONDS + $1))
+    while [ -d "/proc/$2" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}
 holder_on_disk() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["user"])' "$work/state/lock.json" 2>/dev/null; }
 
 check "python: boxes add" 0 "Added box 'bench1'" -- "$py" boxes add --name bench1 --ip 127.0.0.1 --user tester --yes
@@ -130,7 +139,11 @@ for _ in $(seq 50); do [ -s "$work/long.pid" ] && break; sleep 0.1; done
 long_pid=$(cat "$work/long.pid" 2>/dev/null)
 expect "the detached script runs" test -d "/proc/${long_pid:-none}"
 check "python: --kill the detached run" 0 "Process $run_id killed" -- "$py" python --kill "$run_id" --box bench1
-expect "the detached script is gone" test ! -d "/proc/${long_pid:-none}"
+expect "the detached script is gone" gone_within 5 "${long_pid:-none}"
+expect "the killed run's record was kept, not lost" \
+    grep -q "run $run_id: detached job finished with" "$work/lagerd.log"
+expect "lagerd logged no failure for the kill" \
+    sh -c '! grep -q "cannot write meta.json" "$1"' sh "$work/lagerd.log"
 
 echo "referee: $passed passed, $failed failed, 0 skipped"
 [ "$failed" = 0 ]
