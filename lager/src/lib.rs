@@ -15,6 +15,7 @@ pub mod errmap;
 pub mod error;
 pub mod identity;
 pub mod output;
+pub mod readcap;
 pub mod signals;
 pub mod skew;
 
