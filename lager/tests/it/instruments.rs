@@ -226,18 +226,54 @@ fn battery_on_the_dual_role_address() {
     assert!(run.stdout.starts_with("[OK] Channel 1: "), "{}", run.stdout);
 }
 
+/// Issue 12 defect 8: `lager battery NET soc` without a value was a usage
+/// error; instruments.md §8 gives `soc [V]`, `voc [V]` and the other `[V]`
+/// forms: without a value they read, and a read takes no lock.
 #[test]
-fn battery_setters_need_a_value() {
+fn issue12_battery_setters_without_a_value_read_the_setting() {
+    let b = Bench::start("battery-reads", &[]);
+    for (setter, value) in [
+        ("soc", "42"),
+        ("voc", "3.9"),
+        ("batt-full", "4.1"),
+        ("batt-empty", "3.1"),
+        ("capacity", "2.5"),
+        ("current-limit", "1.5"),
+        ("ovp", "4.5"),
+        ("ocp", "2"),
+        ("mode", "dynamic"),
+    ] {
+        b.lager(&["battery", "battery1", "--box", "b1", setter, value, "--yes"])
+            .expect_code(0);
+    }
+    // Someone else holds the box: a change would be refused, a read is not.
+    b.daemon.lock_as("someone-else");
+    for (setter, said) in [
+        ("soc", "[OK] SOC: 42%\n"),
+        ("voc", "[OK] VOC: 3.9V\n"),
+        ("batt-full", "[OK] Full voltage: 4.1V\n"),
+        ("batt-empty", "[OK] Empty voltage: 3.1V\n"),
+        ("capacity", "[OK] Capacity: 2.5Ah\n"),
+        ("current-limit", "[OK] Current limit: 1.5A\n"),
+        ("ovp", "[OK] OVP: 4.5V\n"),
+        ("ocp", "[OK] OCP: 2A\n"),
+        ("mode", "[OK] Mode: dynamic\n"),
+    ] {
+        ok(
+            &b.lager(&["battery", "battery1", "--box", "b1", setter]),
+            said,
+        );
+    }
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "soc", "--json"]);
+    run.expect_code(0);
+    let reply: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(reply["state"]["soc"], 42.0, "{reply}");
+    assert_eq!(b.daemon.lock()["user"], "someone-else");
+}
+
+#[test]
+fn battery_setters_check_the_form_of_their_value() {
     let b = Bench::start("battery-usage", &[]);
-    let run = b.lager(&["battery", "battery1", "--box", "b1", "soc"]);
-    run.expect_code(2);
-    assert!(
-        run.stderr.starts_with(
-            "lager battery soc needs a value: lager battery [NET] soc <percent>. To read the state of charge, run: lager battery [NET] state"
-        ),
-        "{}",
-        run.stderr
-    );
     let run = b.lager(&["battery", "battery1", "--box", "b1", "mode", "fast"]);
     run.expect_code(2);
     assert!(

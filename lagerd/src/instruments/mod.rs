@@ -288,6 +288,7 @@ impl Instruments {
             Ok(
                 Action::SupplyState
                 | Action::BatteryState
+                | Action::BatteryRead(_)
                 | Action::ListModels
                 | Action::ExportModel(_),
             ) => false,

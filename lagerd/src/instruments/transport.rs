@@ -319,6 +319,10 @@ mod tests {
                     break;
                 }
             }
+            // Open until the client is done: closing with its command
+            // unread would reset the connection under the test.
+            let mut sink = [0u8; 64];
+            while stream.read(&mut sink).is_ok_and(|n| n > 0) {}
         });
         let mut transport =
             TcpTransport::open(ADDR, "127.0.0.1", port, Duration::from_secs(5)).unwrap();
