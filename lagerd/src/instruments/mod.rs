@@ -49,22 +49,6 @@ struct Monitor {
     client: Option<Client>,
 }
 
-/// Unregisters a monitor when its stream ends, however it ends.
-struct Registration<'a> {
-    instruments: &'a Instruments,
-    id: u64,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.instruments
-            .monitors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|m| m.id != self.id);
-    }
-}
-
 /// A resolved net: its name, instrument address and driver.
 struct Target {
     name: String,
@@ -363,6 +347,9 @@ fn monitor_interval(given: Option<&str>) -> Result<Duration, Answer> {
 }
 
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.
+/// It is registered from `Instruments::monitor` until it is dropped,
+/// however that happens: its stream ended, or never ran (a `HEAD`, a
+/// client gone before the reply).
 pub struct MonitorStream {
     instruments: Arc<Instruments>,
     id: u64,
@@ -371,12 +358,18 @@ pub struct MonitorStream {
     interval: Duration,
 }
 
+impl Drop for MonitorStream {
+    fn drop(&mut self) {
+        self.instruments
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|m| m.id != self.id);
+    }
+}
+
 impl MonitorStream {
     pub fn run(self, out: &mut dyn Write, client: &Client) -> io::Result<()> {
-        let _registered = Registration {
-            instruments: &self.instruments,
-            id: self.id,
-        };
         if let Some(me) = self
             .instruments
             .monitors

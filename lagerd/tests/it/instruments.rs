@@ -699,3 +699,28 @@ fn issue12_refused_is_enodev_and_accepted_then_reset_is_ebusy() {
     );
     assert_eq!(b.sim("connections?"), "0", "a reset open is no session");
 }
+
+/// Found while walking the route table for issue 12: a monitor registered
+/// for the cross-role check (§7) before its stream ran, and only the
+/// running stream unregistered it. A `HEAD` (or any reply whose body is
+/// never produced) left the instrument's other role refused for good.
+#[test]
+fn issue12_a_monitor_whose_stream_never_runs_leaves_no_registration() {
+    let b = Bench::start("monitor-head", &[]);
+    let mut stream = TcpStream::connect(b.daemon.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"HEAD /supply/monitor?netname=supply1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, reply) = b.battery("state", None);
+    assert_eq!(
+        (status, reply["success"].as_bool()),
+        (200, Some(true)),
+        "{reply}"
+    );
+}
