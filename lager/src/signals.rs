@@ -122,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_handler_leaves_errno_as_it_found_it() {
+    fn issue12_the_signal_handler_leaves_errno_as_it_found_it() {
         // SAFETY: this thread's own errno slot.
         unsafe { *libc::__errno_location() = libc::EAGAIN };
         // A descriptor that is not open: the handler's write fails with
