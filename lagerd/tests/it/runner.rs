@@ -802,6 +802,14 @@ fn issue12_jobs_beyond_max_jobs_are_refused_with_503_naming_the_cap() {
 fn issue12_a_killed_detached_run_is_reaped_and_recorded_when_kill_returns() {
     let dir = TempDir::new("kill-record");
     let log_path = dir.path().join("lagerd.log");
+    /// Kills and reaps the daemon however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = std::process::Command::new(lagerd())
         .args([
             "--listen",
@@ -816,10 +824,11 @@ fn issue12_a_killed_detached_run_is_reaped_and_recorded_when_kill_returns() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
+        .map(Reaped)
         .unwrap();
     let mut first = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
         &mut first,
     )
     .unwrap();
@@ -877,6 +886,5 @@ fn issue12_a_killed_detached_run_is_reaped_and_recorded_when_kill_returns() {
         "{}",
         log()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
