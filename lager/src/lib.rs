@@ -3,6 +3,8 @@
 //! integration tests drive [`autolock`] against a real `lagerd` before any
 //! command uses it.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod args;
 pub mod autolock;
 pub mod boxsel;
@@ -14,6 +16,7 @@ pub mod error;
 pub mod identity;
 pub mod output;
 pub mod pick;
+pub mod readcap;
 pub mod signals;
 pub mod skew;
 

@@ -88,7 +88,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         token: config.token,
         metrics_token: config.metrics_token,
     };
-    let runner_config = RunnerConfig::from_env(&config.state_dir, &config.proc_root);
+    let runner_config = RunnerConfig {
+        max_jobs: config.max_jobs,
+        ..RunnerConfig::from_env(&config.state_dir, &config.proc_root)
+    };
     // The `lager` package for scripts, on every job's path (scripts.md §1).
     let bound: Vec<_> = listeners
         .iter()
@@ -132,6 +135,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         diagnose.clone(),
         nets.clone(),
         config.health_interval,
+        config.health_probe,
         stop_background.clone(),
     );
     let instruments = Arc::new(Instruments::new(sessions, nets.clone()));
@@ -188,6 +192,7 @@ fn raise_fd_limit() {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit/setrlimit only read and write the local `limit` struct passed by reference.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
         {

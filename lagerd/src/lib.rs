@@ -2,6 +2,8 @@
 //! `daemon::run`; the fuzz targets (`fuzz/`) and benches reach the parsers
 //! and the router through here, against the same code the binary runs.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -803,6 +803,7 @@ struct Flock<'a>(&'a File);
 impl<'a> Flock<'a> {
     fn exclusive(file: &'a File) -> Result<Flock<'a>, io::Error> {
         loop {
+            // SAFETY: flock on the descriptor `file` owns; no memory is passed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
                 return Ok(Flock(file));
             }
@@ -816,6 +817,7 @@ impl<'a> Flock<'a> {
 
 impl Drop for Flock<'_> {
     fn drop(&mut self) {
+        // SAFETY: unlocks the descriptor the guard borrowed, which outlives the guard.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }

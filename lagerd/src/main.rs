@@ -1,5 +1,7 @@
 //! `lagerd`, the box daemon: parse flags, start logging, run.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 
 use lagerd::{config, daemon, scriptenv, sim};

@@ -596,6 +596,7 @@ impl ProcStat {
         let number = |index: usize| fields.get(index)?.parse::<u64>().ok();
         let ticks = clock_ticks();
         let cpu_secs = (number(11)? + number(12)?) as f64 / ticks;
+        // SAFETY: sysconf only reads a configuration value; no pointers.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let page = u64::try_from(page).ok().filter(|p| *p > 0).unwrap_or(4096);
         let rss_bytes = number(21)?.saturating_mul(page);
@@ -609,6 +610,7 @@ impl ProcStat {
 }
 
 fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value; no pointers.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {
         ticks as f64

@@ -28,6 +28,10 @@ const ROLES: &[&str] = &[
 /// A refused change: HTTP status and message.
 pub type Refusal = (u16, String);
 
+/// Largest `saved_nets.json` read: thousands of nets; a larger file is
+/// treated as unreadable (the last good list is kept).
+const NETS_FILE_MAX: usize = 4 << 20;
+
 pub struct Nets {
     state_dir: PathBuf,
     /// The simulator's address under `--sim`.
@@ -167,7 +171,7 @@ impl Nets {
 
     /// The nets in `saved_nets.json` only (`GET /nets/list?local=1`).
     pub fn saved(&self) -> Vec<Value> {
-        std::fs::read(self.state_dir.join("saved_nets.json"))
+        crate::fsutil::read_limited(&self.state_dir.join("saved_nets.json"), NETS_FILE_MAX)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
             .unwrap_or_default()

@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use super::actions::{number, Action, BatteryModel, BUILTIN_MODELS, LIMITS_2281S as LIMITS};
+use super::actions::{
+    number, Action, BatteryModel, BatteryQuantity, BUILTIN_MODELS, LIMITS_2281S as LIMITS,
+};
 use super::session::{Function, Session, SessionError};
 
 /// Why a valid command failed at the instrument (HTTP 502).
@@ -262,6 +264,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
             })
         }
         Action::CreateModel(model) => create_model(session, model),
+        Action::BatteryRead(quantity) => battery_read(session, *quantity),
         Action::BatteryState => {
             ensure(session, Function::Battery)?;
             let state = battery_state(session)?;
@@ -431,6 +434,40 @@ fn battery_setting(
     })?;
     Ok(Outcome {
         message: format!("{} set to {}{}", setting.what, number(value), setting.unit),
+        state: Some(json!({ setting.key: value })),
+    })
+}
+
+/// One battery-simulator setting read back: `soc`, `voc`, ... without a
+/// value (§8), answered like the supply's reads (`SOC: 42%`) with the value
+/// under its state key.
+fn battery_read(session: &mut Session, quantity: BatteryQuantity) -> Result<Outcome, DriverError> {
+    ensure(session, Function::Battery)?;
+    let setting = match quantity {
+        BatteryQuantity::Soc => &SOC,
+        BatteryQuantity::Voc => &VOC,
+        BatteryQuantity::VoltFull => &VOLT_FULL,
+        BatteryQuantity::VoltEmpty => &VOLT_EMPTY,
+        BatteryQuantity::Capacity => &CAPACITY,
+        BatteryQuantity::CurrentLimit => &CURRENT_LIMIT,
+        BatteryQuantity::Ovp => &BATTERY_OVP,
+        BatteryQuantity::Ocp => &BATTERY_OCP,
+        BatteryQuantity::Mode => {
+            let method = session.query(":BATT:SIM:METH?")?;
+            let mode = if method.to_ascii_uppercase().starts_with("DYN") {
+                "dynamic"
+            } else {
+                "static"
+            };
+            return Ok(Outcome {
+                message: format!("Mode: {mode}"),
+                state: Some(json!({ "mode": mode })),
+            });
+        }
+    };
+    let value = float(&session.query(&format!("{}?", setting.header))?);
+    Ok(Outcome {
+        message: format!("{}: {}{}", setting.what, number(value), setting.unit),
         state: Some(json!({ setting.key: value })),
     })
 }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::addr::Address;
+use common::wire::MONITOR_INTERVAL;
 use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
@@ -50,22 +51,6 @@ struct Monitor {
 
 /// Asks whether a monitor's client left, from any thread.
 pub type ClientGone = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// Unregisters a monitor when its stream ends, however it ends.
-struct Registration<'a> {
-    instruments: &'a Instruments,
-    id: u64,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.instruments
-            .monitors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|m| m.id != self.id);
-    }
-}
 
 /// A resolved net: its name, instrument address and driver.
 struct Target {
@@ -237,12 +222,9 @@ impl Instruments {
         observe: bool,
     ) -> Result<MonitorStream, Answer> {
         let target = self.resolve(name, battery)?;
-        let interval = interval
-            .and_then(|i| i.trim().parse::<f64>().ok())
-            .filter(|i| i.is_finite())
-            .map_or(1.0, |i| i.max(0.1));
+        let interval = monitor_interval(interval)?;
         let id = if observe {
-            // Never registered: `Registration` finds nothing to remove.
+            // Never registered: the stream's drop finds nothing to remove.
             u64::MAX
         } else {
             let mut monitors = self.monitors.lock().unwrap_or_else(PoisonError::into_inner);
@@ -267,7 +249,7 @@ impl Instruments {
             id,
             battery,
             target,
-            interval: Duration::from_secs_f64(interval),
+            interval,
             observe,
         })
     }
@@ -330,6 +312,7 @@ impl Instruments {
                 Action::SupplyState
                 | Action::Limits
                 | Action::BatteryState
+                | Action::BatteryRead(_)
                 | Action::ListModels
                 | Action::ExportModel(_),
             ) => false,
@@ -411,7 +394,24 @@ fn command_outcome<T>(outcome: &Result<T, DriverError>) -> crate::metrics::Comma
     }
 }
 
+/// A monitor's `interval` (§7.1: default 1.0, garbage 1.0, at least 0.1);
+/// a number above the hour, or not finite, is refused with 400.
+fn monitor_interval(given: Option<&str>) -> Result<Duration, Answer> {
+    let Some(text) = given else {
+        return Ok(Duration::from_secs(1));
+    };
+    let Some(value) = text.trim().parse::<f64>().ok().filter(|v| !v.is_nan()) else {
+        return Ok(Duration::from_secs(1));
+    };
+    MONITOR_INTERVAL
+        .secs(value.max(MONITOR_INTERVAL.min))
+        .map_err(|e| failure(400, format!("interval {text} is out of range: {e}")))
+}
+
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.
+/// It is registered from `Instruments::monitor` until it is dropped,
+/// however that happens: its stream ended, or never ran (a `HEAD`, a
+/// client gone before the reply).
 pub struct MonitorStream {
     instruments: Arc<Instruments>,
     id: u64,
@@ -421,12 +421,18 @@ pub struct MonitorStream {
     observe: bool,
 }
 
+impl Drop for MonitorStream {
+    fn drop(&mut self) {
+        self.instruments
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|m| m.id != self.id);
+    }
+}
+
 impl MonitorStream {
     pub fn run(self, out: &mut dyn Write, client_gone: ClientGone) -> io::Result<()> {
-        let _registered = Registration {
-            instruments: &self.instruments,
-            id: self.id,
-        };
         if let Some(me) = self
             .instruments
             .monitors

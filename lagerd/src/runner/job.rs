@@ -175,6 +175,8 @@ pub struct Job {
     caller: Option<super::callers::CallerGuard>,
     /// Its line on the status page.
     entry: Option<Arc<Entry>>,
+    /// Its place under `--max-jobs`, given back when the job is dropped.
+    slot: Option<super::Slot>,
 }
 
 impl Job {
@@ -203,6 +205,7 @@ impl Job {
         let child = child?;
         // Best effort, from the parent (never a pre-exec hook): scripts get
         // the CPU ahead of housekeeping on a small box.
+        // SAFETY: setpriority takes plain integers; a pid that already exited just fails.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, child.id(), -10) };
         let output = Arc::new(Output::default());
         {
@@ -233,6 +236,7 @@ impl Job {
             status: None,
             caller: None,
             entry: None,
+            slot: None,
         })
         .inspect(|_| metrics::job_started())
     }
@@ -268,6 +272,12 @@ impl Job {
     /// Keeps the job's token alive until the job is gone.
     pub fn hold(&mut self, caller: super::callers::CallerGuard) {
         self.caller = Some(caller);
+    }
+
+    /// The job keeps `slot` (`--max-jobs`) until it is dropped.
+    pub fn holding(mut self, slot: super::Slot) -> Job {
+        self.slot = Some(slot);
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -459,8 +469,9 @@ impl Drop for Job {
 }
 
 /// Runs a detached job to its end on its own thread: output into
-/// `output.log` (frames, no keepalives, capped), then `meta.json` finished.
-pub fn run_detached(mut job: Job, run_dir: PathBuf) {
+/// `output.log` (frames, no keepalives, capped), then `meta.json` finished;
+/// `recorded` runs once that record is written and the process reaped.
+pub fn run_detached(mut job: Job, run_dir: PathBuf, recorded: impl FnOnce() + Send + 'static) {
     // Kept until `--kill`, which finds it through meta.json.
     job.remove_work_dir = false;
     let meta = DetachedMeta {
@@ -523,6 +534,9 @@ pub fn run_detached(mut job: Job, run_dir: PathBuf) {
             }
             info!("run {}: detached job finished with {code}", job.id);
             meta.write("finished", Some(code));
+            // Reaped (its status is in), and its --max-jobs slot given back.
+            drop(job);
+            recorded();
         });
     if let Err(e) = spawned {
         warn!("cannot start the thread of a detached run: {e}");
@@ -549,6 +563,15 @@ impl DetachedMeta {
             "work_dir": self.work_dir,
         });
         let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        if !self.run_dir.is_dir() {
+            // `--kill` removed the run (after waiting for this record, in
+            // all but a job that outlived its bound): nothing to keep.
+            info!(
+                "run {}: {status} (code {returncode:?}); its run dir was removed by a kill",
+                self.id
+            );
+            return;
+        }
         if let Err(e) = fsutil::replace(&self.run_dir.join("meta.json"), &bytes, Durability::Atomic)
         {
             warn!("run {}: cannot write meta.json: {e}", self.id);
@@ -568,6 +591,7 @@ fn encode_frames(chunks: &[(u8, Vec<u8>)], frames: &mut Vec<u8>) {
 
 fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) {
     // 1 MiB pipe buffers where allowed, so bursts never stall the script.
+    // SAFETY: F_SETPIPE_SZ on the pipe `pipe` owns; an integer argument, no memory.
     unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     let spawned = thread::Builder::new()
         .name(format!("job-fd{fileno}"))
@@ -602,6 +626,7 @@ fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) 
 /// opens it.
 fn open_channel(path: &Path) -> Option<(File, File)> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
     if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
         warn!(
             "cannot create the output channel {}: {}",
@@ -611,7 +636,9 @@ fn open_channel(path: &Path) -> Option<(File, File)> {
         return None;
     }
     let open = |flags: i32| {
+        // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
         let fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        // SAFETY: `fd` was just opened by us and is owned by nothing else.
         (fd >= 0).then(|| File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
     };
     Some((open(libc::O_RDONLY)?, open(libc::O_WRONLY)?))
@@ -637,6 +664,7 @@ fn spawn_channel_reader(mut reader: File, output: Arc<Output>) {
                                 events: libc::POLLIN,
                                 revents: 0,
                             };
+                            // SAFETY: `pfd` is one valid pollfd on the stack, and the count says one.
                             unsafe { libc::poll(&mut pfd, 1, -1) };
                         }
                         Err(_) => break,
@@ -661,11 +689,13 @@ pub fn status_code(status: ExitStatus) -> i32 {
 
 fn signal_group(pgid: i32, signal: i32) {
     if pgid > 1 {
+        // SAFETY: killpg takes plain integers; `pgid > 1` never signals init or everyone.
         unsafe { libc::killpg(pgid, signal) };
     }
 }
 
 fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists; `pgid > 1` was checked.
     pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0
 }
 

@@ -49,6 +49,9 @@ pub struct RunnerConfig {
     pub python: String,
     pub state_dir: PathBuf,
     pub proc_root: PathBuf,
+    /// Most jobs at once: attached runs plus detached ones still running
+    /// (`--max-jobs`).
+    pub max_jobs: usize,
 }
 
 impl RunnerConfig {
@@ -62,6 +65,7 @@ impl RunnerConfig {
                 .map_or_else(|| "python3".into(), |v| v.to_string_lossy().into_owned()),
             state_dir: state_dir.to_path_buf(),
             proc_root: proc_root.to_path_buf(),
+            max_jobs: crate::config::DEFAULT_MAX_JOBS,
         }
     }
 }
@@ -75,6 +79,8 @@ pub enum RunError {
     Unprocessable(String),
     /// 500
     Internal(String),
+    /// 503: `--max-jobs` jobs are running already.
+    Full { max: usize },
 }
 
 impl RunError {
@@ -83,6 +89,7 @@ impl RunError {
             RunError::BadRequest(_) => 400,
             RunError::Unprocessable(_) => 422,
             RunError::Internal(_) => 500,
+            RunError::Full { .. } => 503,
         }
     }
 }
@@ -92,6 +99,10 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::BadRequest(msg) | RunError::Unprocessable(msg) => f.write_str(msg),
             RunError::Internal(msg) => write!(f, "Internal server error: {msg}"),
+            RunError::Full { max } => write!(
+                f,
+                "lagerd is already running {max} jobs, its limit (--max-jobs {max}, attached and detached runs together): wait for one to finish, stop a detached one with lager python --kill ID (or --kill-all), or raise --max-jobs in /etc/lager/lagerd.conf"
+            ),
         }
     }
 }
@@ -238,6 +249,65 @@ impl Drop for QuiesceGuard<'_> {
     }
 }
 
+/// Jobs that hold a slot: attached runs until their stream ends, detached
+/// ones until they exit. Each costs a python3 and 2-4 threads, so a Pi
+/// must be able to say no (issue 12).
+struct Slots {
+    running: Mutex<usize>,
+    max: usize,
+}
+
+/// One job's place under `--max-jobs`, given back on drop (by whichever
+/// path drops the `Job` that holds it).
+pub struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn take(self: &Arc<Self>) -> Result<Slot, RunError> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if *running >= self.max {
+            return Err(RunError::Full { max: self.max });
+        }
+        *running += 1;
+        Ok(Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) -= 1;
+    }
+}
+
+/// Set by a detached job's thread once its record (`meta.json` finished,
+/// the exit marker) is written and the process reaped; `--kill` waits for
+/// it before it deletes the run dir.
+#[derive(Default)]
+pub struct Recorded {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Recorded {
+    pub fn set(&self) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until set or `timeout` passed; true if set.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        let (done, _) = self
+            .changed
+            .wait_timeout_while(done, timeout, |done| !*done)
+            .unwrap_or_else(PoisonError::into_inner);
+        *done
+    }
+}
+
 /// What `start` made of a request.
 pub enum Started {
     /// Stream its output to the client (`job::stream`).
@@ -259,10 +329,17 @@ pub struct Runner {
     /// Jobs for the status page.
     pub board: board::Board,
     work_seq: AtomicU64,
+    slots: Arc<Slots>,
+    /// Detached runs still running, by id, until their record is written.
+    detached: Arc<Mutex<HashMap<String, Arc<Recorded>>>>,
 }
 
 impl Runner {
     pub fn new(config: RunnerConfig, script_env: Arc<ScriptEnv>) -> Runner {
+        let slots = Arc::new(Slots {
+            running: Mutex::new(0),
+            max: config.max_jobs.max(1),
+        });
         Runner {
             config,
             quiesce: Quiesce::default(),
@@ -270,6 +347,8 @@ impl Runner {
             script_env,
             board: board::Board::default(),
             work_seq: AtomicU64::new(0),
+            slots,
+            detached: Arc::default(),
         }
     }
 
@@ -279,6 +358,8 @@ impl Runner {
             .payload
             .as_ref()
             .ok_or_else(|| RunError::Unprocessable("Could not find module folder".into()))?;
+        // Before anything is unpacked or installed: a full box says so at once.
+        let slot = self.slots.take()?;
         let (id, env) = with_process_id(&request.env);
         let work_dir = self.make_work_dir(&id)?;
         let prepared = self.prepare(payload, &work_dir);
@@ -331,6 +412,7 @@ impl Runner {
                 .create(&run_dir)?;
             // A detached job gets its own session: it must outlive lagerd's
             // connection and never receive the terminal's signals.
+            // SAFETY: the hook runs in the forked child before exec and calls only setsid(2), which is async-signal-safe and touches no memory of the parent.
             unsafe {
                 command.pre_exec(|| {
                     if libc::setsid() < 0 {
@@ -339,12 +421,25 @@ impl Runner {
                     Ok(())
                 });
             }
-            let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
+            let mut job =
+                Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?.holding(slot);
             job.hold(caller);
             let pid = job.pid();
             job.track(self.board.add(&id, pid, true));
             info!("run {id}: detached as pid {pid}");
-            job::run_detached(job, run_dir);
+            let recorded = Arc::new(Recorded::default());
+            self.detached
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.clone(), recorded.clone());
+            let registry = self.detached.clone();
+            job::run_detached(job, run_dir, move || {
+                recorded.set();
+                registry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, r| !Arc::ptr_eq(r, &recorded));
+            });
             return Ok(Started::Detached { pid, id });
         }
         command.process_group(0);
@@ -356,7 +451,8 @@ impl Runner {
             }
             secs => Some(Duration::from_secs(secs)),
         };
-        let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
+        let mut job =
+            Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?.holding(slot);
         job.hold(caller);
         info!("run {id}: started as pid {}", job.pid());
         job.track(self.board.add(&id, job.pid(), false));
@@ -442,8 +538,8 @@ impl Runner {
         client_ip: &str,
     ) -> Vec<(String, String)> {
         let state = &self.config.state_dir;
-        let box_id = fs::read_to_string(state.join("box_id"))
-            .map(|t| t.trim().to_string())
+        let box_id = crate::fsutil::read_limited(&state.join("box_id"), 4096)
+            .map(|t| String::from_utf8_lossy(&t).trim().to_string())
             .ok();
         let mut env = vec![
             ("LAGER_HOST".to_string(), hostname()),
@@ -472,7 +568,7 @@ impl Runner {
             ),
             ("LAGER_CLIENT_IP".to_string(), client_ip.to_string()),
         ];
-        let secrets = fs::read(state.join("org_secrets.json"))
+        let secrets = crate::fsutil::read_limited(&state.join("org_secrets.json"), 1 << 20)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
             .unwrap_or_default();
@@ -545,6 +641,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         return "localhost".into();
     }

@@ -3,10 +3,12 @@
 //! function, supply setpoints and output, battery-simulator parameters,
 //! measurements that follow a simple load model, the error queue).
 //!
-//! Faults are injected at the socket, where a real USB stack would show
-//! them: a closed listener refuses opens (EBUSY), an unplugged instrument
-//! resets its sessions and every new one (ENODEV), a muted instrument never
-//! answers (ETIMEDOUT), garbled replies are garbage bytes. They are driven through a line-based control port.
+//! Faults are injected at the socket, as a LAN instrument shows them
+//! (instruments.md §10.8): a busy one accepts a connection and resets it at
+//! once (EBUSY), an unplugged one resets its sessions and refuses new ones
+//! (ENODEV), a muted one never answers (ETIMEDOUT), garbled replies are
+//! garbage bytes. They are driven through a line-based control port, which
+//! also counts the sessions opened (`connections?`).
 //! Nothing above the transport can tell this from an instrument.
 
 pub mod rigol;
@@ -14,14 +16,15 @@ pub mod serial;
 pub mod usbtmc;
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use common::bounded::Range;
+use log::debug;
 
 use crate::instruments::actions::{BUILTIN_MODELS, MODEL_POINTS};
 
@@ -640,10 +643,8 @@ pub(super) fn format_number(value: f64) -> String {
 /// Injected faults, shared by the instrument and control threads.
 #[derive(Default)]
 struct Faults {
-    /// Refuse opens (listener closed) until this instant.
+    /// Accept opens and reset them at once until this instant.
     busy_until: Mutex<Option<Instant>>,
-    /// Reset every session and refuse opens until `replug`.
-    unplugged: AtomicBool,
     /// Take commands, answer nothing.
     muted: AtomicBool,
     /// Replies held back this long.
@@ -666,6 +667,11 @@ struct Shared {
     /// check ordering.
     log: Mutex<VecDeque<String>>,
     sessions: Mutex<Vec<TcpStream>>,
+    /// The instrument's listener; `None` while unplugged. The control
+    /// thread closes and reopens it, so a fault is in place before its
+    /// `OK` is sent.
+    listener: Mutex<Option<TcpListener>>,
+    address: SocketAddr,
 }
 
 impl Simulator {
@@ -675,6 +681,7 @@ impl Simulator {
         let instrument = TcpListener::bind("127.0.0.1:0")?;
         let control = TcpListener::bind("127.0.0.1:0")?;
         let address = instrument.local_addr()?;
+        instrument.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             model: Mutex::new(match kind {
                 Kind::Keithley2281S => keithley_2281s(),
@@ -684,6 +691,8 @@ impl Simulator {
             connections: AtomicUsize::new(0),
             log: Mutex::new(VecDeque::new()),
             sessions: Mutex::new(Vec::new()),
+            listener: Mutex::new(Some(instrument)),
+            address,
         });
         let simulator = Simulator {
             address,
@@ -692,7 +701,7 @@ impl Simulator {
         let accept_shared = shared.clone();
         thread::Builder::new()
             .name("sim-2281s".into())
-            .spawn(move || accept_loop(instrument, address, accept_shared))?;
+            .spawn(move || accept_loop(accept_shared))?;
         thread::Builder::new()
             .name("sim-control".into())
             .spawn(move || {
@@ -720,29 +729,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Accepts instrument sessions; while busy or unplugged the listener is
-/// closed, so opens are refused as a claimed USB device refuses them.
-fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Shared>) {
+/// Accepts instrument sessions while the listener is there (`drop` closes
+/// it, so opens are refused: nothing listens); while busy each open is
+/// accepted and reset at once, as an instrument that serves one client does.
+fn accept_loop(shared: Arc<Shared>) {
+    let busy = || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
     loop {
-        let refusing =
-            || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
-        if refusing() {
-            drop(listener);
-            while refusing() {
-                thread::sleep(Duration::from_millis(5));
-            }
-            listener = match rebind(address) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    warn!("simulator cannot listen on {address} again: {e}");
-                    return;
-                }
-            };
-        }
-        // Accept with a short timeout so a fault can close the listener.
-        let _ = listener.set_nonblocking(true);
-        match listener.accept() {
-            Ok((stream, _)) if shared.faults.unplugged.load(Ordering::SeqCst) => reset(stream),
+        let accepted = match lock(&shared.listener).as_ref() {
+            Some(listener) => listener.accept(),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match accepted {
+            Ok((stream, _)) if busy() => reset(stream),
             Ok((stream, _)) => {
                 let _ = stream.set_nonblocking(false);
                 shared.connections.fetch_add(1, Ordering::SeqCst);
@@ -756,6 +754,7 @@ fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Share
                         let _ = instrument_session(stream, &session_shared);
                     });
             }
+            // Non-blocking, so a fault never waits for the next connection.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(2))
             }
@@ -764,15 +763,23 @@ fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Share
     }
 }
 
+/// A non-blocking listener on the simulator's one address.
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = rebind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 /// Closes with an RST (SO_LINGER 0): the peer's next read fails with
-/// ECONNRESET, which the transport reads as ENODEV, like a device that left
-/// the bus.
+/// ECONNRESET: EBUSY on a fresh session, ENODEV on one that was answering,
+/// like a device that left the bus.
 fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from the local `linger`, on the descriptor `stream` owns.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
@@ -798,11 +805,35 @@ fn rebind(address: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
+/// Longest line the simulator takes (SCPI or control): a 101-point model
+/// list is a few KiB. A longer one ends the connection, so a client that
+/// streams bytes without a line end cannot fill lagerd's memory.
+pub(crate) const LINE_MAX: usize = 64 * 1024;
+
+/// The next `\n`-terminated line (without it), `None` at the end; a line
+/// longer than `LINE_MAX` is an `InvalidData` error.
+pub(crate) fn next_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    Read::take(&mut *reader, LINE_MAX as u64 + 1).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > LINE_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a line longer than {LINE_MAX} bytes"),
+        ));
+    }
+    Ok(Some(line))
+}
+
 fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
-    let reader = BufReader::new(stream);
-    for line in reader.split(b'\n') {
-        let line = String::from_utf8_lossy(&line?).trim().to_string();
+    let mut reader = BufReader::new(stream);
+    while let Some(line) = next_line(&mut reader)? {
+        let line = String::from_utf8_lossy(&line).trim().to_string();
         if line.is_empty() {
             continue;
         }
@@ -843,13 +874,32 @@ fn control_session(stream: TcpStream, shared: &Shared) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
+    let mut reader = BufReader::new(stream);
+    while let Ok(Some(line)) = next_line(&mut reader) {
+        let line = String::from_utf8_lossy(&line).into_owned();
         let (command, value) = line
             .trim()
             .split_once(['=', ' '])
             .unwrap_or((line.trim(), ""));
-        let number = value.trim().parse::<f64>().ok();
+        // Values are checked before they become deadlines or counts: the
+        // control port is input too, and a panic here would abort lagerd.
+        let range = match command {
+            "busy_ms" => Some(Range::new(0.0, 3_600_000.0, "milliseconds")),
+            "delay_ms" => Some(Range::new(0.0, 600_000.0, "milliseconds")),
+            "garble" => Some(Range::new(0.0, 1_000_000.0, "replies")),
+            "set_load_current" => Some(Range::new(0.0, 1000.0, "amps")),
+            _ => None,
+        };
+        let number = match range.map(|range| range.parse(value)) {
+            Some(Err(e)) => {
+                if writeln!(writer, "ERR {command} {}: {e}", value.trim()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(number)) => Some(number),
+            None => None,
+        };
         let faults = &shared.faults;
         let reply = match (command, number) {
             ("busy_ms", Some(ms)) => {
@@ -857,7 +907,8 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("drop", _) => {
-                faults.unplugged.store(true, Ordering::SeqCst);
+                // Closed before the reply: from here on opens are refused.
+                lock(&shared.listener).take();
                 for session in lock(&shared.sessions).drain(..) {
                     let _ = session.shutdown(Shutdown::Both);
                     reset(session);
@@ -865,8 +916,18 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("replug", _) => {
-                faults.unplugged.store(false, Ordering::SeqCst);
-                "OK".to_string()
+                let mut listener = lock(&shared.listener);
+                if listener.is_some() {
+                    "OK".to_string()
+                } else {
+                    match listen(shared.address) {
+                        Ok(reopened) => {
+                            *listener = Some(reopened);
+                            "OK".to_string()
+                        }
+                        Err(e) => format!("ERR cannot listen on {} again: {e}", shared.address),
+                    }
+                }
             }
             ("mute", _) => {
                 faults.muted.store(true, Ordering::SeqCst);
@@ -915,6 +976,19 @@ mod tests {
             .iter()
             .filter_map(|line| state.execute(line))
             .collect()
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut reader = BufReader::new(&b"*IDN?\nlast"[..]);
+        assert_eq!(next_line(&mut reader).unwrap(), Some(b"*IDN?".to_vec()));
+        assert_eq!(next_line(&mut reader).unwrap(), Some(b"last".to_vec()));
+        assert_eq!(next_line(&mut reader).unwrap(), None);
+        let mut endless = BufReader::new(io::repeat(b'x'));
+        assert_eq!(
+            next_line(&mut endless).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
@@ -1172,11 +1246,16 @@ mod tests {
         assert!(session.query("*IDN?").unwrap().starts_with("KEITHLEY"));
         assert_eq!(control(&sim, "connections?"), "1");
 
+        // Busy: the connection is accepted, then reset before any answer.
         assert_eq!(control(&sim, "busy_ms 300"), "OK");
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(open(1000).err().unwrap().class(), "busy");
+        let busy = open(1000).unwrap().query("*IDN?").unwrap_err();
+        assert_eq!(busy.class(), "busy");
+        assert!(busy.to_string().starts_with("[Errno 16] Resource busy"));
         std::thread::sleep(Duration::from_millis(400));
-        assert!(open(1000).is_ok(), "opens again once the claim is released");
+        assert!(
+            open(1000).unwrap().query("*IDN?").is_ok(),
+            "answers again once the claim is released"
+        );
 
         assert_eq!(control(&sim, "garble 1"), "OK");
         assert_ne!(
@@ -1189,18 +1268,27 @@ mod tests {
         assert_eq!(short.query("*IDN?").unwrap_err().class(), "timeout");
         control(&sim, "unmute");
 
+        // Unplugged: the open session is reset, new opens are refused.
         assert_eq!(control(&sim, "drop"), "OK");
         assert_eq!(session.query("*IDN?").unwrap_err().class(), "nodev");
-        let mut reopened = open(300).unwrap();
-        assert_eq!(
-            reopened.query("*IDN?").unwrap_err().class(),
-            "nodev",
-            "gone until replugged"
+        let refused = open(300).err().unwrap();
+        assert_eq!(refused.class(), "nodev", "gone until replugged");
+        assert!(
+            refused.to_string().starts_with("[Errno 19] No such device"),
+            "{refused}"
         );
-        control(&sim, "replug");
-        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(control(&sim, "replug"), "OK");
         assert!(open(1000).unwrap().query("*IDN?").is_ok());
         assert!(control(&sim, "log?").starts_with("*IDN?;"));
         assert!(control(&sim, "bogus").starts_with("ERR unknown control command"));
+        assert_eq!(
+            control(&sim, "busy_ms 1e20"),
+            "ERR busy_ms 1e20: use a number of milliseconds from 0 to 3600000"
+        );
+        assert!(control(&sim, "delay_ms nan").starts_with("ERR delay_ms nan"));
+        assert!(
+            control(&sim, "connections?").parse::<u32>().is_ok(),
+            "the simulator lives on"
+        );
     }
 }

@@ -311,3 +311,77 @@ fn mutated_requests_never_take_the_daemon_down() {
     let (status, got) = b.call("GET", "/lock", None);
     assert_eq!((status, got["user"].as_str()), (200, Some("keeper")));
 }
+
+/// Issue 12 defect 1: one unauthenticated GET with a huge interval
+/// panicked in `Duration::from_secs_f64` and aborted lagerd.
+#[test]
+fn issue12_a_monitor_interval_out_of_range_is_refused_and_lagerd_lives() {
+    let mut b = start(
+        "monitor-interval",
+        &["--sim", "--health-interval-secs", "0"],
+    );
+    for interval in ["1e20", "inf", "3601", "1e308"] {
+        let (status, body) = b.call(
+            "GET",
+            &format!("/supply/monitor?netname=supply1&interval={interval}"),
+            None,
+        );
+        assert_eq!(status, 400, "{interval}: {body}");
+        assert_eq!(
+            body["error"].as_str(),
+            Some(
+                format!(
+                    "interval {interval} is out of range: use a number of seconds from 0.1 to 3600"
+                )
+                .as_str()
+            )
+        );
+    }
+    assert!(b.daemon_alive(), "lagerd survived every request");
+    assert_eq!(b.call("GET", "/health", None).0, 200);
+}
+
+/// Issue 12 defect 1: a flag (or `lagerd.conf`, which holds flags) whose
+/// number would overflow a deadline later is refused at start, exit 2,
+/// naming the flag and the range.
+#[test]
+fn issue12_numeric_flags_out_of_range_are_startup_errors() {
+    let dir = lager_testsupport::TempDir::new("flag-ranges");
+    let huge = u64::MAX.to_string();
+    for (flag, value, range) in [
+        (
+            "--instrument-timeout-ms",
+            huge.as_str(),
+            "milliseconds from 1 to 600000",
+        ),
+        ("--head-timeout-ms", "0", "milliseconds from 1 to 600000"),
+        (
+            "--health-interval-secs",
+            huge.as_str(),
+            "seconds from 0 to 86400",
+        ),
+        ("--max-connections", "0", "connections from 1 to 65536"),
+        ("--max-jobs", "0", "jobs from 1 to 1024"),
+    ] {
+        let mut child = std::process::Command::new(crate::lagerd())
+            .args(["--listen", "127.0.0.1:0", flag, value, "--state-dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = lager_testsupport::wait_until(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {flag} {value}: use a number of {range}")),
+            "{stderr}"
+        );
+    }
+}

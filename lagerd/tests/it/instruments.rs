@@ -652,3 +652,76 @@ fn battery_setters_answer_with_the_state_keys_of_the_spec() {
         (400, Some("VOC 70V is outside the instrument's range 0–60V"))
     );
 }
+
+/// Issue 12 defect 7, instruments.md §10.8: an instrument that stops
+/// listening (connection refused) is ENODEV at once, never "held by
+/// another client" (which sent users hunting for a process that does not
+/// exist) and never retried as busy; one that accepts and resets at once
+/// is EBUSY, retried, and says so.
+#[test]
+fn issue12_refused_is_enodev_and_accepted_then_reset_is_ebusy() {
+    let b = Bench::start("tcp-wording", &[]);
+    let port = lager_testsupport::refused_port();
+    let add = json!({"action": "add", "net": {
+        "name": "offpsu", "role": "power-supply", "instrument": "Keithley_2281S",
+        "address": format!("TCPIP0::127.0.0.1::{port}::SOCKET"),
+    }});
+    let reply = request(b.daemon.addr(), "POST", "/nets", Some(&add.to_string()));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let started = Instant::now();
+    let (status, reply) = b.command(
+        "supply",
+        json!({"netname": "offpsu", "action": "voltage", "params": {}}),
+    );
+    let error = reply["error"].as_str().unwrap();
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        error.starts_with(&format!(
+            "[Errno 19] No such device: TCPIP0::127.0.0.1::{port}::SOCKET refused the connection"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("held by another client"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not retried as busy: {:?}",
+        started.elapsed()
+    );
+
+    // Busy for longer than the §4 backoff (≈ 3.7 s): EBUSY in the end.
+    assert_eq!(b.sim("busy_ms 8000"), "OK");
+    let (status, reply) = b.supply("voltage", None);
+    let error = reply["error"].as_str().unwrap();
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        error.starts_with("[Errno 16] Resource busy: TCPIP0::127.0.0.1::")
+            && error.contains("accepted the connection and reset it at once"),
+        "{error}"
+    );
+    assert_eq!(b.sim("connections?"), "0", "a reset open is no session");
+}
+
+/// Found while walking the route table for issue 12: a monitor registered
+/// for the cross-role check (§7) before its stream ran, and only the
+/// running stream unregistered it. A `HEAD` (or any reply whose body is
+/// never produced) left the instrument's other role refused for good.
+#[test]
+fn issue12_a_monitor_whose_stream_never_runs_leaves_no_registration() {
+    let b = Bench::start("monitor-head", &[]);
+    let mut stream = TcpStream::connect(b.daemon.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"HEAD /supply/monitor?netname=supply1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, reply) = b.battery("state", None);
+    assert_eq!(
+        (status, reply["success"].as_bool()),
+        (200, Some(true)),
+        "{reply}"
+    );
+}

@@ -11,6 +11,7 @@ mod instruments;
 mod lifecycle;
 mod metrics;
 mod runner;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -302,3 +302,34 @@ pub mod serde_json_lite {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
     }
 }
+
+/// A loopback port that refuses connections for the rest of the test run:
+/// a socket bound to it but never listening. A port merely bound and
+/// released can be taken by a parallel test, or a client can connect to
+/// itself through it, and the "dead" box comes alive (seen in CI).
+pub fn refused_port() -> u16 {
+    // SAFETY: plain socket calls on a local sockaddr_in of the size passed;
+    // the descriptor is ours and deliberately never closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+            0,
+            "bind"
+        );
+        let mut bound: libc::sockaddr_in = std::mem::zeroed();
+        let mut bound_len = len;
+        libc::getsockname(
+            fd,
+            (&mut bound as *mut libc::sockaddr_in).cast(),
+            &mut bound_len,
+        );
+        // The fd stays open (deliberately leaked) until the test binary exits.
+        u16::from_be(bound.sin_port)
+    }
+}
