@@ -9,8 +9,13 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::client::{fmt_timeout, TransportError, TransportKind};
-use crate::cmd::diagnose::DiagnoseFailure;
 use crate::cmd::python::stream::RequestFailed;
+
+mod deploy;
+mod diagnose;
+
+pub use deploy::DeployError;
+pub use diagnose::DiagnoseFailure;
 
 #[derive(Debug)]
 pub enum CliError {
@@ -180,7 +185,7 @@ pub enum CliError {
         reason: String,
     },
     /// `lager install|update|uninstall` failed at the ssh or box boundary.
-    Deploy(crate::cmd::deploy::DeployError),
+    Deploy(DeployError),
     /// A file given to `lager install-wheel` cannot be uploaded as a wheel.
     Wheel {
         path: PathBuf,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::error::DeployError;
+use crate::error::DeployError;
 
 /// The box side of every step; streamed to `sh -s` and shipped in the bundle.
 pub const BOX_SCRIPT: &str = include_str!("../../../../image/lager-box.sh");

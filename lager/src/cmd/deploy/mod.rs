@@ -8,10 +8,9 @@
 //! swapped in with one rename after it has proven it runs there.
 
 mod bundle;
-mod error;
 mod ssh;
 
-pub use error::DeployError;
+use crate::error::DeployError;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::thread;
 
-use super::error::DeployError;
+use crate::error::DeployError;
 use crate::readcap;
 
 /// What is kept of a remote command's stdout (its first bytes) and of its
