@@ -15,9 +15,10 @@ use common::bounded::Range;
 use common::holder::{format_lock_user, lock_scope, EnvLookup};
 use serde_json::{json, Value};
 
-use crate::client::{capped, Client};
+use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::transport::capped;
 
 /// Spec B.4/B.5/B.6: pre-check, heartbeat and release requests get 5 s.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

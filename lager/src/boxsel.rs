@@ -9,11 +9,12 @@ use std::time::Duration;
 use common::holder::format_lock_user;
 use common::wire::LOCK_PORT;
 
-use crate::client::{capped, Client, TransportError};
+use crate::client::Client;
 use crate::config::{natural_cmp, BoxEntry, Config};
 use crate::error::CliError;
 use crate::identity::Identity;
 use crate::output;
+use crate::transport::{capped, TransportError};
 
 /// A resolved box: where it is and what to call it in messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

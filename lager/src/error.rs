@@ -8,8 +8,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::client::{fmt_timeout, TransportError, TransportKind};
 use crate::cmd::python::stream::RequestFailed;
+use crate::transport::{fmt_timeout, TransportError};
 
 mod deploy;
 mod diagnose;
@@ -403,16 +403,10 @@ impl fmt::Display for CliError {
                 fmt_timeout(*timeout)
             ),
             CliError::BoxUnreachable(error) => {
-                let reason = match &error.kind {
-                    TransportKind::Refused => "connection refused".to_string(),
-                    TransportKind::Timeout => "the connection timed out".to_string(),
-                    TransportKind::Dns => "the host name does not resolve".to_string(),
-                    TransportKind::Other(detail) => detail.clone(),
-                };
                 write!(
                     f,
-                    "Error: cannot reach box at {} ({reason}). Check network/Tailscale and that the box is online and updated.",
-                    error.addr
+                    "Error: cannot reach box at {} ({}). Check network/Tailscale and that the box is online and updated.",
+                    error.addr, error.kind
                 )
             }
             CliError::NonJsonReply { status } => write!(

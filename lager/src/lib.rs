@@ -19,6 +19,7 @@ pub mod pick;
 pub mod readcap;
 pub mod signals;
 pub mod skew;
+pub mod transport;
 
 use std::process::ExitCode;
 

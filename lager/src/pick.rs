@@ -29,10 +29,11 @@ use common::holder::{format_lock_user, lock_scope};
 use serde_json::{json, Value};
 
 use crate::boxsel::{target_of_entry, Target};
-use crate::client::{capped, Client};
+use crate::client::Client;
 use crate::config::{natural_cmp, BoxEntry, Config};
 use crate::error::CliError;
 use crate::output;
+use crate::transport::capped;
 
 /// Probe threads at once; a hung box holds one for its whole budget, so
 /// this many hung boxes are needed to slow the rest down.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::version::{box_is_behind, usable};
 
-use crate::client::{capped, Client, Reply, TransportError};
+use crate::client::Client;
 use crate::output;
+use crate::transport::{capped, Reply, TransportError};
 
 const SKEW_TIMEOUT: Duration = Duration::from_millis(1500);
 

@@ -20,12 +20,13 @@ use common::version::{self, VersionStatus};
 use serde_json::{json, Map, Value};
 
 use crate::boxsel::{display_address, parse_address, resolve, Target};
-use crate::client::{capped, Client, Reply, TransportError, TransportKind};
+use crate::client::Client;
 use crate::cmd::{aborted, confirm, print_body};
 use crate::config::{natural_cmp, BoxEntry, Config};
 use crate::error::CliError;
 use crate::identity::lager_user;
 use crate::output::{self, paint_if, Color, Stream};
+use crate::transport::{capped, Reply, TransportError, TransportKind};
 
 /// Most probe threads `lager boxes` starts at once.
 const MAX_PROBE_THREADS: usize = 32;
@@ -84,7 +85,7 @@ impl Row {
 fn transport_status(error: &TransportError) -> &'static str {
     match error.kind {
         TransportKind::Timeout => "timeout",
-        TransportKind::Refused | TransportKind::Dns => "unreachable",
+        TransportKind::Refused | TransportKind::NoRoute | TransportKind::Dns => "unreachable",
         TransportKind::Other(_) => "error",
     }
 }

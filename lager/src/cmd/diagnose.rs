@@ -16,12 +16,13 @@ use serde_json::{json, Value};
 
 use crate::args::DiagnoseOpts;
 use crate::boxsel::{passive_check, resolve};
-use crate::client::{capped, Client, Reply, TransportError, TransportKind};
+use crate::client::Client;
 use crate::config::Config;
 use crate::error::{CliError, DiagnoseFailure};
 use crate::identity::Identity;
 use crate::output::{self, Color, Stream};
 use crate::skew;
+use crate::transport::{capped, Reply, TransportError, TransportKind};
 
 /// Step 1: the saved-nets lookup gets 5 s.
 const NETS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,10 +42,12 @@ fn unreachable(display: &str, error: TransportError) -> DiagnoseFailure {
             addr: error.addr,
             timeout: error.timeout,
         },
-        TransportKind::Dns | TransportKind::Other(_) => DiagnoseFailure::Unreachable {
-            display: display.to_string(),
-            error,
-        },
+        TransportKind::NoRoute | TransportKind::Dns | TransportKind::Other(_) => {
+            DiagnoseFailure::Unreachable {
+                display: display.to_string(),
+                error,
+            }
+        }
     }
 }
 

@@ -8,12 +8,12 @@ use common::version::usable;
 use serde_json::Value;
 
 use crate::boxsel::{passive_check, resolve};
-use crate::client::capped;
 use crate::config::Config;
 use crate::error::CliError;
 use crate::identity::Identity;
 use crate::output::{self, Color};
 use crate::skew;
+use crate::transport::capped;
 
 /// Spec B.12: `/status` and `/hello` get 10 s each.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

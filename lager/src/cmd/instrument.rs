@@ -18,11 +18,12 @@ use serde_json::{json, Value};
 use crate::args::{InstrumentOpts, Role};
 use crate::autolock::{self, AcquireState, LockSettings};
 use crate::boxsel::{passive_check, resolve, Target};
-use crate::client::{capped, Client, Reply, TransportError, TransportKind};
+use crate::client::Client;
 use crate::cmd::{aborted, confirm, print_body};
 use crate::config::Config;
 use crate::error::CliError;
 use crate::identity::{self, Identity};
+use crate::transport::{capped, Reply, TransportError, TransportKind};
 
 /// instruments.md §10.7: longer than the box's own 30 s command deadline,
 /// so the box's timeout message always arrives first.

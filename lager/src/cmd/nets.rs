@@ -11,12 +11,13 @@ use serde_json::{json, Value};
 
 use crate::args::NetAdd;
 use crate::boxsel::resolve;
-use crate::client::{capped, Client};
+use crate::client::Client;
 use crate::cmd::instrument::{answer, not_delivered, Answer, HOLDER_HEADER};
 use crate::cmd::print_body;
 use crate::config::Config;
 use crate::error::CliError;
 use crate::identity::Identity;
+use crate::transport::capped;
 
 /// Nets requests touch no instrument; the box answers from a file.
 const NETS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::args::WatchOpts;
 use crate::boxsel::{resolve, Target};
-use crate::client::Reply;
 use crate::cmd::diagnose::query_encode;
 use crate::cmd::instrument::{answer, done, net_or_default, COMMAND_TIMEOUT, HOLDER_HEADER};
 use crate::cmd::python::is_tty;
@@ -23,6 +22,7 @@ use crate::cmd::python::stream::{self, Response};
 use crate::config::Config;
 use crate::error::CliError;
 use crate::identity::Identity;
+use crate::transport::Reply;
 
 /// Largest refusal body read before giving up on it.
 const REFUSAL_BYTES: usize = 64 * 1024;

@@ -11,13 +11,13 @@ use serde_json::{json, Value};
 
 use crate::args::{WheelAction, WheelOpts};
 use crate::boxsel::{self, Target};
-use crate::client::{capped, Reply};
 use crate::cmd::instrument::HOLDER_HEADER;
 use crate::cmd::print_body;
 use crate::cmd::python::multipart::Multipart;
 use crate::config::Config;
 use crate::error::CliError;
 use crate::identity::Identity;
+use crate::transport::{capped, Reply};
 
 /// The box's largest upload (runner.md §1), less room for the form.
 const UPLOAD_LIMIT: u64 = 64 * 1024 * 1024 - 64 * 1024;
@@ -256,7 +256,7 @@ fn print_list(body: &Value) {
     }
 }
 
-fn unreachable(target: &Target, error: crate::client::TransportError) -> CliError {
+fn unreachable(target: &Target, error: crate::transport::TransportError) -> CliError {
     CliError::Unreachable {
         display: target.display.clone(),
         error,

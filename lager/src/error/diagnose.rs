@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::client::{fmt_timeout, TransportError};
+use crate::transport::{fmt_timeout, TransportError};
 
 /// Step 2: at most this many names follow `Available:`.
 const AVAILABLE_SHOWN: usize = 10;

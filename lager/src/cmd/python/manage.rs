@@ -70,7 +70,7 @@ fn kill(runner: &Client, id: Value, signal: i32, display: &str) -> Result<(), Cl
     }
 }
 
-fn unreachable(display: &str, error: crate::client::TransportError) -> CliError {
+fn unreachable(display: &str, error: crate::transport::TransportError) -> CliError {
     CliError::Unreachable {
         display: display.to_string(),
         error,
@@ -312,28 +312,25 @@ pub fn downloads(target: &Target, paths: &[String]) {
 }
 
 fn download(client: &Client, path: &str) -> Result<(), String> {
-    let reply = client
+    let mut response = client
         .get_stream(
             &format!("/download-file?filename={}", query_encode(path)),
             CONNECT,
             DOWNLOAD_READ,
         )
         .map_err(|e| e.to_string())?;
-    let reader = reply.reader;
-    if reply.status != 200 {
-        let mut body = Vec::new();
-        let _ = reader.take(SMALL_BODY as u64).read_to_end(&mut body);
-        let body = String::from_utf8_lossy(&body).into_owned();
+    if response.status != 200 {
+        let body = response.text(SMALL_BODY).unwrap_or_default();
         let error = error_text(&body).unwrap_or(body);
-        return Err(format!("HTTP {} - {error}", reply.status));
+        return Err(format!("HTTP {} - {error}", response.status));
     }
-    let gzip = reply
-        .content_encoding
+    let gzip = response
+        .header("content-encoding")
         .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
     let mut reader: Box<dyn Read> = if gzip {
-        Box::new(GzDecoder::new(reader))
+        Box::new(GzDecoder::new(response))
     } else {
-        reader
+        Box::new(response)
     };
     let name = download_name(path);
     let partial = format!(".{name}.lager-download");
