@@ -10,19 +10,19 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use common::wire::LOCK_PORT;
 use serde_json::Value;
 
 use crate::args::WatchOpts;
 use crate::boxsel::{resolve, Target};
 use crate::cmd::diagnose::query_encode;
-use crate::cmd::instrument::{answer, done, net_or_default, COMMAND_TIMEOUT, HOLDER_HEADER};
+use crate::cmd::instrument::{
+    answer, done, net_or_default, not_delivered, COMMAND_TIMEOUT, HOLDER_HEADER,
+};
 use crate::cmd::python::is_tty;
-use crate::cmd::python::stream::{self, Response};
 use crate::config::Config;
 use crate::error::CliError;
 use crate::identity::Identity;
-use crate::transport::Reply;
+use crate::transport::{Reply, Request, Response, Wait};
 
 /// Largest refusal body read before giving up on it.
 const REFUSAL_BYTES: usize = 64 * 1024;
@@ -40,22 +40,11 @@ pub fn run(opts: &WatchOpts) -> Result<ExitCode, CliError> {
         query_encode(&net),
         opts.interval.as_secs_f64()
     );
-    let mut headers = vec![(HOLDER_HEADER, identity.holder.clone())];
-    if let Some(token) = &target.token {
-        headers.push(("Authorization", format!("Bearer {token}")));
-    }
-    let request = stream::Request {
-        method: "GET",
-        host: &target.host,
-        port: target.port.unwrap_or(LOCK_PORT),
-        path: &path,
-        headers,
-        content_type: "application/json",
-        body: b"",
-        // A reading may take the box's whole command deadline.
-        read_timeout: Some(opts.interval + COMMAND_TIMEOUT),
-    };
-    let mut response = stream::send(&request).map_err(CliError::RunnerConnect)?;
+    let headers = [(HOLDER_HEADER, identity.holder.as_str())];
+    // A reading may take the box's whole command deadline.
+    let request =
+        Request::get(&path, Wait::Idle(opts.interval + COMMAND_TIMEOUT)).headers(&headers);
+    let mut response = target.lock_client().open(&request).map_err(not_delivered)?;
     if response.status != 200 {
         let reply = Reply {
             status: response.status,
