@@ -8,8 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::cmd::python::stream::RequestFailed;
-use crate::transport::{fmt_timeout, TransportError};
+use crate::transport::{fmt_timeout, TransportError, TransportKind};
 
 mod deploy;
 mod diagnose;
@@ -125,7 +124,7 @@ pub enum CliError {
         detail: Option<String>,
     },
     /// A runner request got no HTTP answer (runner.md §5.4).
-    RunnerConnect(RequestFailed),
+    RunnerConnect(TransportError),
     /// A 200 stream without `Lager-Output-Version: 1`.
     FormatUnsupported,
     /// The box's own explanation, printed as is (e.g. a 422 on `--kill`).
@@ -373,7 +372,20 @@ impl fmt::Display for CliError {
                     None => Ok(()),
                 }
             }
-            CliError::RunnerConnect(failed) => write!(f, "{failed}"),
+            CliError::RunnerConnect(failed) => {
+                let addr = &failed.addr;
+                match failed.kind {
+                    TransportKind::Timeout => {
+                        write!(f, "Error: Connection to box timed out ({addr})")
+                    }
+                    TransportKind::Refused => write!(f, "Error: Connection refused by box ({addr})"),
+                    TransportKind::NoRoute => write!(f, "Error: No route to host ({addr})"),
+                    TransportKind::Dns => write!(f, "Error: Could not resolve hostname ({addr})"),
+                    TransportKind::Other(_) => {
+                        write!(f, "Error: Could not connect to box ({addr})")
+                    }
+                }
+            }
             CliError::FormatUnsupported => {
                 write!(f, "Response format not supported. Please upgrade lager-cli")
             }

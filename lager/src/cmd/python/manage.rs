@@ -10,19 +10,19 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::wire::RUNNER_PORT;
 use flate2::read::GzDecoder;
 use serde_json::{json, Value};
 
 use super::render::{self, Outcome, Terminal, DETACHING};
 use super::{error_text, finish_run, http_error, is_tty, normalize, process_exit, set_active};
-use super::{stream, ActiveRun, SMALL_BODY};
+use super::{ActiveRun, SMALL_BODY};
 use crate::args::Manage;
 use crate::boxsel::Target;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output::{self, Color};
 use crate::readcap;
+use crate::transport::{Connect, Request, Wait};
 
 /// Management requests connect within 7 s (§5.6–5.7).
 const CONNECT: Duration = Duration::from_secs(7);
@@ -35,6 +35,8 @@ const CONSOLE_CONNECT: Duration = Duration::from_secs(10);
 const LINE_MAX: usize = 64 * 1024;
 /// After Ctrl+D, how long a silent console may keep the CLI waiting.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
+/// `--reattach`: three missed keepalives (one every 20 s) end the stream.
+const ATTACH_IDLE: Duration = Duration::from_secs(60);
 /// Downloads: connect like lock traffic; any wait for bytes up to 60 s.
 const DOWNLOAD_READ: Duration = Duration::from_secs(60);
 
@@ -141,22 +143,16 @@ pub fn spawn_stdin_continue(runner: Client, id: String, socket: Option<TcpStream
 
 fn reattach(runner: &Client, target: &Target, id: &str, label: &str) -> Result<ExitCode, CliError> {
     let body = json!({"lager_process_id": id}).to_string();
-    let mut headers = Vec::new();
-    if let Some(token) = &target.token {
-        headers.push(("Authorization", format!("Bearer {token}")));
-    }
-    let request = stream::Request {
-        method: "POST",
-        host: &target.host,
-        port: target.port.unwrap_or(RUNNER_PORT),
-        path: "/python/attach",
-        headers,
-        content_type: "application/json",
-        body: body.as_bytes(),
-        // An attached follower may wait on a silent job indefinitely.
-        read_timeout: None,
-    };
-    let mut response = stream::send(&request).map_err(CliError::RunnerConnect)?;
+    // A silent job's follower still gets a keepalive frame every 20 s
+    // (runner.md §4), so a stream quiet for ATTACH_IDLE has lost its box.
+    let request = Request::post(
+        "/python/attach",
+        "application/json",
+        body.as_bytes(),
+        Wait::Idle(ATTACH_IDLE),
+    )
+    .connect(Connect::RUNNER);
+    let mut response = runner.open(&request).map_err(CliError::RunnerConnect)?;
     if response.status != 200 {
         let text = response.text(SMALL_BODY).unwrap_or_default();
         return Err(match response.status {

@@ -3,8 +3,8 @@
 //! script's exit code as the CLI's own.
 //!
 //! This file is the order of operations (§5.2) and the exit handling
-//! (§5.5); `package` builds the upload, `multipart` encodes it, `stream`
-//! sends it, `frames`/`render` show the answer, `manage` holds kill,
+//! (§5.5); `package` builds the upload, `multipart` encodes it,
+//! [`crate::transport`] sends it, `frames`/`render` show the answer, `manage` holds kill,
 //! reattach, continue, console and downloads.
 //!
 //! Signals (§5.6): the signal thread of [`crate::signals`] calls
@@ -19,7 +19,6 @@ mod manage;
 pub(crate) mod multipart;
 pub mod package;
 mod render;
-pub mod stream;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -41,6 +40,7 @@ use crate::error::CliError;
 use crate::identity::{self, Identity};
 use crate::output::{self, Color};
 use crate::signals;
+use crate::transport::{Connect, Request, Wait};
 
 use multipart::Multipart;
 use package::Payload;
@@ -417,24 +417,19 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
     drop(payload);
     let content_type = form.content_type();
     let body = form.finish();
-    let mut headers = vec![(
+    let headers = [(
         HOLDER_HEADER,
-        held_user.clone().unwrap_or_else(|| identity.holder.clone()),
+        held_user.as_deref().unwrap_or(&identity.holder),
     )];
-    if let Some(token) = &target.token {
-        headers.push(("Authorization", format!("Bearer {token}")));
-    }
-    let request = stream::Request {
-        method: "POST",
-        host: &target.host,
-        port: target.port.unwrap_or(RUNNER_PORT),
-        path: "/python",
-        headers,
-        content_type: &content_type,
-        body: &body,
-        read_timeout: Some(STREAM_READ_TIMEOUT),
-    };
-    let mut response = stream::send(&request).map_err(CliError::RunnerConnect)?;
+    let request = Request::post(
+        "/python",
+        &content_type,
+        &body,
+        Wait::Idle(STREAM_READ_TIMEOUT),
+    )
+    .headers(&headers)
+    .connect(Connect::RUNNER);
+    let mut response = runner.open(&request).map_err(CliError::RunnerConnect)?;
     drop(body);
     if response.status != 200 {
         let text = response.text(SMALL_BODY).unwrap_or_default();

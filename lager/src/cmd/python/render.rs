@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::frames::{FeedError, FrameParser, Sink};
-use super::stream::Response;
+use crate::transport::Response;
 
 /// Flush early if this much output is pending on one stream.
 const MAX_PENDING: usize = 1024 * 1024;
