@@ -19,8 +19,7 @@
 //!    released at once.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use crate::client::Client;
 use crate::config::{natural_cmp, BoxEntry, Config};
 use crate::error::CliError;
 use crate::output;
-use crate::transport::capped;
+use crate::transport::{capped, Connect, Request, Wait};
 
 /// Probe threads at once; a hung box holds one for its whole budget, so
 /// this many hung boxes are needed to slow the rest down.
@@ -572,8 +571,9 @@ fn wait_in_queue(
     release(&client, &holder.user);
 }
 
-/// A queued `POST /lock` on a socket of our own (so it can be cut):
-/// `(status, body)`, or `None` when it failed or was cancelled.
+/// A queued `POST /lock` on a connection whose socket is registered first
+/// (so it can be cut): `(status, body)`, or `None` when it failed or was
+/// cancelled.
 fn queued_post(
     candidate: &Candidate,
     index: usize,
@@ -581,43 +581,21 @@ fn queued_post(
     wait_secs: u64,
     shared: &Queueing,
 ) -> Option<(u16, Value)> {
-    let target = &candidate.target;
-    let port = target.port.unwrap_or(common::wire::LOCK_PORT);
-    let addr = (target.host.as_str(), port)
-        .to_socket_addrs()
-        .ok()?
-        .next()?;
-    let mut stream = TcpStream::connect_timeout(&addr, capped(LOCK_TIMEOUT)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(wait_secs + 10)))
-        .ok()?;
+    let client = candidate.target.lock_client();
+    // lagerd answers when the lock is granted or the wait ends.
+    let wait = Wait::Total(Duration::from_secs(wait_secs + 10));
+    let request = Request::post("/lock", "application/json", body.as_bytes(), wait)
+        .connect(Connect::within(LOCK_TIMEOUT));
+    let conn = client.connect(&request).ok()?;
     {
         let mut sockets = shared.sockets.lock().unwrap_or_else(|e| e.into_inner());
         if shared.cancelled.load(Ordering::SeqCst) {
             return None;
         }
-        sockets.push((index, stream.try_clone().ok()?));
+        sockets.push((index, conn.socket().ok()?));
     }
-    let host = crate::client::Client::new(&target.host, port, None)
-        .addr()
-        .to_string();
-    let mut request = format!(
-        "POST /lock HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if let Some(token) = &target.token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut reply = Vec::new();
-    let _ = stream.take(256 * 1024).read_to_end(&mut reply);
-    let text = String::from_utf8_lossy(&reply);
-    let status = text.split(' ').nth(1)?.parse::<u16>().ok()?;
-    let (_, json_text) = text.split_once("\r\n\r\n")?;
-    let value = serde_json::from_str(json_text).unwrap_or(Value::Null);
-    Some((status, value))
+    let reply = conn.call(&request).ok()?;
+    Some((reply.status, reply.json().unwrap_or(Value::Null)))
 }
 
 #[cfg(test)]
