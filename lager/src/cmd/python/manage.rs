@@ -4,7 +4,7 @@
 //! these takes or checks the box lock (locking.md B.8).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -22,7 +22,7 @@ use crate::client::Client;
 use crate::error::CliError;
 use crate::output::{self, Color};
 use crate::readcap;
-use crate::transport::{Connect, Request, Wait};
+use crate::transport::{self, Connect, Request, Wait};
 
 /// Management requests connect within 7 s (§5.6–5.7).
 const CONNECT: Duration = Duration::from_secs(7);
@@ -223,13 +223,8 @@ fn console(runner: &Client, target: &Target, id: &str) -> Result<ExitCode, CliEr
         addr: addr.clone(),
         reason,
     };
-    let socket_addr = (target.host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| failed(e.to_string()))?
-        .next()
-        .ok_or_else(|| failed("no address".to_string()))?;
-    let stream = TcpStream::connect_timeout(&socket_addr, CONSOLE_CONNECT)
-        .map_err(|e| failed(e.to_string()))?;
+    let stream = transport::dial(&target.host, port, Connect::within(CONSOLE_CONNECT), None)
+        .map_err(|e| failed(e.kind.to_string()))?;
     println!("Connected to interactive console (Ctrl+D to disconnect)");
     let mut from_box = stream.try_clone().map_err(|e| failed(e.to_string()))?;
     let printer = std::thread::spawn(move || {
