@@ -6,6 +6,8 @@
 //! Frames: `<fileno> <len> <payload>`; fileno `1` stdout, `2` stderr, `3`
 //! output channel (itself framed `<encoder> <len> <payload>`), `0`
 //! keepalive (`0 0 `), `-` the exit marker whose payload is the code.
+//! Both layers run one state machine, [`Framer`], with their own tags,
+//! limits and words for errors.
 
 use std::io;
 
@@ -33,18 +35,129 @@ pub enum FeedError {
     Sink(io::Error),
 }
 
+/// Where a reader is in the one frame grammar of both layers,
+/// `<tag> <len> <payload>`: the outer stream's tag is the fileno, the
+/// output channel's the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Expecting a fileno character.
-    Fileno,
-    /// Expecting the space after the fileno.
+    /// Expecting a tag character.
+    Tag,
+    /// Expecting the space after the tag.
     Space(u8),
     /// Reading length digits up to a space.
-    Len { fileno: u8, len: u64, digits: u8 },
-    /// `remaining` payload bytes of `fileno` to go.
-    Payload { fileno: u8, remaining: u64 },
-    /// The exit marker was complete; nothing more is read.
-    Done,
+    Len { tag: u8, len: u64, digits: u8 },
+    /// `remaining` payload bytes of a frame of `tag` to go.
+    Payload { tag: u8, remaining: u64 },
+}
+
+/// What the grammar found next.
+#[derive(Debug, PartialEq, Eq)]
+enum Event<'a> {
+    /// A frame's head was read: its tag and payload length.
+    Head { tag: u8, len: u64 },
+    /// Part of the current frame's payload, in order.
+    Payload { tag: u8, bytes: &'a [u8] },
+    /// The current frame's payload is complete.
+    End { tag: u8 },
+}
+
+/// How a byte broke the grammar; each layer words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    Tag(u8),
+    Space(u8),
+    Length(u8),
+    Overflow,
+}
+
+/// The frame grammar as a state machine over pieces of bytes: both
+/// layers run this one, each with its own tags.
+#[derive(Debug)]
+struct Framer {
+    state: State,
+    /// Whether a byte may start a frame of this layer.
+    tag_ok: fn(u8) -> bool,
+}
+
+impl Framer {
+    fn new(tag_ok: fn(u8) -> bool) -> Framer {
+        Framer {
+            state: State::Tag,
+            tag_ok,
+        }
+    }
+
+    /// The next event from `data[*at..]`, advancing `at`; `None` when the
+    /// piece is used up.
+    fn next<'a>(&mut self, data: &'a [u8], at: &mut usize) -> Result<Option<Event<'a>>, Broken> {
+        while *at < data.len() {
+            match self.state {
+                State::Tag => {
+                    let tag = data[*at];
+                    if !(self.tag_ok)(tag) {
+                        return Err(Broken::Tag(tag));
+                    }
+                    self.state = State::Space(tag);
+                    *at += 1;
+                }
+                State::Space(tag) => {
+                    if data[*at] != b' ' {
+                        return Err(Broken::Space(tag));
+                    }
+                    self.state = State::Len {
+                        tag,
+                        len: 0,
+                        digits: 0,
+                    };
+                    *at += 1;
+                }
+                State::Len { tag, len, digits } => {
+                    let b = data[*at];
+                    *at += 1;
+                    if b == b' ' && digits > 0 {
+                        self.state = State::Payload {
+                            tag,
+                            remaining: len,
+                        };
+                        return Ok(Some(Event::Head { tag, len }));
+                    }
+                    if !b.is_ascii_digit() || digits >= MAX_LEN_DIGITS {
+                        return Err(Broken::Length(tag));
+                    }
+                    let len = len
+                        .checked_mul(10)
+                        .and_then(|l| l.checked_add(u64::from(b - b'0')))
+                        .ok_or(Broken::Overflow)?;
+                    self.state = State::Len {
+                        tag,
+                        len,
+                        digits: digits + 1,
+                    };
+                }
+                State::Payload { tag, remaining: 0 } => {
+                    self.state = State::Tag;
+                    return Ok(Some(Event::End { tag }));
+                }
+                State::Payload { tag, remaining } => {
+                    let take = remaining.min((data.len() - *at) as u64) as usize;
+                    let bytes = &data[*at..*at + take];
+                    *at += take;
+                    self.state = State::Payload {
+                        tag,
+                        remaining: remaining - take as u64,
+                    };
+                    return Ok(Some(Event::Payload { tag, bytes }));
+                }
+            }
+        }
+        // A frame whose payload just ended (or is empty) ends here, so the
+        // exit marker is seen without waiting for another byte.
+        if let State::Payload { tag, remaining: 0 } = self.state {
+            self.state = State::Tag;
+            return Ok(Some(Event::End { tag }));
+        }
+        Ok(None)
+    }
 }
 
 /// The exit marker's raw return code: a non-integer payload is −1
@@ -59,9 +172,11 @@ pub fn parse_exit_code(payload: &[u8]) -> i64 {
 /// Incremental parser of the outer frame stream.
 #[derive(Debug)]
 pub struct FrameParser {
-    state: State,
+    framer: Framer,
     exit_payload: Vec<u8>,
     channel: ChannelParser,
+    /// The exit marker was complete; nothing more is read.
+    done: bool,
 }
 
 impl Default for FrameParser {
@@ -73,123 +188,61 @@ impl Default for FrameParser {
 impl FrameParser {
     pub fn new() -> FrameParser {
         FrameParser {
-            state: State::Fileno,
+            framer: Framer::new(|b| b == b'-' || b.is_ascii_digit()),
             exit_payload: Vec::new(),
             channel: ChannelParser::new(),
+            done: false,
         }
     }
 
     /// True between frames: a stream that ends here ended cleanly apart
     /// from the missing exit marker.
     pub fn at_frame_boundary(&self) -> bool {
-        self.state == State::Fileno
+        self.framer.state == State::Tag && !self.done
     }
 
     /// Parses `data`; returns the exit marker's raw code once it is
     /// complete (bytes after it are ignored).
     pub fn feed(&mut self, data: &[u8], sink: &mut impl Sink) -> Result<Option<i64>, FeedError> {
-        let mut i = 0;
-        while i < data.len() {
-            match self.state {
-                State::Done => return Ok(None),
-                State::Fileno => {
-                    let fileno = data[i];
-                    if !(fileno == b'-' || fileno.is_ascii_digit()) {
-                        return Err(FeedError::Protocol(format!(
-                            "unexpected byte 0x{fileno:02x} where a frame should start"
-                        )));
+        let mut at = 0;
+        while !self.done {
+            let event = self.framer.next(data, &mut at).map_err(|broken| {
+                FeedError::Protocol(match broken {
+                    Broken::Tag(b) => {
+                        format!("unexpected byte 0x{b:02x} where a frame should start")
                     }
-                    self.state = State::Space(fileno);
-                    i += 1;
+                    Broken::Space(tag) => {
+                        format!("no space after frame type '{}'", tag as char)
+                    }
+                    Broken::Length(tag) => {
+                        format!("bad length in a frame of type '{}'", tag as char)
+                    }
+                    Broken::Overflow => "frame length overflows".to_string(),
+                })
+            })?;
+            match event {
+                None => return Ok(None),
+                Some(Event::Head { tag: b'-', len }) if len > MAX_EXIT_PAYLOAD => {
+                    return Err(FeedError::Protocol(format!("exit marker of {len} bytes")))
                 }
-                State::Space(fileno) => {
-                    if data[i] != b' ' {
-                        return Err(FeedError::Protocol(format!(
-                            "no space after frame type '{}'",
-                            fileno as char
-                        )));
-                    }
-                    self.state = State::Len {
-                        fileno,
-                        len: 0,
-                        digits: 0,
-                    };
-                    i += 1;
+                Some(Event::Head { .. }) => self.exit_payload.clear(),
+                Some(Event::Payload { tag, bytes }) => match tag {
+                    b'1' => sink.stdout(bytes).map_err(FeedError::Sink)?,
+                    b'2' => sink.stderr(bytes).map_err(FeedError::Sink)?,
+                    b'3' => self.channel.feed(bytes, sink)?,
+                    b'-' => self.exit_payload.extend_from_slice(bytes),
+                    // Keepalives have no payload; unknown types are
+                    // skipped so a newer box does not break the CLI.
+                    _ => {}
+                },
+                Some(Event::End { tag: b'-' }) => {
+                    self.done = true;
+                    return Ok(Some(parse_exit_code(&self.exit_payload)));
                 }
-                State::Len {
-                    fileno,
-                    len,
-                    digits,
-                } => {
-                    let b = data[i];
-                    i += 1;
-                    if b == b' ' && digits > 0 {
-                        if fileno == b'-' && len > MAX_EXIT_PAYLOAD {
-                            return Err(FeedError::Protocol(format!("exit marker of {len} bytes")));
-                        }
-                        self.exit_payload.clear();
-                        self.state = State::Payload {
-                            fileno,
-                            remaining: len,
-                        };
-                        if len == 0 {
-                            if let Some(code) = self.end_payload(fileno) {
-                                return Ok(Some(code));
-                            }
-                        }
-                    } else if b.is_ascii_digit() && digits < MAX_LEN_DIGITS {
-                        let len = len
-                            .checked_mul(10)
-                            .and_then(|l| l.checked_add(u64::from(b - b'0')))
-                            .ok_or_else(|| {
-                                FeedError::Protocol("frame length overflows".to_string())
-                            })?;
-                        self.state = State::Len {
-                            fileno,
-                            len,
-                            digits: digits + 1,
-                        };
-                    } else {
-                        return Err(FeedError::Protocol(format!(
-                            "bad length in a frame of type '{}'",
-                            fileno as char
-                        )));
-                    }
-                }
-                State::Payload { fileno, remaining } => {
-                    let available = (data.len() - i) as u64;
-                    let take = remaining.min(available) as usize;
-                    let chunk = &data[i..i + take];
-                    i += take;
-                    match fileno {
-                        b'1' => sink.stdout(chunk).map_err(FeedError::Sink)?,
-                        b'2' => sink.stderr(chunk).map_err(FeedError::Sink)?,
-                        b'3' => self.channel.feed(chunk, sink)?,
-                        b'-' => self.exit_payload.extend_from_slice(chunk),
-                        // Keepalives have no payload; unknown types are
-                        // skipped so a newer box does not break the CLI.
-                        _ => {}
-                    }
-                    let remaining = remaining - take as u64;
-                    self.state = State::Payload { fileno, remaining };
-                    if remaining == 0 {
-                        if let Some(code) = self.end_payload(fileno) {
-                            return Ok(Some(code));
-                        }
-                    }
-                }
+                Some(Event::End { .. }) => {}
             }
         }
         Ok(None)
-    }
-
-    fn end_payload(&mut self, fileno: u8) -> Option<i64> {
-        if fileno == b'-' {
-            self.state = State::Done;
-            return Some(parse_exit_code(&self.exit_payload));
-        }
-        self.state = State::Fileno;
-        None
     }
 }
 
@@ -197,98 +250,48 @@ impl FrameParser {
 /// which may span several outer `3` frames.
 #[derive(Debug)]
 struct ChannelParser {
-    state: ChannelState,
+    framer: Framer,
     object: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChannelState {
-    Encoder,
-    Space(u8),
-    Len { encoder: u8, len: u64, digits: u8 },
-    Payload { encoder: u8, remaining: u64 },
 }
 
 impl ChannelParser {
     fn new() -> ChannelParser {
         ChannelParser {
-            state: ChannelState::Encoder,
+            framer: Framer::new(|b| b.is_ascii_digit()),
             object: Vec::new(),
         }
     }
 
     fn feed(&mut self, data: &[u8], sink: &mut impl Sink) -> Result<(), FeedError> {
-        let bad = |what: &str| FeedError::Protocol(format!("output channel: {what}"));
-        let mut i = 0;
-        while i < data.len() {
-            match self.state {
-                ChannelState::Encoder => {
-                    if !data[i].is_ascii_digit() {
-                        return Err(bad("bad encoder"));
+        let mut at = 0;
+        loop {
+            let event = self.framer.next(data, &mut at).map_err(|broken| {
+                FeedError::Protocol(format!(
+                    "output channel: {}",
+                    match broken {
+                        Broken::Tag(_) => "bad encoder",
+                        Broken::Space(_) => "no space after the encoder",
+                        Broken::Length(_) => "bad length",
+                        Broken::Overflow => "object too large",
                     }
-                    self.state = ChannelState::Space(data[i]);
-                    i += 1;
+                ))
+            })?;
+            match event {
+                None => return Ok(()),
+                Some(Event::Head { len, .. }) if len > MAX_CHANNEL_OBJECT => {
+                    return Err(FeedError::Protocol(
+                        "output channel: object too large".into(),
+                    ))
                 }
-                ChannelState::Space(encoder) => {
-                    if data[i] != b' ' {
-                        return Err(bad("no space after the encoder"));
-                    }
-                    self.state = ChannelState::Len {
-                        encoder,
-                        len: 0,
-                        digits: 0,
-                    };
-                    i += 1;
-                }
-                ChannelState::Len {
-                    encoder,
-                    len,
-                    digits,
-                } => {
-                    let b = data[i];
-                    i += 1;
-                    if b == b' ' && digits > 0 {
-                        if len > MAX_CHANNEL_OBJECT {
-                            return Err(bad("object too large"));
-                        }
-                        self.object.clear();
-                        self.state = ChannelState::Payload {
-                            encoder,
-                            remaining: len,
-                        };
-                        if len == 0 {
-                            self.emit(encoder, sink)?;
-                        }
-                    } else if b.is_ascii_digit() && digits < MAX_LEN_DIGITS {
-                        self.state = ChannelState::Len {
-                            encoder,
-                            len: len.saturating_mul(10).saturating_add(u64::from(b - b'0')),
-                            digits: digits + 1,
-                        };
-                    } else {
-                        return Err(bad("bad length"));
-                    }
-                }
-                ChannelState::Payload { encoder, remaining } => {
-                    let take = remaining.min((data.len() - i) as u64) as usize;
-                    self.object.extend_from_slice(&data[i..i + take]);
-                    i += take;
-                    let remaining = remaining - take as u64;
-                    self.state = ChannelState::Payload { encoder, remaining };
-                    if remaining == 0 {
-                        self.emit(encoder, sink)?;
-                    }
+                Some(Event::Head { .. }) => self.object.clear(),
+                Some(Event::Payload { bytes, .. }) => self.object.extend_from_slice(bytes),
+                Some(Event::End { tag }) => {
+                    let text = decode_object(tag, &self.object);
+                    self.object.clear();
+                    sink.channel(&text).map_err(FeedError::Sink)?;
                 }
             }
         }
-        Ok(())
-    }
-
-    fn emit(&mut self, encoder: u8, sink: &mut impl Sink) -> Result<(), FeedError> {
-        self.state = ChannelState::Encoder;
-        let text = decode_object(encoder, &self.object);
-        self.object.clear();
-        sink.channel(&text).map_err(FeedError::Sink)
     }
 }
 
