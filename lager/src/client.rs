@@ -83,14 +83,7 @@ impl Client {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
-        let body = body.to_string();
-        let request = Request::post(
-            path,
-            "application/json",
-            body.as_bytes(),
-            Wait::Total(timeout),
-        );
-        self.call(&request.headers(headers))
+        self.post_json_as(path, body, headers, Connect::BOX, timeout)
     }
 
     /// POST JSON with its own connect timeout (the runner's management
@@ -102,6 +95,17 @@ impl Client {
         connect: Duration,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
+        self.post_json_as(path, body, &[], Connect::within(connect), timeout)
+    }
+
+    fn post_json_as(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+        connect: Connect,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
         let body = body.to_string();
         let request = Request::post(
             path,
@@ -109,7 +113,7 @@ impl Client {
             body.as_bytes(),
             Wait::Total(timeout),
         );
-        self.call(&request.connect(Connect::within(connect)))
+        self.call(&request.headers(headers).connect(connect))
     }
 
     /// POST a binary body (`lager install-wheel`'s multipart upload).
