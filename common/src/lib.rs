@@ -2,6 +2,7 @@
 //! version comparison. This crate does no IO and starts no threads, so both
 //! binaries (and their tests) can use it anywhere.
 
+pub mod actions;
 pub mod addr;
 pub mod bounded;
 pub mod diagnose;

@@ -1,5 +1,6 @@
 """Every lagerd instrument action this package sends, in one place, so a
-test can hold them against lagerd's own action table."""
+test (lagerd's scriptenv) can hold them against the action table that
+lagerd and the CLI share (common/src/actions.rs)."""
 
 ACTIONS = {
     # POST /supply/command

@@ -3,6 +3,7 @@
 //! instrument's (or channel's) ranges before anything reaches it: refused,
 //! never clamped.
 
+use common::actions::{self, Bounds, Key, Quantity, Role, Rule};
 use serde_json::{Map, Value};
 
 /// An instrument's (or one channel's) settable ranges.
@@ -146,55 +147,69 @@ impl std::fmt::Display for ActionError {
 }
 
 /// Parses `action` with `params` for the role (`supply` or `battery`),
-/// checking values against `limits`.
+/// checking values against `limits`. Which actions exist, what they take
+/// and their quantities' ranges are `common::actions`'s table.
 pub fn parse(
     battery: bool,
     action: &str,
     params: &Map<String, Value>,
     limits: &Limits,
 ) -> Result<Action, ActionError> {
+    let role = if battery { Role::Battery } else { Role::Supply };
+    let spec =
+        actions::find(role, action).ok_or_else(|| ActionError::Unknown(action.to_string()))?;
     let given = params.get("value").filter(|v| !v.is_null());
-    // `params[key]` as a number within range; `None` when absent.
-    let param = |key: &str,
-                 quantity: &'static str,
-                 (min, max): (f64, f64),
-                 unit: &'static str|
-     -> Result<Option<f64>, ActionError> {
+    // `params[key]` as a number of `quantity` within range; `None` when absent.
+    let param = |key: &str, quantity: Quantity| -> Result<Option<f64>, ActionError> {
         let Some(given) = params.get(key).filter(|v| !v.is_null()) else {
             return Ok(None);
         };
         let v = as_number(given).ok_or_else(|| ActionError::NotANumber {
-            quantity,
+            quantity: quantity.name,
             given: given.to_string(),
         })?;
+        let (min, max) = match quantity.bounds {
+            Bounds::Fixed(min, max) => (min, max),
+            Bounds::Volts => limits.volts,
+            Bounds::Amps => limits.amps,
+            Bounds::OvpVolts => limits.ovp,
+            Bounds::OcpAmps => limits.ocp,
+        };
         if !(min..=max).contains(&v) {
             return Err(ActionError::OutOfRange {
-                quantity,
+                quantity: quantity.name,
                 value: v,
                 min,
                 max,
-                unit,
+                unit: quantity.unit,
             });
         }
         Ok(Some(v))
     };
-    let value = |quantity, range, unit| param("value", quantity, range, unit);
+    let value = match spec.rule {
+        Rule::Number(quantity) => param("value", quantity)?,
+        _ => None,
+    };
     // A battery setter with a value sets it; without one it reads it (§8).
-    use BatteryQuantity::*;
-    let read_or = |value: Option<f64>, set: fn(f64) -> Action, quantity| match value {
+    let read_or = |set: fn(f64) -> Action, quantity| match value {
         Some(v) => set(v),
         None => Action::BatteryRead(quantity),
     };
-    let action = match (battery, action) {
-        (false, "voltage" | "current") => {
-            let base = if action == "voltage" {
-                Action::Voltage(value("Voltage", limits.volts, "V")?)
+    use BatteryQuantity as Q;
+    let action = match spec.key {
+        Key::Voltage | Key::Current => {
+            let base = if spec.key == Key::Voltage {
+                Action::Voltage(value)
             } else {
-                Action::Current(value("Current", limits.amps, "A")?)
+                Action::Current(value)
             };
             // `ovp`/`ocp` beside `value` (§7).
-            let ovp = param("ovp", "OVP", limits.ovp, "V")?;
-            let ocp = param("ocp", "OCP", limits.ocp, "A")?;
+            let mut protections = spec.extras.iter().map(|extra| {
+                let quantity = extra.quantity().expect("extras are numbers (tested)");
+                param(extra.action().name, quantity)
+            });
+            let ovp = protections.next().transpose()?.flatten();
+            let ocp = protections.next().transpose()?.flatten();
             if ovp.is_none() && ocp.is_none() {
                 base
             } else {
@@ -214,45 +229,32 @@ pub fn parse(
                 }
             }
         }
-        (false, "set_mode") => Action::SupplyMode,
-        (true, "set_to_battery_mode") => Action::BatteryMode,
-        // Full and empty are VOCs: §10.3 names the quantity VOC.
-        (true, "set_volt_full") => {
-            read_or(value("VOC", (0.0, 60.0), "V")?, Action::VoltFull, VoltFull)
-        }
-        (true, "set_volt_empty") => read_or(
-            value("VOC", (0.0, 60.0), "V")?,
-            Action::VoltEmpty,
-            VoltEmpty,
-        ),
-        (true, "set_ovp") => read_or(value("OVP", (0.0, 61.0), "V")?, Action::BatteryOvp, Ovp),
-        (true, "set_ocp") => read_or(value("OCP", (0.001, 6.1), "A")?, Action::BatteryOcp, Ocp),
-        (true, "set_model") => Action::Model(model_name(given)?),
-        (true, "list_models" | "models") => Action::ListModels,
-        (true, "export_model") => Action::ExportModel(slot(params)?),
-        (true, "create_model") => Action::CreateModel(Box::new(battery_model(params)?)),
-        (false, "ovp") => Action::Ovp(value("OVP", limits.ovp, "V")?),
-        (false, "ocp") => Action::Ocp(value("OCP", limits.ocp, "A")?),
-        (false, "enable") => Action::Enable,
-        (false, "disable") => Action::Disable,
-        (false, "clear_ocp" | "clear_ovp") | (true, "clear" | "clear_ocp" | "clear_ovp") => {
-            Action::ClearProtection
-        }
-        (false, "state") => Action::SupplyState,
-        (false, "limits") => Action::Limits,
-        (true, "set_soc") => read_or(value("SOC", (0.0, 100.0), "%")?, Action::Soc, Soc),
-        (true, "set_voc") => read_or(value("VOC", (0.0, 60.0), "V")?, Action::Voc, Voc),
-        (true, "set_capacity") => read_or(
-            value("Capacity", (0.001, 1000.0), "Ah")?,
-            Action::Capacity,
-            Capacity,
-        ),
-        (true, "set_current_limit") => read_or(
-            value("Current limit", (0.001, 6.0), "A")?,
-            Action::CurrentLimit,
-            CurrentLimit,
-        ),
-        (true, "set_mode") => match given
+        Key::SupplyMode => Action::SupplyMode,
+        Key::BatteryMode => Action::BatteryMode,
+        Key::VoltFull => read_or(Action::VoltFull, Q::VoltFull),
+        Key::VoltEmpty => read_or(Action::VoltEmpty, Q::VoltEmpty),
+        Key::BatteryOvp => read_or(Action::BatteryOvp, Q::Ovp),
+        Key::BatteryOcp => read_or(Action::BatteryOcp, Q::Ocp),
+        Key::Model => Action::Model(model_name(given)?),
+        Key::ListModels => Action::ListModels,
+        Key::ExportModel => Action::ExportModel(slot(params)?),
+        Key::CreateModel => Action::CreateModel(Box::new(battery_model(params)?)),
+        Key::Ovp => Action::Ovp(value),
+        Key::Ocp => Action::Ocp(value),
+        Key::Enable => Action::Enable,
+        Key::Disable => Action::Disable,
+        Key::ClearOvp
+        | Key::ClearOcp
+        | Key::Clear
+        | Key::BatteryClearOvp
+        | Key::BatteryClearOcp => Action::ClearProtection,
+        Key::SupplyState => Action::SupplyState,
+        Key::Limits => Action::Limits,
+        Key::Soc => read_or(Action::Soc, Q::Soc),
+        Key::Voc => read_or(Action::Voc, Q::Voc),
+        Key::Capacity => read_or(Action::Capacity, Q::Capacity),
+        Key::CurrentLimit => read_or(Action::CurrentLimit, Q::CurrentLimit),
+        Key::SimulationMode => match given
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase)
             .as_deref()
@@ -262,10 +264,9 @@ pub fn parse(
             None if given.is_none() => Action::BatteryRead(BatteryQuantity::Mode),
             _ => return Err(ActionError::Missing("Mode (static or dynamic)")),
         },
-        (true, "enable_battery") => Action::BatteryOn,
-        (true, "disable_battery") => Action::BatteryOff,
-        (true, "state" | "print_state") => Action::BatteryState,
-        (_, other) => return Err(ActionError::Unknown(other.to_string())),
+        Key::BatteryOn => Action::BatteryOn,
+        Key::BatteryOff => Action::BatteryOff,
+        Key::BatteryState => Action::BatteryState,
     };
     Ok(action)
 }

@@ -289,38 +289,15 @@ impl Instruments {
         json!({"cached_devices": devices.len(), "devices": devices})
     }
 
-    /// Whether the command would change the instrument (for `--enforce-locks`).
+    /// Whether the command would change the instrument (for
+    /// `--enforce-locks`): the action table's word, as the CLI's auto-lock.
     pub fn mutates(battery: bool, body: &Map<String, Value>) -> bool {
-        let action = body
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let params = body
-            .get("params")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        // Only the kind of action matters here, not the instrument's ranges.
-        let any_range = Limits {
-            volts: (f64::MIN, f64::MAX),
-            amps: (f64::MIN, f64::MAX),
-            ovp: (f64::MIN, f64::MAX),
-            ocp: (f64::MIN, f64::MAX),
+        let role = if battery {
+            common::actions::Role::Battery
+        } else {
+            common::actions::Role::Supply
         };
-        match actions::parse(battery, action, &params, &any_range) {
-            Ok(
-                Action::SupplyState
-                | Action::Limits
-                | Action::BatteryState
-                | Action::BatteryRead(_)
-                | Action::ListModels
-                | Action::ExportModel(_),
-            ) => false,
-            Ok(Action::Voltage(v) | Action::Current(v) | Action::Ovp(v) | Action::Ocp(v)) => {
-                v.is_some()
-            }
-            _ => true,
-        }
+        common::actions::mutates(role, body)
     }
 
     pub fn command(&self, battery: bool, body: &Map<String, Value>) -> Answer {
