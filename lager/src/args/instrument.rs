@@ -6,6 +6,7 @@
 //! "outside the instrument's range" answer.
 
 use argh::FromArgs;
+use common::actions::{Action, Key, Rule};
 use serde_json::Value;
 
 use super::{Command, EarlyExit};
@@ -78,15 +79,13 @@ pub struct InstrumentOpts {
     pub yes: bool,
     /// The subcommand as typed (`voltage`, `clear-ovp`), for messages.
     pub subcommand: &'static str,
-    /// The box's action (`voltage`, `clear_ovp`, `set_soc`).
-    pub action: &'static str,
-    /// `params.value`: a number or a mode; `None` reads the setting.
+    /// The box's action, a row of `common::actions`.
+    pub action: &'static Action,
+    /// The value (`params.value`, or `params.slot` for the model
+    /// commands): a number or a mode; `None` reads the setting.
     pub value: Option<Value>,
     /// The value as typed, for prompts and the `--yes` hint.
     pub value_text: Option<String>,
-    /// The params key the value goes under: `value`, or `slot` for the
-    /// model commands.
-    pub value_key: &'static str,
     /// Further params: `ovp`/`ocp` beside a supply value, `force`.
     pub extra: Vec<(&'static str, Value)>,
     /// `model-create --csv` reads this file; `model-export --csv` writes it.
@@ -94,30 +93,22 @@ pub struct InstrumentOpts {
 }
 
 impl InstrumentOpts {
+    /// The request's params: the value under its key, then the extras.
+    pub fn params(&self) -> serde_json::Map<String, Value> {
+        let mut params = serde_json::Map::new();
+        if let Some(value) = &self.value {
+            params.insert(self.action.value_key().into(), value.clone());
+        }
+        for (key, value) in &self.extra {
+            params.insert((*key).into(), value.clone());
+        }
+        params
+    }
+
     /// Whether the command changes the instrument, so it locks the box
-    /// (locking.md B.8): everything but `state` and a bare read.
+    /// (locking.md B.8): the action table says, from the params sent.
     pub fn mutates(&self) -> bool {
-        // A setter without a value reads (instruments.md §8).
-        let bare_read = self.value.is_none()
-            && matches!(
-                self.action,
-                "voltage"
-                    | "current"
-                    | "ovp"
-                    | "ocp"
-                    | "set_soc"
-                    | "set_voc"
-                    | "set_volt_full"
-                    | "set_volt_empty"
-                    | "set_capacity"
-                    | "set_current_limit"
-                    | "set_ovp"
-                    | "set_ocp"
-                    | "set_mode"
-            );
-        (self.value.is_some() && self.value_key == "value")
-            || !self.extra.is_empty()
-            || !(bare_read || matches!(self.action, "state" | "list_models" | "export_model"))
+        self.action.mutates(&self.params())
     }
 
     /// The question asked before the change unless `--yes` (as the Python
@@ -710,21 +701,6 @@ struct NetsDeleteArgs {
 // ---------------------------------------------------------------------------
 // Typing
 
-/// What a subcommand's VALUE may be.
-#[derive(Clone, Copy)]
-enum Rule {
-    /// The subcommand takes no value.
-    Nothing,
-    /// Optional number: absent reads the setting. `(what, unit word)`.
-    ReadOrSet(&'static str, &'static str),
-    /// Optional `static|dynamic`: absent reads the mode.
-    Mode,
-    /// Optional model: a slot 1-9 or a built-in name, checked by the box.
-    Model,
-    /// Required model slot 1-9 (sent as `params.slot`).
-    Slot,
-}
-
 fn usage(text: String) -> EarlyExit {
     EarlyExit::Usage(text)
 }
@@ -759,12 +735,12 @@ fn value_of(
 ) -> Result<Option<Value>, EarlyExit> {
     let noun = role.noun();
     match (rule, given) {
-        (Rule::Nothing, _) | (Rule::ReadOrSet(..), None) => Ok(None),
-        (Rule::ReadOrSet(what, unit), Some(text)) => number(text, what, unit).map(Some),
+        (Rule::Nothing, _) | (Rule::Number(_), None) => Ok(None),
+        (Rule::Number(q), Some(text)) => number(text, q.word, q.unit_word).map(Some),
         (Rule::Mode, None) => Ok(None),
         (Rule::Model, None) => Ok(None),
         (Rule::Model, Some(text)) => Ok(Some(Value::String(text.trim().to_string()))),
-        (Rule::Slot, text) => match text.map(|t| t.trim().parse::<u8>()) {
+        (Rule::Slot | Rule::ModelData, text) => match text.map(|t| t.trim().parse::<u8>()) {
             Some(Ok(slot @ 1..=9)) => Ok(Some(Value::from(slot))),
             _ => Err(usage(format!(
                 "lager {noun} {subcommand} needs a model slot 1-9, got '{}'",
@@ -785,28 +761,27 @@ fn instrument(
     net: Option<String>,
     group_box: Option<String>,
     group_json: bool,
-    (subcommand, action, rule): (&'static str, &'static str, Rule),
+    (subcommand, key): (&'static str, Key),
     leaf: Leaf,
 ) -> Result<Command, EarlyExit> {
     if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(empty_net(role));
     }
-    let value = value_of(role, subcommand, rule, leaf.value.as_deref())?;
+    let value = value_of(role, subcommand, key.action().rule, leaf.value.as_deref())?;
     let mut extra = Vec::new();
-    if let Some(text) = &leaf.ovp {
-        extra.push(("ovp", number(text, "OVP level", "volts")?));
-    }
-    if let Some(text) = &leaf.ocp {
-        extra.push(("ocp", number(text, "OCP level", "amps")?));
+    for (given, key) in [(&leaf.ovp, Key::Ovp), (&leaf.ocp, Key::Ocp)] {
+        if let (Some(text), Some(q)) = (given, key.quantity()) {
+            extra.push((key.action().name, number(text, q.word, q.unit_word)?));
+        }
     }
     if leaf.force {
         extra.push(("force", Value::Bool(true)));
     }
     // `model` without a part shows the models, the active one first.
-    let action = if action == "set_model" && value.is_none() {
-        "list_models"
+    let key = if key == Key::Model && value.is_none() {
+        Key::ListModels
     } else {
-        action
+        key
     };
     Ok(Command::Instrument(InstrumentOpts {
         role,
@@ -816,13 +791,8 @@ fn instrument(
         json: leaf.json || group_json,
         yes: leaf.yes,
         subcommand,
-        action,
+        action: key.action(),
         value_text: value.as_ref().and(leaf.value),
-        value_key: if matches!(rule, Rule::Slot) {
-            "slot"
-        } else {
-            "value"
-        },
         value,
         extra,
         csv: leaf.csv,
@@ -883,30 +853,18 @@ fn listing(
 
 pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
     let role = Role::Supply;
-    let (what, leaf): ((&'static str, &'static str, Rule), Leaf) = match args.command {
+    let (what, leaf): ((&'static str, Key), Leaf) = match args.command {
         None => return listing(role, args.net, args.box_name, args.json),
-        Some(SupplyCommand::Voltage(l)) => (
-            ("voltage", "voltage", Rule::ReadOrSet("voltage", "volts")),
-            l.into(),
-        ),
-        Some(SupplyCommand::Current(l)) => (
-            ("current", "current", Rule::ReadOrSet("current", "amps")),
-            l.into(),
-        ),
-        Some(SupplyCommand::Ovp(l)) => (
-            ("ovp", "ovp", Rule::ReadOrSet("OVP level", "volts")),
-            l.into(),
-        ),
-        Some(SupplyCommand::Ocp(l)) => (
-            ("ocp", "ocp", Rule::ReadOrSet("OCP level", "amps")),
-            l.into(),
-        ),
-        Some(SupplyCommand::Enable(l)) => (("enable", "enable", Rule::Nothing), l.into()),
-        Some(SupplyCommand::Disable(l)) => (("disable", "disable", Rule::Nothing), l.into()),
-        Some(SupplyCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
-        Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", "clear_ovp", Rule::Nothing), l.into()),
-        Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", "clear_ocp", Rule::Nothing), l.into()),
-        Some(SupplyCommand::Set(l)) => (("set", "set_mode", Rule::Nothing), l.into()),
+        Some(SupplyCommand::Voltage(l)) => (("voltage", Key::Voltage), l.into()),
+        Some(SupplyCommand::Current(l)) => (("current", Key::Current), l.into()),
+        Some(SupplyCommand::Ovp(l)) => (("ovp", Key::Ovp), l.into()),
+        Some(SupplyCommand::Ocp(l)) => (("ocp", Key::Ocp), l.into()),
+        Some(SupplyCommand::Enable(l)) => (("enable", Key::Enable), l.into()),
+        Some(SupplyCommand::Disable(l)) => (("disable", Key::Disable), l.into()),
+        Some(SupplyCommand::State(l)) => (("state", Key::SupplyState), l.into()),
+        Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", Key::ClearOvp), l.into()),
+        Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", Key::ClearOcp), l.into()),
+        Some(SupplyCommand::Set(l)) => (("set", Key::SupplyMode), l.into()),
         Some(SupplyCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
         Some(SupplyCommand::Watch(w)) => return watch(role, args.net, args.box_name, args.json, w),
     };
@@ -915,82 +873,28 @@ pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
 
 pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
     let role = Role::Battery;
-    let (what, leaf): ((&'static str, &'static str, Rule), Leaf) = match args.command {
+    let (what, leaf): ((&'static str, Key), Leaf) = match args.command {
         None => return listing(role, args.net, args.box_name, args.json),
-        Some(BatteryCommand::Soc(l)) => (
-            (
-                "soc",
-                "set_soc",
-                Rule::ReadOrSet("state of charge", "percent"),
-            ),
-            l.into(),
-        ),
-        Some(BatteryCommand::Voc(l)) => (
-            (
-                "voc",
-                "set_voc",
-                Rule::ReadOrSet("open-circuit voltage", "volts"),
-            ),
-            l.into(),
-        ),
-        Some(BatteryCommand::Capacity(l)) => (
-            (
-                "capacity",
-                "set_capacity",
-                Rule::ReadOrSet("capacity", "amp-hours"),
-            ),
-            l.into(),
-        ),
-        Some(BatteryCommand::CurrentLimit(l)) => (
-            (
-                "current-limit",
-                "set_current_limit",
-                Rule::ReadOrSet("current limit", "amps"),
-            ),
-            l.into(),
-        ),
-        Some(BatteryCommand::Mode(l)) => (("mode", "set_mode", Rule::Mode), l.into()),
-        Some(BatteryCommand::Enable(l)) => (("enable", "enable_battery", Rule::Nothing), l.into()),
-        Some(BatteryCommand::Disable(l)) => {
-            (("disable", "disable_battery", Rule::Nothing), l.into())
-        }
-        Some(BatteryCommand::Clear(l)) => (("clear", "clear", Rule::Nothing), l.into()),
-        Some(BatteryCommand::ClearOvp(l)) => (("clear-ovp", "clear_ovp", Rule::Nothing), l.into()),
-        Some(BatteryCommand::ClearOcp(l)) => (("clear-ocp", "clear_ocp", Rule::Nothing), l.into()),
-        Some(BatteryCommand::Set(l)) => (("set", "set_to_battery_mode", Rule::Nothing), l.into()),
-        Some(BatteryCommand::BattFull(l)) => (
-            (
-                "batt-full",
-                "set_volt_full",
-                Rule::ReadOrSet("full-battery voltage", "volts"),
-            ),
-            l.into(),
-        ),
-        Some(BatteryCommand::BattEmpty(l)) => (
-            (
-                "batt-empty",
-                "set_volt_empty",
-                Rule::ReadOrSet("empty-battery voltage", "volts"),
-            ),
-            l.into(),
-        ),
-        Some(BatteryCommand::Ovp(l)) => (
-            ("ovp", "set_ovp", Rule::ReadOrSet("OVP level", "volts")),
-            l.into(),
-        ),
-        Some(BatteryCommand::Ocp(l)) => (
-            ("ocp", "set_ocp", Rule::ReadOrSet("OCP level", "amps")),
-            l.into(),
-        ),
-        Some(BatteryCommand::Model(l)) => (("model", "set_model", Rule::Model), l.into()),
-        Some(BatteryCommand::Models(l)) => (("models", "list_models", Rule::Nothing), l.into()),
-        Some(BatteryCommand::ModelCreate(l)) => {
-            (("model-create", "create_model", Rule::Slot), l.into())
-        }
-        Some(BatteryCommand::ModelExport(l)) => {
-            (("model-export", "export_model", Rule::Slot), l.into())
-        }
-        Some(BatteryCommand::State(l)) => (("state", "state", Rule::Nothing), l.into()),
+        Some(BatteryCommand::Soc(l)) => (("soc", Key::Soc), l.into()),
+        Some(BatteryCommand::Voc(l)) => (("voc", Key::Voc), l.into()),
+        Some(BatteryCommand::Capacity(l)) => (("capacity", Key::Capacity), l.into()),
+        Some(BatteryCommand::CurrentLimit(l)) => (("current-limit", Key::CurrentLimit), l.into()),
+        Some(BatteryCommand::Mode(l)) => (("mode", Key::SimulationMode), l.into()),
+        Some(BatteryCommand::Enable(l)) => (("enable", Key::BatteryOn), l.into()),
+        Some(BatteryCommand::Disable(l)) => (("disable", Key::BatteryOff), l.into()),
+        Some(BatteryCommand::Clear(l)) => (("clear", Key::Clear), l.into()),
+        Some(BatteryCommand::ClearOvp(l)) => (("clear-ovp", Key::BatteryClearOvp), l.into()),
+        Some(BatteryCommand::ClearOcp(l)) => (("clear-ocp", Key::BatteryClearOcp), l.into()),
+        Some(BatteryCommand::Set(l)) => (("set", Key::BatteryMode), l.into()),
+        Some(BatteryCommand::BattFull(l)) => (("batt-full", Key::VoltFull), l.into()),
+        Some(BatteryCommand::BattEmpty(l)) => (("batt-empty", Key::VoltEmpty), l.into()),
+        Some(BatteryCommand::Ovp(l)) => (("ovp", Key::BatteryOvp), l.into()),
+        Some(BatteryCommand::Ocp(l)) => (("ocp", Key::BatteryOcp), l.into()),
+        Some(BatteryCommand::Model(l)) => (("model", Key::Model), l.into()),
+        Some(BatteryCommand::Models(l)) => (("models", Key::ListModels), l.into()),
+        Some(BatteryCommand::ModelCreate(l)) => (("model-create", Key::CreateModel), l.into()),
+        Some(BatteryCommand::ModelExport(l)) => (("model-export", Key::ExportModel), l.into()),
+        Some(BatteryCommand::State(l)) => (("state", Key::BatteryState), l.into()),
         Some(BatteryCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
         Some(BatteryCommand::Watch(w)) => {
             return watch(role, args.net, args.box_name, args.json, w)
@@ -1108,7 +1012,7 @@ mod tests {
         assert_eq!(opts.role, Role::Supply);
         assert_eq!(opts.net.as_deref(), Some("s1"));
         assert_eq!(opts.box_name.as_deref(), Some("b"));
-        assert_eq!(opts.action, "voltage");
+        assert_eq!(opts.action.name, "voltage");
         assert_eq!(opts.value, Some(serde_json::json!(3.3)));
         assert_eq!(opts.value_text.as_deref(), Some("3.3"));
         assert!(opts.yes && opts.mutates());
@@ -1117,7 +1021,7 @@ mod tests {
         assert!(!read.mutates());
         assert!(!instrument(&["supply", "s", "state"]).mutates());
         let clear = instrument(&["supply", "s", "clear-ocp"]);
-        assert_eq!(clear.action, "clear_ocp");
+        assert_eq!(clear.action.name, "clear_ocp");
         assert!(clear.mutates());
     }
 
@@ -1150,7 +1054,11 @@ mod tests {
             let mut args = vec!["battery", "b1"];
             args.extend_from_slice(tail);
             let opts = instrument(&args);
-            assert_eq!((opts.action, &opts.value), (*action, value), "{args:?}");
+            assert_eq!(
+                (opts.action.name, &opts.value),
+                (*action, value),
+                "{args:?}"
+            );
             assert_eq!(opts.mutates(), *action != "state", "{args:?}");
         }
     }
@@ -1175,7 +1083,7 @@ mod tests {
             ("mode", "set_mode"),
         ] {
             let read = instrument(&["battery", "b", setter]);
-            assert_eq!((read.action, &read.value), (action, &None), "{setter}");
+            assert_eq!((read.action.name, &read.value), (action, &None), "{setter}");
             assert!(!read.mutates(), "{setter}");
             let value = if setter == "mode" { "static" } else { "1" };
             assert!(

@@ -12,6 +12,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use common::actions::{find, Key, Quantity, Role as ActionRole};
 use common::holder::format_lock_user;
 use serde_json::{json, Value};
 
@@ -35,8 +36,8 @@ pub const HOLDER_HEADER: &str = "Lager-Holder";
 /// `lager supply|battery [NET] <command>`.
 pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
     check_limits(opts)?;
-    let model = match (opts.action, &opts.csv) {
-        ("create_model", Some(path)) => Some(read_model(path)?),
+    let model = match (opts.action.key, &opts.csv) {
+        (Key::CreateModel, Some(path)) => Some(read_model(path)?),
         _ => None,
     };
     let config = Config::load()?;
@@ -53,18 +54,12 @@ pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
         identity.holder.clone()
     };
 
-    let mut params = serde_json::Map::new();
-    if let Some(value) = &opts.value {
-        params.insert(opts.value_key.into(), value.clone());
-    }
-    for (key, value) in &opts.extra {
-        params.insert((*key).into(), value.clone());
-    }
+    let mut params = opts.params();
     if let Some((voc, esr)) = model {
         params.insert("voc".into(), json!(voc));
         params.insert("esr".into(), json!(esr));
     }
-    let body = json!({"netname": net, "action": opts.action, "params": params});
+    let body = json!({"netname": net, "action": opts.action.name, "params": params});
     let reply = client
         .post_json_with(
             opts.role.path(),
@@ -78,7 +73,7 @@ pub fn run(opts: &InstrumentOpts) -> Result<ExitCode, CliError> {
         print_body(&reply.body);
     }
     let mut message = done(answer, &target, &net)?;
-    if let ("export_model", Some(path)) = (opts.action, &opts.csv) {
+    if let (Key::ExportModel, Some(path)) = (opts.action.key, &opts.csv) {
         write_model(path, &reply)?;
         message = format!("{message}, written to {}", path.display());
     }
@@ -94,19 +89,25 @@ fn check_limits(opts: &InstrumentOpts) -> Result<(), CliError> {
     if opts.role != Role::Supply {
         return Ok(());
     }
-    let mut given: Vec<(&str, Option<f64>)> = opts
+    let mut given: Vec<(Key, Option<f64>)> = opts
         .extra
         .iter()
-        .map(|(key, value)| (*key, value.as_f64()))
+        .filter_map(|(name, value)| Some((find(ActionRole::Supply, name)?.key, value.as_f64())))
         .collect();
-    given.push((opts.action, opts.value.as_ref().and_then(Value::as_f64)));
+    given.push((opts.action.key, opts.value.as_ref().and_then(Value::as_f64)));
     for (key, value) in given {
-        let (what, max, unit) = match key {
-            "voltage" => ("Voltage", 100.0, "V"),
-            "current" => ("Current", 30.0, "A"),
-            "ovp" => ("OVP", 110.0, "V"),
-            "ocp" => ("OCP", 33.0, "A"),
+        let max = match key {
+            Key::Voltage => 100.0,
+            Key::Current => 30.0,
+            Key::Ovp => 110.0,
+            Key::Ocp => 33.0,
             _ => continue,
+        };
+        let Some(Quantity {
+            name: what, unit, ..
+        }) = key.quantity()
+        else {
+            continue;
         };
         if let Some(value) = value.filter(|v| *v > max) {
             return Err(CliError::OverLimit {
