@@ -31,6 +31,7 @@ pub enum Key {
     SupplyState,
     SupplyMode,
     Limits,
+    Power,
     Soc,
     Voc,
     VoltFull,
@@ -95,6 +96,20 @@ pub enum Rule {
     Slot,
     /// `slot`, `voc` and `esr` (101 numbers each) and `force`.
     ModelData,
+    /// Nothing; the action reads one field of the role's state
+    /// (instruments.md §6.1, §6.2).
+    Field(Field),
+}
+
+/// A field of a role's state that an action reads by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// Its key in the state object: `power`.
+    pub key: &'static str,
+    /// As the answer's message names it: `Power`.
+    pub label: &'static str,
+    /// Its unit symbol, empty for words (`CV`).
+    pub unit: &'static str,
 }
 
 /// Whether an action changes the bench (for the auto-lock and for
@@ -201,6 +216,18 @@ pub const ACTIONS: &[Action] = &[
     row(Key::SupplyMode, Supply, "set_mode", Nothing, Always),
     // The instrument's (or channel's) ceilings; nothing is sent.
     row(Key::Limits, Supply, "limits", Nothing, Never),
+    // Measured output power (scripts.md: `power()`).
+    row(
+        Key::Power,
+        Supply,
+        "power",
+        Rule::Field(Field {
+            key: "power",
+            label: "Power",
+            unit: "W",
+        }),
+        Never,
+    ),
     row(
         Key::Soc,
         Battery,
@@ -440,6 +467,7 @@ mod tests {
             (Supply, "voltage", json!({"ovp": 6}), true),
             (Supply, "state", json!({}), false),
             (Supply, "limits", json!({}), false),
+            (Supply, "power", json!({}), false),
             (Supply, "enable", json!({}), true),
             (Supply, "set_soc", json!({}), true),
             (Battery, "set_soc", json!({}), false),

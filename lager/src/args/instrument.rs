@@ -303,6 +303,7 @@ leaf!(
     "state",
     "Show output, setpoints, measurements and protection."
 );
+leaf!(SupplyPower, "power", "Show the measured output power.");
 leaf!(
     SupplyClearOvp,
     "clear-ovp",
@@ -554,6 +555,7 @@ enum SupplyCommand {
     Enable(SupplyEnable),
     Disable(SupplyDisable),
     State(SupplyState),
+    Power(SupplyPower),
     ClearOvp(SupplyClearOvp),
     ClearOcp(SupplyClearOcp),
     Set(SupplySet),
@@ -735,7 +737,7 @@ fn value_of(
 ) -> Result<Option<Value>, EarlyExit> {
     let noun = role.noun();
     match (rule, given) {
-        (Rule::Nothing, _) | (Rule::Number(_), None) => Ok(None),
+        (Rule::Nothing | Rule::Field(_), _) | (Rule::Number(_), None) => Ok(None),
         (Rule::Number(q), Some(text)) => number(text, q.word, q.unit_word).map(Some),
         (Rule::Mode, None) => Ok(None),
         (Rule::Model, None) => Ok(None),
@@ -862,6 +864,7 @@ pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
         Some(SupplyCommand::Enable(l)) => (("enable", Key::Enable), l.into()),
         Some(SupplyCommand::Disable(l)) => (("disable", Key::Disable), l.into()),
         Some(SupplyCommand::State(l)) => (("state", Key::SupplyState), l.into()),
+        Some(SupplyCommand::Power(l)) => (("power", Key::Power), l.into()),
         Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", Key::ClearOvp), l.into()),
         Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", Key::ClearOcp), l.into()),
         Some(SupplyCommand::Set(l)) => (("set", Key::SupplyMode), l.into()),

@@ -126,6 +126,35 @@ fn changes_lock_the_box_and_reads_do_not() {
 }
 
 #[test]
+fn power_is_one_field_of_the_state_and_takes_no_lock() {
+    let b = Bench::start("supply-power", &[]);
+    b.lager(&[
+        "supply", "supply1", "--box", "b1", "voltage", "3.3", "--yes",
+    ])
+    .expect_code(0);
+    b.lager(&["supply", "supply1", "--box", "b1", "enable", "--yes"])
+        .expect_code(0);
+    let state = b.lager(&["supply", "supply1", "--box", "b1", "state", "--json"]);
+    let state: Value = serde_json::from_str(&state.stdout).expect("state --json");
+    let power = &state["state"]["power"];
+    assert!(power.is_number(), "{state}");
+    let run = b.lager(&["-v", "supply", "supply1", "--box", "b1", "power", "--json"]);
+    run.expect_code(0);
+    assert!(!run.stderr.contains("lock on"), "{}", run.stderr);
+    let reply: Value = serde_json::from_str(&run.stdout).expect("--json prints the reply");
+    assert_eq!(reply["state"]["power"], *power, "{reply}");
+    assert_eq!(reply["state"]["netname"], "supply1");
+    let run = b.lager(&["supply", "supply1", "--box", "b1", "power"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.starts_with("[OK] Power: ") && run.stdout.ends_with("W\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(b.daemon.lock()["locked"], false);
+}
+
+#[test]
 fn enable_then_state_shows_the_output_on() {
     let b = Bench::start("supply-enable", &[]);
     b.lager(&[

@@ -3,7 +3,7 @@
 //! instrument's (or channel's) ranges before anything reaches it: refused,
 //! never clamped.
 
-use common::actions::{self, Bounds, Key, Quantity, Role, Rule};
+use common::actions::{self, Bounds, Field, Key, Quantity, Role, Rule};
 use serde_json::{Map, Value};
 
 /// An instrument's (or one channel's) settable ranges.
@@ -36,6 +36,12 @@ pub enum Action {
     SupplyState,
     /// The instrument's (or channel's) ceilings; nothing is sent.
     Limits,
+    /// One field of the role's state, read through `state` (a
+    /// `Rule::Field` row of `common::actions`).
+    Reading {
+        state: Box<Action>,
+        field: Field,
+    },
     Soc(f64),
     Voc(f64),
     Capacity(f64),
@@ -250,6 +256,7 @@ pub fn parse(
         | Key::BatteryClearOcp => Action::ClearProtection,
         Key::SupplyState => Action::SupplyState,
         Key::Limits => Action::Limits,
+        Key::Power => reading(role, spec.rule),
         Key::Soc => read_or(Action::Soc, Q::Soc),
         Key::Voc => read_or(Action::Voc, Q::Voc),
         Key::Capacity => read_or(Action::Capacity, Q::Capacity),
@@ -269,6 +276,22 @@ pub fn parse(
         Key::BatteryState => Action::BatteryState,
     };
     Ok(action)
+}
+
+/// A `Rule::Field` row's action: its field of the role's state (the whole
+/// state for any other rule).
+fn reading(role: Role, rule: Rule) -> Action {
+    let state = match role {
+        Role::Supply => Action::SupplyState,
+        Role::Battery => Action::BatteryState,
+    };
+    match rule {
+        Rule::Field(field) => Action::Reading {
+            state: Box::new(state),
+            field,
+        },
+        _ => state,
+    }
 }
 
 fn as_number(given: &Value) -> Option<f64> {
@@ -452,6 +475,25 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "Unknown action: warp"
+        );
+    }
+
+    #[test]
+    fn readings_are_one_field_of_the_state() {
+        assert_eq!(
+            parse(false, "power", &Map::new(), &LIMITS_2281S),
+            Ok(Action::Reading {
+                state: Box::new(Action::SupplyState),
+                field: common::actions::Field {
+                    key: "power",
+                    label: "Power",
+                    unit: "W"
+                },
+            })
+        );
+        assert_eq!(
+            parse(true, "power", &Map::new(), &LIMITS_2281S),
+            Err(ActionError::Unknown("power".into()))
         );
     }
 

@@ -265,6 +265,8 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         }
         Action::CreateModel(model) => create_model(session, model),
         Action::BatteryRead(quantity) => battery_read(session, *quantity),
+        // Cut down to its field by the caller (`instruments::Driver::run`).
+        Action::Reading { state, .. } => run(session, state),
         Action::BatteryState => {
             ensure(session, Function::Battery)?;
             let state = battery_state(session)?;

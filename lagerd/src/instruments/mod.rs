@@ -93,6 +93,24 @@ impl Driver {
         session: &mut session::Session,
         action: &Action,
     ) -> Result<keithley::Outcome, DriverError> {
+        if let Action::Reading { state, field } = action {
+            let value = self
+                .run(session, state)?
+                .state
+                .and_then(|mut s| s.get_mut(field.key).map(Value::take))
+                .unwrap_or(Value::Null);
+            let shown = match &value {
+                Value::Number(n) => n.as_f64().map_or(n.to_string(), actions::number),
+                Value::String(s) => s.clone(),
+                Value::Null => "n/a".to_string(),
+                other => other.to_string(),
+            };
+            let message = format!("{}: {shown}{}", field.label, field.unit);
+            return Ok(keithley::Outcome::with(
+                message,
+                json!({ field.key: value }),
+            ));
+        }
         match self {
             Driver::Keithley2281S => keithley::run(session, action),
             Driver::RigolDp800 { channel } => rigol::run(session, channel, action),
