@@ -157,8 +157,8 @@ pub struct NetAdd {
 // ---------------------------------------------------------------------------
 // argh structs
 
-/// The common tail of every leaf subcommand.
-#[derive(Default)]
+/// What a subcommand that sends one action was given.
+#[derive(Debug, Default)]
 struct Leaf {
     value: Option<String>,
     box_name: Option<String>,
@@ -170,305 +170,466 @@ struct Leaf {
     force: bool,
 }
 
-/// One leaf subcommand struct: `--box`, `--json`, `--yes`, and with
-/// `value = "..."` an optional positional VALUE. argh needs a type per
-/// subcommand; this keeps the eighteen of them identical.
-macro_rules! leaf {
-    ($ty:ident, $name:literal, $doc:literal) => {
-        leaf!(@ $ty, $name, $doc, [], none);
-    };
-    ($ty:ident, $name:literal, $doc:literal, value = $value_doc:literal) => {
-        leaf!(@ $ty, $name, $doc,
-            [#[doc = $value_doc] #[argh(positional, arg_name = "VALUE")] value: Option<String>,],
-            value);
-    };
-    (@ $ty:ident, $name:literal, $doc:literal, [$($field:tt)*], $value:ident) => {
-        #[doc = $doc]
-        #[derive(FromArgs, Debug)]
-        #[argh(subcommand, name = $name)]
-        pub(super) struct $ty {
-            $($field)*
-            #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
-            #[argh(option, long = "box")]
-            box_name: Option<String>,
-            /// print the box's JSON reply instead of the message
-            #[argh(switch)]
-            json: bool,
-            /// do not ask for confirmation
-            #[argh(switch)]
-            yes: bool,
-        }
-
-        impl From<$ty> for Leaf {
-            fn from(args: $ty) -> Leaf {
-                Leaf {
-                    value: leaf!(@value args, $value),
-                    box_name: args.box_name,
-                    json: args.json,
-                    yes: args.yes,
-                    ..Leaf::default()
-                }
-            }
-        }
-    };
-    (@value $args:ident, value) => {
-        $args.value
-    };
-    (@value $args:ident, none) => {
-        None
-    };
+/// The VALUE (or SLOT) a subcommand takes: its name in help, what it is,
+/// and whether it must be given.
+#[derive(Debug)]
+struct Positional {
+    name: &'static str,
+    help: &'static str,
+    required: bool,
 }
 
-/// `voltage` and `current`: a leaf with `--ovp`/`--ocp` set alongside.
-macro_rules! protected_leaf {
-    ($ty:ident, $name:tt, $doc:literal, $value_doc:literal) => {
-        #[doc = $doc]
-        #[derive(FromArgs, Debug)]
-        #[argh(
-            subcommand,
-            name = $name,
-            note = "With --ovp/--ocp the protections are set with the value, in an order that\n\
-                    never trips them (raise OVP before the voltage, lower it after)."
-        )]
-        pub(super) struct $ty {
-            #[doc = $value_doc]
-            #[argh(positional, arg_name = "VALUE")]
-            value: Option<String>,
-            /// over-current protection level to set with it, in amps
-            #[argh(option)]
-            ocp: Option<String>,
-            /// over-voltage protection level to set with it, in volts
-            #[argh(option)]
-            ovp: Option<String>,
-            #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
-            #[argh(option, long = "box")]
-            box_name: Option<String>,
-            /// print the box's JSON reply instead of the message
-            #[argh(switch)]
-            json: bool,
-            /// do not ask for confirmation
-            #[argh(switch)]
-            yes: bool,
-        }
-
-        impl From<$ty> for Leaf {
-            fn from(args: $ty) -> Leaf {
-                Leaf {
-                    value: args.value,
-                    box_name: args.box_name,
-                    json: args.json,
-                    yes: args.yes,
-                    ovp: args.ovp,
-                    ocp: args.ocp,
-                    ..Leaf::default()
-                }
-            }
-        }
-    };
+/// A `lager supply|battery` subcommand that sends one action: a row of
+/// [`SUPPLY`] or [`BATTERY`], naming its row of `common::actions`. These
+/// are parsed from the tables (argh's dynamic subcommands), so a new
+/// action is a line here, not a type.
+struct Sub {
+    info: argh::CommandInfo,
+    key: Key,
+    value: Option<Positional>,
+    /// `--ovp`/`--ocp`, set with the value.
+    protections: bool,
+    /// `--csv FILE` (required) with what the file is; `--force` with it
+    /// when the slot may be overwritten.
+    csv: Option<(&'static str, bool)>,
+    note: &'static str,
 }
 
-protected_leaf!(
-    SupplyVoltage,
-    "voltage",
-    "Set or read the output voltage.",
-    "volts to set; omit to read"
-);
-protected_leaf!(
-    SupplyCurrent,
-    "current",
-    "Set or read the current limit.",
-    "amps to set; omit to read"
-);
-leaf!(
-    SupplySet,
-    "set",
-    "Switch the instrument to its power-supply function."
-);
-leaf!(
-    SupplyOvp,
-    "ovp",
-    "Set or read the over-voltage protection level.",
-    value = "volts to set; omit to read"
-);
-leaf!(
-    SupplyOcp,
-    "ocp",
-    "Set or read the over-current protection level.",
-    value = "amps to set; omit to read"
-);
-leaf!(SupplyEnable, "enable", "Turn the output on.");
-leaf!(SupplyDisable, "disable", "Turn the output off.");
-leaf!(
-    SupplyState,
-    "state",
-    "Show output, setpoints, measurements and protection."
-);
-leaf!(SupplyPower, "power", "Show the measured output power.");
-leaf!(
-    SupplyClearOvp,
-    "clear-ovp",
-    "Clear a tripped over-voltage protection."
-);
-leaf!(
-    SupplyClearOcp,
-    "clear-ocp",
-    "Clear a tripped over-current protection."
-);
+impl std::fmt::Debug for Sub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.info.name)
+    }
+}
 
-leaf!(
-    BatterySoc,
-    "soc",
-    "Set the simulated state of charge, or show it.",
-    value = "state of charge in percent (0-100); omit to show"
-);
-leaf!(
-    BatteryVoc,
-    "voc",
-    "Set the open-circuit voltage, or show it.",
-    value = "volts; omit to show"
-);
-leaf!(
-    BatteryCapacity,
-    "capacity",
-    "Set the capacity, or show it.",
-    value = "amp-hours; omit to show"
-);
-leaf!(
-    BatteryCurrentLimit,
-    "current-limit",
-    "Set the current limit, or show it.",
-    value = "amps; omit to show"
-);
-leaf!(
-    BatteryMode,
-    "mode",
-    "Set the simulation method, or show it.",
-    value = "static or dynamic; omit to show"
-);
-leaf!(BatteryEnable, "enable", "Turn the battery output on.");
-leaf!(BatteryDisable, "disable", "Turn the battery output off.");
-leaf!(BatteryClear, "clear", "Clear tripped protections.");
-leaf!(BatteryState, "state", "Show the battery simulator's state.");
-leaf!(
-    BatterySet,
-    "set",
-    "Switch to the battery-simulator function, outputs off, protections cleared."
-);
-leaf!(
-    BatteryFull,
-    "batt-full",
-    "Set the open-circuit voltage of a full battery, or show it.",
-    value = "volts; omit to show"
-);
-leaf!(
-    BatteryEmpty,
-    "batt-empty",
-    "Set the open-circuit voltage of an empty battery, or show it.",
-    value = "volts; omit to show"
-);
-leaf!(
-    BatteryOvp,
-    "ovp",
-    "Set the over-voltage protection level, or show it.",
-    value = "volts; omit to show"
-);
-leaf!(
-    BatteryOcp,
-    "ocp",
-    "Set the over-current protection level, or show it.",
-    value = "amps; omit to show"
-);
-leaf!(
-    BatteryModelRecall,
-    "model",
-    "Recall a battery model, or show the active one.",
-    value = "slot 1-9 or a built-in model (LI-ION4_2, NIMH1_2, NICD1_2, LEAD-ACID12, NIMH12); omit to show"
-);
-leaf!(
-    BatteryModels,
-    "models",
-    "List the built-in models and the nine model slots."
-);
-leaf!(
-    BatteryClearOvp,
-    "clear-ovp",
-    "Clear a tripped over-voltage protection."
-);
-leaf!(
-    BatteryClearOcp,
-    "clear-ocp",
-    "Clear a tripped over-current protection."
-);
+const fn sub(name: &'static str, key: Key, about: &'static str) -> Sub {
+    Sub {
+        info: argh::CommandInfo {
+            name,
+            short: &'\0',
+            description: about,
+        },
+        key,
+        value: None,
+        protections: false,
+        csv: None,
+        note: "",
+    }
+}
 
-/// Store a battery model from a CSV file in a slot.
-#[derive(FromArgs, Debug)]
-#[argh(
-    subcommand,
-    name = "model-create",
-    note = "The CSV has a row per SOC percent, 0 to 100 (101 rows): soc,voc,esr, with\n\
-            an optional header line; VOC must not fall and ESR must not rise as SOC\n\
-            rises. `lager battery NET model-export SLOT --csv F` writes the same format."
-)]
-pub(super) struct BatteryModelCreate {
-    /// model slot, 1-9
-    #[argh(positional, arg_name = "SLOT")]
-    slot: String,
-    /// the model file (soc,voc,esr per line)
-    #[argh(option)]
-    csv: std::path::PathBuf,
-    /// overwrite a model already stored in the slot
-    #[argh(switch)]
+/// A setter that reads without a value.
+const fn setter(name: &'static str, key: Key, about: &'static str, help: &'static str) -> Sub {
+    Sub {
+        value: Some(Positional {
+            name: "VALUE",
+            help,
+            required: false,
+        }),
+        ..sub(name, key, about)
+    }
+}
+
+/// `voltage` and `current`: a setter with `--ovp`/`--ocp` set alongside.
+const fn protected(name: &'static str, key: Key, about: &'static str, help: &'static str) -> Sub {
+    Sub {
+        protections: true,
+        note: "With --ovp/--ocp the protections are set with the value, in an order that\n\
+               never trips them (raise OVP before the voltage, lower it after).",
+        ..setter(name, key, about, help)
+    }
+}
+
+/// A model file command: SLOT and `--csv FILE`.
+const fn model_file(
+    name: &'static str,
+    key: Key,
+    about: &'static str,
+    csv: &'static str,
     force: bool,
-    #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
-    #[argh(option, long = "box")]
-    box_name: Option<String>,
-    /// print the box's JSON reply instead of the message
-    #[argh(switch)]
-    json: bool,
+) -> Sub {
+    Sub {
+        value: Some(Positional {
+            name: "SLOT",
+            help: "model slot, 1-9",
+            required: true,
+        }),
+        csv: Some((csv, force)),
+        ..sub(name, key, about)
+    }
 }
 
-/// Save a slot's battery model to a CSV file.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "model-export")]
-pub(super) struct BatteryModelExport {
-    /// model slot, 1-9
-    #[argh(positional, arg_name = "SLOT")]
-    slot: String,
-    /// the file to write (soc,voc,esr per line)
-    #[argh(option)]
-    csv: std::path::PathBuf,
-    #[doc = "box name, IP address or host:port (default: LAGER_BOX or the default box)"]
-    #[argh(option, long = "box")]
-    box_name: Option<String>,
-    /// print the box's JSON reply instead of the message
-    #[argh(switch)]
-    json: bool,
-}
+/// `lager supply NET <subcommand>`, in `lager supply --help` order.
+const SUPPLY: &[Sub] = &[
+    protected(
+        "voltage",
+        Key::Voltage,
+        "Set or read the output voltage.",
+        "volts to set; omit to read",
+    ),
+    protected(
+        "current",
+        Key::Current,
+        "Set or read the current limit.",
+        "amps to set; omit to read",
+    ),
+    setter(
+        "ovp",
+        Key::Ovp,
+        "Set or read the over-voltage protection level.",
+        "volts to set; omit to read",
+    ),
+    setter(
+        "ocp",
+        Key::Ocp,
+        "Set or read the over-current protection level.",
+        "amps to set; omit to read",
+    ),
+    sub("enable", Key::Enable, "Turn the output on."),
+    sub("disable", Key::Disable, "Turn the output off."),
+    sub(
+        "state",
+        Key::SupplyState,
+        "Show output, setpoints, measurements and protection.",
+    ),
+    sub("power", Key::Power, "Show the measured output power."),
+    sub(
+        "clear-ovp",
+        Key::ClearOvp,
+        "Clear a tripped over-voltage protection.",
+    ),
+    sub(
+        "clear-ocp",
+        Key::ClearOcp,
+        "Clear a tripped over-current protection.",
+    ),
+    sub(
+        "set",
+        Key::SupplyMode,
+        "Switch the instrument to its power-supply function.",
+    ),
+];
 
-impl From<BatteryModelCreate> for Leaf {
-    fn from(args: BatteryModelCreate) -> Leaf {
-        Leaf {
-            value: Some(args.slot),
-            box_name: args.box_name,
-            json: args.json,
-            csv: Some(args.csv),
-            force: args.force,
-            ..Leaf::default()
+/// `lager battery NET <subcommand>`, in `lager battery --help` order.
+const BATTERY: &[Sub] = &[
+    setter(
+        "soc",
+        Key::Soc,
+        "Set the simulated state of charge, or show it.",
+        "state of charge in percent (0-100); omit to show",
+    ),
+    setter(
+        "voc",
+        Key::Voc,
+        "Set the open-circuit voltage, or show it.",
+        "volts; omit to show",
+    ),
+    setter(
+        "capacity",
+        Key::Capacity,
+        "Set the capacity, or show it.",
+        "amp-hours; omit to show",
+    ),
+    setter(
+        "current-limit",
+        Key::CurrentLimit,
+        "Set the current limit, or show it.",
+        "amps; omit to show",
+    ),
+    setter(
+        "mode",
+        Key::SimulationMode,
+        "Set the simulation method, or show it.",
+        "static or dynamic; omit to show",
+    ),
+    sub("enable", Key::BatteryOn, "Turn the battery output on."),
+    sub("disable", Key::BatteryOff, "Turn the battery output off."),
+    sub("clear", Key::Clear, "Clear tripped protections."),
+    sub(
+        "clear-ovp",
+        Key::BatteryClearOvp,
+        "Clear a tripped over-voltage protection.",
+    ),
+    sub(
+        "clear-ocp",
+        Key::BatteryClearOcp,
+        "Clear a tripped over-current protection.",
+    ),
+    sub("state", Key::BatteryState, "Show the battery simulator's state."),
+    sub(
+        "set",
+        Key::BatteryMode,
+        "Switch to the battery-simulator function, outputs off, protections cleared.",
+    ),
+    setter(
+        "batt-full",
+        Key::VoltFull,
+        "Set the open-circuit voltage of a full battery, or show it.",
+        "volts; omit to show",
+    ),
+    setter(
+        "batt-empty",
+        Key::VoltEmpty,
+        "Set the open-circuit voltage of an empty battery, or show it.",
+        "volts; omit to show",
+    ),
+    setter(
+        "ovp",
+        Key::BatteryOvp,
+        "Set the over-voltage protection level, or show it.",
+        "volts; omit to show",
+    ),
+    setter(
+        "ocp",
+        Key::BatteryOcp,
+        "Set the over-current protection level, or show it.",
+        "amps; omit to show",
+    ),
+    setter(
+        "model",
+        Key::Model,
+        "Recall a battery model, or show the active one.",
+        "slot 1-9 or a built-in model (LI-ION4_2, NIMH1_2, NICD1_2, LEAD-ACID12, NIMH12); omit to show",
+    ),
+    sub(
+        "models",
+        Key::ListModels,
+        "List the built-in models and the nine model slots.",
+    ),
+    Sub {
+        note: "The CSV has a row per SOC percent, 0 to 100 (101 rows): soc,voc,esr, with\n\
+               an optional header line; VOC must not fall and ESR must not rise as SOC\n\
+               rises. `lager battery NET model-export SLOT --csv F` writes the same format.",
+        ..model_file(
+            "model-create",
+            Key::CreateModel,
+            "Store a battery model from a CSV file in a slot.",
+            "the model file (soc,voc,esr per line)",
+            true,
+        )
+    },
+    model_file(
+        "model-export",
+        Key::ExportModel,
+        "Save a slot's battery model to a CSV file.",
+        "the file to write (soc,voc,esr per line)",
+        false,
+    ),
+];
+
+const BOX_HELP: &str = "box name, IP address or host:port (default: LAGER_BOX or the default box)";
+const JSON_HELP: &str = "print the box's JSON reply instead of the message";
+
+impl Sub {
+    /// The options it takes, as `(flag, value name, help)`; a `None`
+    /// value name is a switch.
+    fn options(&self) -> Vec<(&'static str, Option<&'static str>, &'static str)> {
+        let mut options = Vec::new();
+        if self.protections {
+            options.push((
+                "--ocp",
+                Some("ocp"),
+                "over-current protection level to set with it, in amps",
+            ));
+            options.push((
+                "--ovp",
+                Some("ovp"),
+                "over-voltage protection level to set with it, in volts",
+            ));
+        }
+        if let Some((csv, force)) = self.csv {
+            options.push(("--csv", Some("csv"), csv));
+            if force {
+                options.push((
+                    "--force",
+                    None,
+                    "overwrite a model already stored in the slot",
+                ));
+            }
+        }
+        options.push(("--box", Some("box"), BOX_HELP));
+        options.push(("--json", None, JSON_HELP));
+        // The model files are not confirmed: nothing on the bench moves.
+        if self.csv.is_none() {
+            options.push(("--yes", None, "do not ask for confirmation"));
+        }
+        options
+    }
+
+    /// `--help`, laid out as argh lays out its own.
+    fn help(&self, command: &[&str]) -> String {
+        let options = self.options();
+        let mut usage = format!("Usage: {}", command.join(" "));
+        for (flag, value, _) in &options {
+            match (flag, value) {
+                (&"--csv", Some(value)) => usage.push_str(&format!(" {flag} <{value}>")),
+                (_, Some(value)) => usage.push_str(&format!(" [{flag} <{value}>]")),
+                (_, None) => usage.push_str(&format!(" [{flag}]")),
+            }
+        }
+        if let Some(value) = &self.value {
+            usage.push_str(if value.required {
+                " [--] <"
+            } else {
+                " [--] [<"
+            });
+            usage.push_str(value.name);
+            usage.push_str(if value.required { ">" } else { ">]" });
+        }
+        let mut out = format!("{usage}\n\n{}\n", self.info.description);
+        if let Some(value) = &self.value {
+            out.push_str("\nPositional Arguments:\n");
+            described(&mut out, value.name, value.help);
+        }
+        out.push_str("\nOptions:\n");
+        for (flag, _, help) in options {
+            described(&mut out, flag, help);
+        }
+        described(&mut out, "--help, help", "display usage information");
+        if !self.note.is_empty() {
+            out.push_str("\nNotes:\n");
+            for line in self.note.lines() {
+                out.push_str("  ");
+                out.push_str(line.trim_start());
+                out.push('\n');
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out
+    }
+
+    /// Parses what follows the subcommand's name.
+    fn parse(&self, command: &[&str], args: &[&str]) -> Result<Leaf, argh::EarlyExit> {
+        let usage = |text: String| argh::EarlyExit::from(text);
+        let options = self.options();
+        let mut leaf = Leaf::default();
+        let mut options_ended = false;
+        let mut rest = args.iter();
+        while let Some(&arg) = rest.next() {
+            if !options_ended && (arg == "--help" || arg == "help") {
+                return Err(argh::EarlyExit {
+                    output: self.help(command),
+                    status: Ok(()),
+                });
+            }
+            if !options_ended && arg == "--" {
+                options_ended = true;
+                continue;
+            }
+            if !options_ended && arg.starts_with('-') {
+                let Some((flag, takes_value, _)) = options.iter().find(|(f, ..)| *f == arg) else {
+                    return Err(usage(format!("Unrecognized argument: {arg}\n")));
+                };
+                let value = match takes_value {
+                    None => None,
+                    Some(_) => Some(rest.next().copied().ok_or_else(|| {
+                        usage(format!("No value provided for option '{flag}'.\n"))
+                    })?),
+                };
+                match (*flag, value) {
+                    ("--box", Some(v)) => leaf.box_name = Some(v.to_string()),
+                    ("--ovp", Some(v)) => leaf.ovp = Some(v.to_string()),
+                    ("--ocp", Some(v)) => leaf.ocp = Some(v.to_string()),
+                    ("--csv", Some(v)) => leaf.csv = Some(v.into()),
+                    ("--json", _) => leaf.json = true,
+                    ("--yes", _) => leaf.yes = true,
+                    _ => leaf.force = true,
+                }
+                continue;
+            }
+            if self.value.is_none() || leaf.value.is_some() {
+                return Err(usage(format!("Unrecognized argument: {arg}\n")));
+            }
+            leaf.value = Some(arg.to_string());
+        }
+        let mut missing = String::new();
+        if let Some(value) = self.value.as_ref().filter(|v| v.required) {
+            if leaf.value.is_none() {
+                missing.push_str(&format!(
+                    "Required positional arguments not provided:\n    {}",
+                    value.name
+                ));
+            }
+        }
+        if self.csv.is_some() && leaf.csv.is_none() {
+            if !missing.is_empty() {
+                missing.push('\n');
+            }
+            missing.push_str("Required options not provided:\n    --csv");
+        }
+        if missing.is_empty() {
+            Ok(leaf)
+        } else {
+            missing.push('\n');
+            Err(usage(missing))
         }
     }
 }
 
-impl From<BatteryModelExport> for Leaf {
-    fn from(args: BatteryModelExport) -> Leaf {
-        Leaf {
-            value: Some(args.slot),
-            box_name: args.box_name,
-            json: args.json,
-            csv: Some(args.csv),
-            ..Leaf::default()
-        }
+/// One `  NAME              help` entry, wrapped at 80 columns.
+fn described(out: &mut String, name: &str, help: &str) {
+    const INDENT: usize = 20;
+    let mut line = format!("  {name}");
+    if line.len() + 2 > INDENT {
+        out.push_str(&line);
+        out.push('\n');
+        line.clear();
     }
+    for word in help.split(' ') {
+        let width = line.len().max(INDENT);
+        if line.len() > INDENT && width + 1 + word.len() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if line.len() < INDENT {
+            line.push_str(&" ".repeat(INDENT - line.len()));
+        } else {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
 }
+
+/// The subcommand a dynamic-subcommand call is about.
+fn sub_of(table: &'static [Sub], command: &[&str]) -> Option<&'static Sub> {
+    let name = command.last()?;
+    table.iter().find(|s| s.info.name == *name)
+}
+
+/// A subcommand of `table` as argh's dynamic subcommand, for one role.
+macro_rules! action_subcommands {
+    ($ty:ident, $table:ident) => {
+        #[derive(Debug)]
+        pub(super) struct $ty(&'static Sub, Leaf);
+
+        impl argh::DynamicSubCommand for $ty {
+            fn commands() -> &'static [&'static argh::CommandInfo] {
+                static INFOS: std::sync::OnceLock<Vec<&'static argh::CommandInfo>> =
+                    std::sync::OnceLock::new();
+                INFOS.get_or_init(|| $table.iter().map(|s| &s.info).collect())
+            }
+
+            fn try_redact_arg_values(
+                command: &[&str],
+                _args: &[&str],
+            ) -> Option<Result<Vec<String>, argh::EarlyExit>> {
+                sub_of($table, command).map(|_| Ok(Vec::new()))
+            }
+
+            fn try_from_args(
+                command: &[&str],
+                args: &[&str],
+            ) -> Option<Result<Self, argh::EarlyExit>> {
+                let sub = sub_of($table, command)?;
+                Some(sub.parse(command, args).map(|leaf| $ty(sub, leaf)))
+            }
+        }
+    };
+}
+
+action_subcommands!(SupplyAction, SUPPLY);
+action_subcommands!(BatteryAction, BATTERY);
 
 /// The options of `tui` and its alias `watch`.
 macro_rules! watch_leaf {
@@ -548,19 +709,10 @@ pub(super) struct SupplyArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum SupplyCommand {
-    Voltage(SupplyVoltage),
-    Current(SupplyCurrent),
-    Ovp(SupplyOvp),
-    Ocp(SupplyOcp),
-    Enable(SupplyEnable),
-    Disable(SupplyDisable),
-    State(SupplyState),
-    Power(SupplyPower),
-    ClearOvp(SupplyClearOvp),
-    ClearOcp(SupplyClearOcp),
-    Set(SupplySet),
     Tui(Tui),
     Watch(Watch),
+    #[argh(dynamic)]
+    Action(SupplyAction),
 }
 
 /// Drive a battery-simulator net.
@@ -590,28 +742,10 @@ pub(super) struct BatteryArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum BatteryCommand {
-    Soc(BatterySoc),
-    Voc(BatteryVoc),
-    Capacity(BatteryCapacity),
-    CurrentLimit(BatteryCurrentLimit),
-    Mode(BatteryMode),
-    Enable(BatteryEnable),
-    Disable(BatteryDisable),
-    Clear(BatteryClear),
-    ClearOvp(BatteryClearOvp),
-    ClearOcp(BatteryClearOcp),
-    State(BatteryState),
-    Set(BatterySet),
-    BattFull(BatteryFull),
-    BattEmpty(BatteryEmpty),
-    Ovp(BatteryOvp),
-    Ocp(BatteryOcp),
-    Model(BatteryModelRecall),
-    Models(BatteryModels),
-    ModelCreate(BatteryModelCreate),
-    ModelExport(BatteryModelExport),
     Tui(Tui),
     Watch(Watch),
+    #[argh(dynamic)]
+    Action(BatteryAction),
 }
 
 /// List, add and delete the nets saved on a box.
@@ -763,9 +897,10 @@ fn instrument(
     net: Option<String>,
     group_box: Option<String>,
     group_json: bool,
-    (subcommand, key): (&'static str, Key),
+    sub: &'static Sub,
     leaf: Leaf,
 ) -> Result<Command, EarlyExit> {
+    let (subcommand, key) = (sub.info.name, sub.key);
     if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(empty_net(role));
     }
@@ -855,55 +990,26 @@ fn listing(
 
 pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
     let role = Role::Supply;
-    let (what, leaf): ((&'static str, Key), Leaf) = match args.command {
-        None => return listing(role, args.net, args.box_name, args.json),
-        Some(SupplyCommand::Voltage(l)) => (("voltage", Key::Voltage), l.into()),
-        Some(SupplyCommand::Current(l)) => (("current", Key::Current), l.into()),
-        Some(SupplyCommand::Ovp(l)) => (("ovp", Key::Ovp), l.into()),
-        Some(SupplyCommand::Ocp(l)) => (("ocp", Key::Ocp), l.into()),
-        Some(SupplyCommand::Enable(l)) => (("enable", Key::Enable), l.into()),
-        Some(SupplyCommand::Disable(l)) => (("disable", Key::Disable), l.into()),
-        Some(SupplyCommand::State(l)) => (("state", Key::SupplyState), l.into()),
-        Some(SupplyCommand::Power(l)) => (("power", Key::Power), l.into()),
-        Some(SupplyCommand::ClearOvp(l)) => (("clear-ovp", Key::ClearOvp), l.into()),
-        Some(SupplyCommand::ClearOcp(l)) => (("clear-ocp", Key::ClearOcp), l.into()),
-        Some(SupplyCommand::Set(l)) => (("set", Key::SupplyMode), l.into()),
-        Some(SupplyCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
-        Some(SupplyCommand::Watch(w)) => return watch(role, args.net, args.box_name, args.json, w),
-    };
-    instrument(role, args.net, args.box_name, args.json, what, leaf)
+    match args.command {
+        None => listing(role, args.net, args.box_name, args.json),
+        Some(SupplyCommand::Action(SupplyAction(sub, leaf))) => {
+            instrument(role, args.net, args.box_name, args.json, sub, leaf)
+        }
+        Some(SupplyCommand::Tui(w)) => watch(role, args.net, args.box_name, args.json, w),
+        Some(SupplyCommand::Watch(w)) => watch(role, args.net, args.box_name, args.json, w),
+    }
 }
 
 pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
     let role = Role::Battery;
-    let (what, leaf): ((&'static str, Key), Leaf) = match args.command {
-        None => return listing(role, args.net, args.box_name, args.json),
-        Some(BatteryCommand::Soc(l)) => (("soc", Key::Soc), l.into()),
-        Some(BatteryCommand::Voc(l)) => (("voc", Key::Voc), l.into()),
-        Some(BatteryCommand::Capacity(l)) => (("capacity", Key::Capacity), l.into()),
-        Some(BatteryCommand::CurrentLimit(l)) => (("current-limit", Key::CurrentLimit), l.into()),
-        Some(BatteryCommand::Mode(l)) => (("mode", Key::SimulationMode), l.into()),
-        Some(BatteryCommand::Enable(l)) => (("enable", Key::BatteryOn), l.into()),
-        Some(BatteryCommand::Disable(l)) => (("disable", Key::BatteryOff), l.into()),
-        Some(BatteryCommand::Clear(l)) => (("clear", Key::Clear), l.into()),
-        Some(BatteryCommand::ClearOvp(l)) => (("clear-ovp", Key::BatteryClearOvp), l.into()),
-        Some(BatteryCommand::ClearOcp(l)) => (("clear-ocp", Key::BatteryClearOcp), l.into()),
-        Some(BatteryCommand::Set(l)) => (("set", Key::BatteryMode), l.into()),
-        Some(BatteryCommand::BattFull(l)) => (("batt-full", Key::VoltFull), l.into()),
-        Some(BatteryCommand::BattEmpty(l)) => (("batt-empty", Key::VoltEmpty), l.into()),
-        Some(BatteryCommand::Ovp(l)) => (("ovp", Key::BatteryOvp), l.into()),
-        Some(BatteryCommand::Ocp(l)) => (("ocp", Key::BatteryOcp), l.into()),
-        Some(BatteryCommand::Model(l)) => (("model", Key::Model), l.into()),
-        Some(BatteryCommand::Models(l)) => (("models", Key::ListModels), l.into()),
-        Some(BatteryCommand::ModelCreate(l)) => (("model-create", Key::CreateModel), l.into()),
-        Some(BatteryCommand::ModelExport(l)) => (("model-export", Key::ExportModel), l.into()),
-        Some(BatteryCommand::State(l)) => (("state", Key::BatteryState), l.into()),
-        Some(BatteryCommand::Tui(w)) => return watch(role, args.net, args.box_name, args.json, w),
-        Some(BatteryCommand::Watch(w)) => {
-            return watch(role, args.net, args.box_name, args.json, w)
+    match args.command {
+        None => listing(role, args.net, args.box_name, args.json),
+        Some(BatteryCommand::Action(BatteryAction(sub, leaf))) => {
+            instrument(role, args.net, args.box_name, args.json, sub, leaf)
         }
-    };
-    instrument(role, args.net, args.box_name, args.json, what, leaf)
+        Some(BatteryCommand::Tui(w)) => watch(role, args.net, args.box_name, args.json, w),
+        Some(BatteryCommand::Watch(w)) => watch(role, args.net, args.box_name, args.json, w),
+    }
 }
 
 pub(super) fn nets(args: NetsArgs) -> Result<Command, EarlyExit> {
@@ -1007,6 +1113,89 @@ mod tests {
             Err(EarlyExit::Usage(text)) => text,
             other => panic!("expected a usage error, got {other:?}"),
         }
+    }
+
+    fn help(args: &[&str]) -> String {
+        match parse(args) {
+            Err(EarlyExit::Help(text)) => text,
+            other => panic!("expected help, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_subcommand_is_a_row_of_its_role() {
+        use common::actions::Role as ActionRole;
+        for (table, role) in [(SUPPLY, ActionRole::Supply), (BATTERY, ActionRole::Battery)] {
+            for sub in table {
+                assert_eq!(sub.key.action().role, role, "{sub:?}");
+                let takes_value = !matches!(sub.key.action().rule, Rule::Nothing | Rule::Field(_));
+                assert_eq!(sub.value.is_some(), takes_value, "{sub:?}");
+                assert_eq!(
+                    table
+                        .iter()
+                        .filter(|s| s.info.name == sub.info.name)
+                        .count(),
+                    1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn subcommands_help_and_refuse_as_argh_does() {
+        assert_eq!(
+            help(&["supply", "s", "voltage", "--help"]),
+            "Usage: lager supply voltage [--ocp <ocp>] [--ovp <ovp>] [--box <box>] [--json] [--yes] [--] [<VALUE>]\n\n\
+             Set or read the output voltage.\n\n\
+             Positional Arguments:\n  \
+             VALUE             volts to set; omit to read\n\n\
+             Options:\n  \
+             --ocp             over-current protection level to set with it, in amps\n  \
+             --ovp             over-voltage protection level to set with it, in volts\n  \
+             --box             box name, IP address or host:port (default: LAGER_BOX or the\n                    \
+             default box)\n  \
+             --json            print the box's JSON reply instead of the message\n  \
+             --yes             do not ask for confirmation\n  \
+             --help, help      display usage information\n\n\
+             Notes:\n  \
+             With --ovp/--ocp the protections are set with the value, in an order that\n  \
+             never trips them (raise OVP before the voltage, lower it after)."
+        );
+        assert!(help(&["battery", "b", "help", "state"])
+            .starts_with("Usage: lager battery state [--box <box>] [--json] [--yes]\n"));
+        assert_eq!(
+            usage(&["battery", "b", "model-create"]),
+            "Required positional arguments not provided:\n    SLOT\nRequired options not provided:\n    --csv\n"
+        );
+        assert_eq!(
+            usage(&["supply", "s", "voltage", "--bogus"]),
+            "Unrecognized argument: --bogus\n"
+        );
+        assert_eq!(
+            usage(&["supply", "s", "state", "5"]),
+            "Unrecognized argument: 5\n"
+        );
+        assert_eq!(
+            usage(&["supply", "s", "voltage", "--box"]),
+            "No value provided for option '--box'.\n"
+        );
+        let opts = instrument(&[
+            "battery",
+            "b",
+            "model-export",
+            "2",
+            "--csv",
+            "m.csv",
+            "--box",
+            "x",
+        ]);
+        assert_eq!(opts.action.name, "export_model");
+        assert_eq!(opts.value, Some(serde_json::json!(2)));
+        assert_eq!(opts.box_name.as_deref(), Some("x"));
+        assert!(
+            usage(&["battery", "b", "model-export", "2", "--csv", "m", "--yes"])
+                .starts_with("Unrecognized argument: --yes")
+        );
     }
 
     #[test]
