@@ -3,6 +3,7 @@
 //! binaries (and their tests) can use it anywhere.
 
 pub mod addr;
+pub mod console;
 pub mod diagnose;
 pub mod errclass;
 pub mod holder;
