@@ -9,6 +9,7 @@
 //! answers (ETIMEDOUT), garbled replies are garbage bytes. They are driven through a line-based control port.
 //! Nothing above the transport can tell this from an instrument.
 
+pub mod dut;
 pub mod rigol;
 pub mod serial;
 pub mod usbtmc;
