@@ -5,11 +5,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::console::{STREAM_CONTENT_TYPE, STREAM_VERSION, STREAM_VERSION_HEADER};
 use common::holder::lock_scope;
 use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
 
+use crate::console::{ConsoleError, Consoles, Position};
 use crate::diagnose::Diagnose;
 use crate::health::Health;
 use crate::instruments::Instruments;
@@ -33,6 +35,8 @@ pub struct BoxInfo {
     pub rigol: Option<Simulator>,
     /// A second simulated DP832 behind a pseudo-terminal (`ASRL…`).
     pub serial: Option<crate::sim::serial::SerialSimulator>,
+    /// The simulated device whose console is `console1`.
+    pub dut: Option<crate::sim::dut::SimDut>,
     pub enforce_locks: bool,
     pub token: Option<String>,
 }
@@ -44,6 +48,7 @@ pub struct Api {
     nets: Arc<Nets>,
     health: Arc<Health>,
     instruments: Arc<Instruments>,
+    consoles: Arc<Consoles>,
     info: BoxInfo,
 }
 
@@ -55,6 +60,7 @@ pub struct Parts {
     pub nets: Arc<Nets>,
     pub health: Arc<Health>,
     pub instruments: Arc<Instruments>,
+    pub consoles: Arc<Consoles>,
 }
 
 /// Why a request failed, before or after reaching its owner.
@@ -74,6 +80,7 @@ pub enum ApiError {
     Download(DownloadError),
     /// A.10: a runner or hardware request from someone but the holder.
     Locked(Map<String, Value>),
+    Console(ConsoleError),
 }
 
 impl ApiError {
@@ -94,6 +101,14 @@ impl ApiError {
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
             ApiError::Locked(_) => 423,
+            ApiError::Console(e) => match e {
+                ConsoleError::UnknownNet(_) => 404,
+                ConsoleError::NotUart { .. } | ConsoleError::BadRequest(_) => 400,
+                ConsoleError::WriterBusy { .. } | ConsoleError::NotWriter { .. } => 409,
+                ConsoleError::NotOpen { .. } => 503,
+                ConsoleError::WriteTimeout { .. } => 504,
+                ConsoleError::Port { .. } => 502,
+            },
         }
     }
 
@@ -107,6 +122,14 @@ impl ApiError {
             }
             ApiError::Run(_) => {
                 body.insert("status".into(), Value::String("error".into()));
+            }
+            // The instrument routes' shape (instruments.md §10.5), plus who
+            // types when the writer is taken.
+            ApiError::Console(e) => {
+                body.insert("success".into(), Value::Bool(false));
+                if let ConsoleError::WriterBusy { holder, .. } = e {
+                    body.insert("writer".into(), Value::String(holder));
+                }
             }
             _ => {}
         }
@@ -130,6 +153,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Lock(e) => e.fmt(f),
             ApiError::Run(e) => e.fmt(f),
             ApiError::Download(e) => e.fmt(f),
+            ApiError::Console(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
                     .get("user")
@@ -144,6 +168,12 @@ impl std::fmt::Display for ApiError {
 impl From<LockError> for ApiError {
     fn from(e: LockError) -> ApiError {
         ApiError::Lock(e)
+    }
+}
+
+impl From<ConsoleError> for ApiError {
+    fn from(e: ConsoleError) -> ApiError {
+        ApiError::Console(e)
     }
 }
 
@@ -162,6 +192,7 @@ impl Api {
             nets,
             health,
             instruments,
+            consoles,
         } = parts;
         Api {
             lock_box,
@@ -170,6 +201,7 @@ impl Api {
             nets,
             health,
             instruments,
+            consoles,
             info,
         }
     }
@@ -239,6 +271,8 @@ impl Api {
                 };
                 Ok(match self.nets.change(&body) {
                     Ok(message) => {
+                        // A uart net is captured from the moment it is saved.
+                        self.consoles.sync();
                         json_response(200, &json!({"success": true, "message": message}))
                     }
                     Err((status, error)) => {
@@ -253,6 +287,16 @@ impl Api {
             "/battery/monitor" if get => self.monitor(request, true),
             "/supply/command" if post => self.instrument_command(request, false),
             "/battery/command" if post => self.instrument_command(request, true),
+            "/uart/stream" if get || post => self.uart_stream(request, post),
+            "/uart/write" if post => self.uart_write(request),
+            "/uart/status" if get => match request.query_param("netname") {
+                Some(name) => ok(self.consoles.console(&name)?.status()),
+                None => ok(json!(self.consoles.stats())),
+            },
+            "/diagnose/uart" if get => {
+                let name = request.query_param("net").unwrap_or_default();
+                ok(self.consoles.diagnose(&name)?)
+            }
             "/test-stream" if get => Ok(Response {
                 status: 200,
                 headers: vec![
@@ -339,6 +383,56 @@ impl Api {
         Ok(answer(self.instruments.command(battery, &body)))
     }
 
+    /// `GET /uart/stream` reads a console (console.md §3); `POST` also
+    /// claims its writer (token and lock enforced, like any change) for as
+    /// long as the stream lasts.
+    fn uart_stream(&self, request: &Request, post: bool) -> Result<Response, ApiError> {
+        let name = request.query_param("netname").unwrap_or_default();
+        let console = self.consoles.console(&name)?;
+        let position = Position::from_query(
+            request.query_param("from").as_deref(),
+            request.query_param("since").as_deref(),
+            request.query_param("tail").as_deref(),
+        )?;
+        let claim = if post {
+            let holder = request.header(HOLDER_HEADER);
+            self.enforce_lock(holder)?;
+            let who = holder
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
+            let takeover = request.query_param("takeover").as_deref() == Some("1");
+            Some(console.claim(&who, takeover)?)
+        } else {
+            None
+        };
+        let data = request.query_param("data").as_deref() != Some("0");
+        let reader = console.reader(position, claim, data);
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", STREAM_CONTENT_TYPE.into()),
+                (STREAM_VERSION_HEADER, STREAM_VERSION.into()),
+            ],
+            body: Body::Stream(Box::new(move |out, client| {
+                reader.run(out, &|| client.gone())
+            })),
+        })
+    }
+
+    /// `POST /uart/write?netname=N&session=S`: the body's bytes to the port,
+    /// from the stream that holds the writer.
+    fn uart_write(&self, request: &Request) -> Result<Response, ApiError> {
+        let name = request.query_param("netname").unwrap_or_default();
+        let console = self.consoles.console(&name)?;
+        self.enforce_lock(request.header(HOLDER_HEADER))?;
+        let session = request.query_param("session").unwrap_or_default();
+        let written = console.write(&session, &request.body)?;
+        Ok(json_response(
+            200,
+            &json!({"success": true, "written": written}),
+        ))
+    }
+
     /// A.10: with `--enforce-locks`, only the holder's scope may proceed.
     fn enforce_lock(&self, holder: Option<&str>) -> Result<(), ApiError> {
         if !self.info.enforce_locks {
@@ -393,7 +487,7 @@ impl Api {
             "version": version,
             "box_version": version,
             "nets": self.net_summaries(),
-            "health": self.health.report(),
+            "health": self.health_with_consoles(),
             "capabilities": {
                 "sim": self.info.simulator.is_some(),
                 "simulator": self.info.simulator.as_ref().map(simulator_json),
@@ -402,11 +496,26 @@ impl Api {
                     "address": sim.visa_address(),
                     "control": sim.control.to_string(),
                 })),
+                "dut_simulator": self.info.dut.as_ref().map(|dut| json!({
+                    "link": dut.link.display().to_string(),
+                    "control": dut.control.to_string(),
+                })),
+                "uart": true,
                 "lock_wait": true,
                 "enforce_locks": self.info.enforce_locks,
                 "token": self.info.token.is_some(),
             },
         })
+    }
+
+    /// The health report with each console's state (console.md §2): open,
+    /// gone or held, bytes captured, readers, writer.
+    fn health_with_consoles(&self) -> Value {
+        let mut health = self.health.report();
+        if let Value::Object(map) = &mut health {
+            map.insert("consoles".into(), json!(self.consoles.stats()));
+        }
+        health
     }
 
     /// Names and roles of the saved nets, for `/status`.
