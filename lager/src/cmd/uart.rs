@@ -151,6 +151,166 @@ fn serial_port(target: &Target, net: &str, json: bool) -> Result<ExitCode, CliEr
     }
 }
 
+/// `lager diagnose NET` on a uart net: what lagerd's console says, the
+/// adapter as the box sees it now, and one classification. Exit 0 when it
+/// is being captured, 2 when it needs attention.
+pub fn diagnose(
+    client: &crate::client::Client,
+    ctx: &common::diagnose::Context,
+    address: &str,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let path = format!("/diagnose/uart?net={}", query_encode(ctx.net));
+    let reply = client
+        .get(&path, capped(STATUS_TIMEOUT))
+        .map_err(not_delivered)?;
+    let facts = answer(&reply)?;
+    let (good, tone, headline) = classify(&facts, ctx.net, ctx.box_name);
+    if json {
+        let report = json!({
+            "box": ctx.box_name, "net": ctx.net, "role": ctx.role, "address": address,
+            "bucket": headline.split(' ').next().unwrap_or(""), "headline": headline,
+            "console": facts,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        let text = |v: &Value, key: &str| match &v[key] {
+            Value::Null => "—".to_string(),
+            Value::String(s) if s.is_empty() => "—".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let usb = &facts["usb"];
+        let holders: Vec<String> = facts["holders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                format!(
+                    "{}({}, {})",
+                    text(h, "command"),
+                    text(h, "pid"),
+                    text(h, "user")
+                )
+            })
+            .collect();
+        let mut out = String::new();
+        let mut line = |l: String| {
+            out.push_str(&l);
+            out.push('\n');
+        };
+        line(String::new());
+        line("== Console (lagerd) ==".into());
+        line(format!(
+            "   state:        {} since {}",
+            text(&facts, "state"),
+            text(&facts, "since")
+        ));
+        line(format!("   reason:       {}", text(&facts, "reason")));
+        line(format!("   port:         {}", text(&facts, "port")));
+        line(format!("   path:         {}", text(&facts, "path")));
+        line(format!(
+            "   captured:     {} bytes; opened {} times, gone {} times",
+            facts["bytes"], facts["opens"], facts["gone"]
+        ));
+        line(format!("   readers:      {}", facts["readers"]));
+        line(format!("   writer:       {}", text(&facts, "writer")));
+        line(String::new());
+        line("== USB adapter (host-side) ==".into());
+        line(format!(
+            "   present:      {}",
+            if facts["present"] == true {
+                "yes"
+            } else {
+                "no"
+            }
+        ));
+        line(format!("   node:         {}", text(&facts, "node")));
+        line(format!("   sysfs:        {}", text(usb, "sysfs_path")));
+        line(format!(
+            "   vid:pid:      {}:{}",
+            text(usb, "vid"),
+            text(usb, "pid")
+        ));
+        line(format!("   serial:       {}", text(usb, "serial")));
+        line(format!(
+            "   product:      {} ({})",
+            text(usb, "product"),
+            text(usb, "manufacturer")
+        ));
+        line(format!(
+            "   interface:    {} (number {}), driver {}",
+            text(usb, "interface"),
+            text(usb, "interface_number"),
+            text(usb, "driver")
+        ));
+        line(format!(
+            "   holders:      {}",
+            if holders.is_empty() {
+                "no other process".to_string()
+            } else {
+                holders.join(", ")
+            }
+        ));
+        let color = output::colored(output::Stream::Stdout);
+        print!(
+            "{out}\n{}\n",
+            output::paint_bold_if(color, tone, &format!("Classification: {headline}"))
+        );
+    }
+    Ok(if good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// The bucket of a console's diagnose facts: whether all is well, its
+/// colour, and the headline with the next step.
+fn classify(facts: &Value, net: &str, display: &str) -> (bool, output::Color, String) {
+    use output::Color::{Green, Red, Yellow};
+    let field = |key: &str| facts[key].as_str().unwrap_or("").to_string();
+    let holders: Vec<String> = facts["holders"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            format!(
+                "{}({})",
+                h["command"].as_str().unwrap_or("?"),
+                h["pid"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let path = field("path");
+    match field("state").as_str() {
+        "open" if holders.is_empty() => (true, Green, format!(
+            "CAPTURING — lagerd reads {net} from {path}; watch it with `lager uart {net} --box {display}`."
+        )),
+        "open" => (false, Red, format!(
+            "SHARED — {path} is also open in {}; whatever they read is missing from the console. Stop them.",
+            holders.join(", ")
+        )),
+        "held" => (false, Red, format!(
+            "HELD BY ANOTHER PROCESS — {path} is open in {}; lagerd does not fight over it. Stop that process and lagerd takes the port within a second.",
+            if holders.is_empty() { "another process".to_string() } else { holders.join(", ") }
+        )),
+        "gone" if facts["present"] == true => (false, Yellow, format!(
+            "TRANSIENT — {} just appeared; lagerd opens it within a second. Run lager diagnose again.",
+            field("node")
+        )),
+        "gone" => (false, Red, format!(
+            "NOT PRESENT — nothing matches {} since {}. Check the adapter's USB cable and power; lagerd re-opens it within a second of it appearing.",
+            field("port"), field("since")
+        )),
+        "error" => (false, Red, format!("CANNOT OPEN — {}", field("reason"))),
+        other => (false, Yellow, format!("UNCLEAR — the console is {other}; run lager diagnose again in a moment.")),
+    }
+}
+
 /// A JSON reply of the uart routes: the body on 200, else its error.
 fn answer(reply: &Reply) -> Result<Value, CliError> {
     let body = reply.json().ok_or(CliError::NonJsonReply {
