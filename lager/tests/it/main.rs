@@ -14,6 +14,7 @@ mod hello;
 mod instruments;
 mod lock;
 mod python;
+mod uart;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
