@@ -213,13 +213,13 @@ pub fn diagnose(
         line(format!("   port:         {}", text(&facts, "port")));
         line(format!("   path:         {}", text(&facts, "path")));
         line(format!(
-            "   captured:     {} bytes; opened {} times, gone {} times",
+            "   captured:     {} bytes; opens {}, gone {}",
             facts["bytes"], facts["opens"], facts["gone"]
         ));
         line(format!("   readers:      {}", facts["readers"]));
         line(format!("   writer:       {}", text(&facts, "writer")));
         line(String::new());
-        line("== USB adapter (host-side) ==".into());
+        line("== Port (host-side) ==".into());
         line(format!(
             "   present:      {}",
             if facts["present"] == true {
@@ -229,24 +229,28 @@ pub fn diagnose(
             }
         ));
         line(format!("   node:         {}", text(&facts, "node")));
-        line(format!("   sysfs:        {}", text(usb, "sysfs_path")));
-        line(format!(
-            "   vid:pid:      {}:{}",
-            text(usb, "vid"),
-            text(usb, "pid")
-        ));
-        line(format!("   serial:       {}", text(usb, "serial")));
-        line(format!(
-            "   product:      {} ({})",
-            text(usb, "product"),
-            text(usb, "manufacturer")
-        ));
-        line(format!(
-            "   interface:    {} (number {}), driver {}",
-            text(usb, "interface"),
-            text(usb, "interface_number"),
-            text(usb, "driver")
-        ));
+        if usb.is_object() {
+            line(format!("   sysfs:        {}", text(usb, "sysfs_path")));
+            line(format!(
+                "   vid:pid:      {}:{}",
+                text(usb, "vid"),
+                text(usb, "pid")
+            ));
+            line(format!("   serial:       {}", text(usb, "serial")));
+            line(format!(
+                "   product:      {} ({})",
+                text(usb, "product"),
+                text(usb, "manufacturer")
+            ));
+            line(format!(
+                "   interface:    {} (number {}), driver {}",
+                text(usb, "interface"),
+                text(usb, "interface_number"),
+                text(usb, "driver")
+            ));
+        } else {
+            line("   usb:          — (not a USB serial adapter, or not present)".into());
+        }
         line(format!(
             "   holders:      {}",
             if holders.is_empty() {
