@@ -127,12 +127,20 @@ impl Port {
         let port = Port {
             file: unsafe { File::from_raw_fd(fd) },
         };
+        // Raw first, before anything else: a new tty opens cooked with echo
+        // on, and bytes the device had queued (a USB adapter starts reading
+        // during open()) are echoed back to it until raw mode applies. The
+        // kernel can echo some even before open() returns (seen with
+        // cdc_acm in the VM test); every serial tool shares that window, so
+        // keep it as short as possible. The holder scan has just found the
+        // port free, so this rarely touches a port that a cooperating
+        // process flock()s in the same instant.
+        configure(fd, params).map_err(OpenError::Other)?;
         // SAFETY: flock and ioctl on our own descriptor.
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(OpenError::Busy);
         }
         unsafe { libc::ioctl(fd, libc::TIOCEXCL) };
-        configure(fd, params).map_err(OpenError::Other)?;
         if params.flow == Flow::DsrDtr {
             log::warn!(
                 "{}: Linux termios has no DSR/DTR flow control; the port runs without it",
