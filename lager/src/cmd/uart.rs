@@ -678,6 +678,9 @@ fn now_us() -> u64 {
 }
 
 /// `HH:MM:SS.mmm` local time, or with `utc` `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`.
+// libc deprecates naming `time_t` for musl's coming 64-bit switch; the
+// binding and the C library it calls agree either way.
+#[allow(deprecated)]
 fn clock(time_us: u64, utc: bool) -> String {
     let secs = (time_us / 1_000_000) as libc::time_t;
     let micros = time_us % 1_000_000;
