@@ -226,6 +226,16 @@ fn gone_and_back_print_one_line_each() {
         .run(&["uart", "console1", "serial-port", "--box", "b1"]);
     run.expect_code(0);
     assert_eq!(run.stdout.trim(), device);
+    // Without NET: the uart-net default, else a usage error saying so.
+    let run = b.cli.run(&["uart", "serial-port", "--box", "b1"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("--uart-net"), "{}", run.stderr);
+    b.cli
+        .run(&["defaults", "add", "--uart-net", "console1"])
+        .expect_code(0);
+    let run = b.cli.run(&["uart", "serial-port", "--box", "b1"]);
+    run.expect_code(0);
+    assert_eq!(run.stdout.trim(), device);
     b.sim("unplug");
     assert!(wait_until(WAIT, || b.console("console1")["state"] == "gone"));
     let run = b
