@@ -256,7 +256,7 @@ out=$(lager diagnose dut $(box 9000)); rc=$?
 echo "$out" | sed 's/^/    > /'
 same "diagnose: capturing, exit 0" "$rc" 0
 has "diagnose: the adapter's serial from sysfs" "$out" "serial:       $SERIAL"
-has "diagnose: the cdc_acm driver" "$out" "driver cdc_acm"
+has "diagnose: the cdc_acm driver" "$out" "driver:       cdc_acm"
 lager uart dut --from-start $(box 9000) >/tmp/watch.out 2>/tmp/watch.err &
 watcher=$!
 wait_in /tmp/watch.out "printed before anyone watched" 10 && pass "--from-start: bytes printed before lagerd opened the port" || fail "no early bytes: $(cat /tmp/watch.out /tmp/watch.err)"

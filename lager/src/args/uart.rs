@@ -38,7 +38,7 @@ pub(super) struct UartArgs {
     /// start with the last N bytes
     #[argh(option)]
     tail: Option<u64>,
-    /// begin every line with the time it arrived
+    /// begin every line with the time it arrived (UTC)
     #[argh(switch)]
     timestamps: bool,
     /// print one JSON object per chunk of output or event

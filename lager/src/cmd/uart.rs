@@ -177,13 +177,18 @@ pub fn diagnose(
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        let text = |v: &Value, key: &str| match &v[key] {
-            Value::Null => "—".to_string(),
-            Value::String(s) if s.is_empty() => "—".to_string(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let usb = &facts["usb"];
+        let mut out = String::from("\n== Console (lagerd) ==\n");
+        rows(&mut out, &facts, CONSOLE_ROWS);
+        out.push_str("\n== Port (host-side) ==\n");
+        rows(
+            &mut out,
+            &facts,
+            &[("present", "present"), ("node", "node")],
+        );
+        match &facts["usb"] {
+            usb @ Value::Object(_) => rows(&mut out, usb, USB_ROWS),
+            _ => out.push_str("   usb:          — (not a USB serial adapter, or not present)\n"),
+        }
         let holders: Vec<String> = facts["holders"]
             .as_array()
             .into_iter()
@@ -191,85 +196,80 @@ pub fn diagnose(
             .map(|h| {
                 format!(
                     "{}({}, {})",
-                    text(h, "command"),
-                    text(h, "pid"),
-                    text(h, "user")
+                    shown(h, "command"),
+                    shown(h, "pid"),
+                    shown(h, "user")
                 )
             })
             .collect();
-        let mut out = String::new();
-        let mut line = |l: String| {
-            out.push_str(&l);
-            out.push('\n');
-        };
-        line(String::new());
-        line("== Console (lagerd) ==".into());
-        line(format!(
-            "   state:        {} since {}",
-            text(&facts, "state"),
-            text(&facts, "since")
-        ));
-        line(format!("   reason:       {}", text(&facts, "reason")));
-        line(format!("   port:         {}", text(&facts, "port")));
-        line(format!("   path:         {}", text(&facts, "path")));
-        line(format!(
-            "   captured:     {} bytes; opens {}, gone {}",
-            facts["bytes"], facts["opens"], facts["gone"]
-        ));
-        line(format!("   readers:      {}", facts["readers"]));
-        line(format!("   writer:       {}", text(&facts, "writer")));
-        line(String::new());
-        line("== Port (host-side) ==".into());
-        line(format!(
-            "   present:      {}",
-            if facts["present"] == true {
-                "yes"
-            } else {
-                "no"
-            }
-        ));
-        line(format!("   node:         {}", text(&facts, "node")));
-        if usb.is_object() {
-            line(format!("   sysfs:        {}", text(usb, "sysfs_path")));
-            line(format!(
-                "   vid:pid:      {}:{}",
-                text(usb, "vid"),
-                text(usb, "pid")
-            ));
-            line(format!("   serial:       {}", text(usb, "serial")));
-            line(format!(
-                "   product:      {} ({})",
-                text(usb, "product"),
-                text(usb, "manufacturer")
-            ));
-            line(format!(
-                "   interface:    {} (number {}), driver {}",
-                text(usb, "interface"),
-                text(usb, "interface_number"),
-                text(usb, "driver")
-            ));
+        let holders = if holders.is_empty() {
+            "no other process".to_string()
         } else {
-            line("   usb:          — (not a USB serial adapter, or not present)".into());
-        }
-        line(format!(
-            "   holders:      {}",
-            if holders.is_empty() {
-                "no other process".to_string()
-            } else {
-                holders.join(", ")
-            }
-        ));
+            holders.join(", ")
+        };
+        row(&mut out, "holders", &holders);
         let color = output::colored(output::Stream::Stdout);
-        print!(
-            "{out}\n{}\n",
-            output::paint_bold_if(color, tone, &format!("Classification: {headline}"))
-        );
+        let headline = "Classification: ".to_string() + &headline;
+        println!("{out}\n{}", output::paint_bold_if(color, tone, &headline));
     }
     Ok(if good {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+/// What `lager diagnose` shows of lagerd's console, as (label, key).
+const CONSOLE_ROWS: &[(&str, &str)] = &[
+    ("state", "state"),
+    ("since", "since"),
+    ("reason", "reason"),
+    ("port", "port"),
+    ("path", "path"),
+    ("bytes", "bytes"),
+    ("opens", "opens"),
+    ("gone", "gone"),
+    ("readers", "readers"),
+    ("writer", "writer"),
+];
+
+/// ... and of the USB adapter the box sees now.
+const USB_ROWS: &[(&str, &str)] = &[
+    ("sysfs", "sysfs_path"),
+    ("vid", "vid"),
+    ("pid", "pid"),
+    ("serial", "serial"),
+    ("manufacturer", "manufacturer"),
+    ("product", "product"),
+    ("interface", "interface"),
+    ("number", "interface_number"),
+    ("driver", "driver"),
+];
+
+/// A field for display: missing, null or empty is `—`.
+fn shown(object: &Value, key: &str) -> String {
+    match &object[key] {
+        Value::Null => "—".to_string(),
+        Value::String(s) if s.is_empty() => "—".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `   label:        value`, as the other diagnose sections align.
+fn row(out: &mut String, label: &str, value: &str) {
+    out.push_str("   ");
+    out.push_str(label);
+    out.push(':');
+    out.push_str(&" ".repeat(13usize.saturating_sub(label.len())));
+    out.push_str(value);
+    out.push('\n');
+}
+
+fn rows(out: &mut String, object: &Value, rows: &[(&str, &str)]) {
+    for (label, key) in rows {
+        row(out, label, &shown(object, key));
+    }
 }
 
 /// The bucket of a console's diagnose facts: whether all is well, its
@@ -677,42 +677,26 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// `HH:MM:SS.mmm` local time, or with `utc` `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`.
-// libc deprecates naming `time_t` for musl's coming 64-bit switch; the
-// binding and the C library it calls agree either way.
-#[allow(deprecated)]
-fn clock(time_us: u64, utc: bool) -> String {
-    let secs = (time_us / 1_000_000) as libc::time_t;
+/// `HH:MM:SS.mmm`, or with `date` `YYYY-MM-DDTHH:MM:SS.uuuuuuZ`; UTC, as
+/// the box's own timestamps (and no time zone code in the binary).
+fn clock(time_us: u64, date: bool) -> String {
+    let secs = time_us / 1_000_000;
     let micros = time_us % 1_000_000;
-    // SAFETY: tm is plain data; the *_r functions fill it from `secs`.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if utc {
-            libc::gmtime_r(&secs, &mut tm);
-        } else {
-            libc::localtime_r(&secs, &mut tm);
-        }
-        tm
-    };
-    if utc {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec
-        )
-    } else {
-        format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec,
-            micros / 1000
-        )
+    let (hour, minute, second) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if !date {
+        return format!("{hour:02}:{minute:02}:{second:02}.{:03}", micros / 1000);
     }
+    // Civil from days (H. Hinnant's algorithm), for 1970 onwards.
+    let days = secs / 86_400 + 719_468;
+    let era = days / 146_097;
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
 }
 
 /// The terminal with its input side raw, put back when dropped.
@@ -976,9 +960,11 @@ mod tests {
             clock(1_700_000_000_123_456, true),
             "2023-11-14T22:13:20.123456Z"
         );
+        assert_eq!(clock(1_700_000_000_123_456, false), "22:13:20.123");
         assert_eq!(
-            clock(1_700_000_000_123_456, false).len(),
-            "22:13:20.123".len()
+            clock(951_782_400_000_000, true),
+            "2000-02-29T00:00:00.000000Z"
         );
+        assert_eq!(clock(0, true), "1970-01-01T00:00:00.000000Z");
     }
 }
