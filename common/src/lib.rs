@@ -9,6 +9,7 @@ pub mod errclass;
 pub mod holder;
 pub mod runid;
 pub mod version;
+pub mod wheel;
 pub mod wire;
 
 /// The build version shared by `lager --version` and `lagerd`'s `/status`.

@@ -6,10 +6,12 @@ use argh::FromArgs;
 mod deploy;
 mod instrument;
 mod uart;
+mod wheel;
 
 pub use deploy::{DeployAction, DeployOpts};
 pub use instrument::{InstrumentOpts, NetAdd, Role, WatchOpts};
 pub use uart::{Start, UartOpts};
+pub use wheel::{WheelAction, WheelOpts};
 
 /// Control, inspect and reserve lager boxes.
 #[derive(FromArgs, Debug)]
@@ -45,6 +47,7 @@ enum TopCommand {
     Install(deploy::InstallArgs),
     Update(deploy::UpdateArgs),
     Uninstall(deploy::UninstallArgs),
+    InstallWheel(wheel::InstallWheelArgs),
     Box(BoxArgs),
 }
 
@@ -451,6 +454,8 @@ pub enum Command {
     Deploy(DeployOpts),
     /// `lager uart` (console.md §4).
     Uart(UartOpts),
+    /// `lager install-wheel`.
+    InstallWheel(WheelOpts),
 }
 
 /// `lager diagnose` options (diagnose.md §4).
@@ -521,7 +526,7 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
     } else {
         match top.command {
                 None => return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager uart, lager install, lager update, lager uninstall"
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager uart, lager install, lager update, lager uninstall, lager install-wheel"
                         .to_string(),
                 )),
                 Some(command) => typed(command)?,
@@ -545,6 +550,7 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
         TopCommand::Install(install) => deploy::install(install)?,
         TopCommand::Update(update) => deploy::update(update)?,
         TopCommand::Uninstall(uninstall) => deploy::uninstall(uninstall)?,
+        TopCommand::InstallWheel(args) => wheel::install_wheel(args)?,
         TopCommand::Box(BoxArgs {
             command: BoxCommand::Update(update),
         }) => deploy::update(update)?,
@@ -904,6 +910,30 @@ mod tests {
             Command::DefaultsAdd { settings: vec![] }
         );
     }
+    #[test]
+    fn install_wheel_takes_wheels_or_list_or_uninstall() {
+        assert_eq!(
+            command(&["install-wheel", "a.whl", "b.whl", "--box", "b1"]),
+            Command::InstallWheel(WheelOpts {
+                action: WheelAction::Install(vec!["a.whl".into(), "b.whl".into()]),
+                box_name: Some("b1".into()),
+                force: false,
+                json: false,
+            })
+        );
+        let Command::InstallWheel(opts) = command(&["install-wheel", "--list", "--json"]) else {
+            panic!("not install-wheel");
+        };
+        assert_eq!((opts.action, opts.json), (WheelAction::List, true));
+        let Command::InstallWheel(opts) = command(&["install-wheel", "--uninstall", "pkg"]) else {
+            panic!("not install-wheel");
+        };
+        assert_eq!(opts.action, WheelAction::Uninstall("pkg".into()));
+        assert!(usage(&["install-wheel"]).starts_with("No wheel given"));
+        assert!(usage(&["install-wheel", "a.whl", "--list"]).starts_with("Give wheels"));
+        assert!(usage(&["install-wheel", "--uninstall", " "]).starts_with("Give wheels"));
+    }
+
     #[test]
     fn box_update_is_update() {
         assert_eq!(

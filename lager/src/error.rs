@@ -179,6 +179,11 @@ pub enum CliError {
         path: PathBuf,
         reason: String,
     },
+    /// A file given to `lager install-wheel` cannot be uploaded as a wheel.
+    Wheel {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -385,6 +390,9 @@ impl fmt::Display for CliError {
                 "Error: box returned a non-JSON response (HTTP {status})."
             ),
             CliError::BoxRefused(error) => write!(f, "Error: {error}"),
+            CliError::Wheel { path, reason } => {
+                write!(f, "Error: {}: {reason}; nothing was uploaded", path.display())
+            }
             CliError::Deploy(error) => write!(f, "{error}"),
             CliError::OverLimit { what, value, max, unit } => write!(
                 f,

@@ -11,6 +11,10 @@ use crate::server::Limits;
 /// lagerd: the lager box daemon. Serves box locks, status and (later) the
 /// script runner and instruments on every --listen address.
 #[derive(FromArgs)]
+#[argh(
+    note = "`lagerd python-path [--state-dir DIR]` prints the PYTHONPATH that gives a box\n\
+            shell the lager package test scripts import, and the installed wheels."
+)]
 pub struct Args {
     /// address to serve, host:port, repeatable; port 0 picks a free one
     /// (default: 0.0.0.0:9000 and 0.0.0.0:5000)
@@ -156,22 +160,20 @@ impl Config {
                     .ok_or_else(|| StartError::BadListen(text.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let state_dir = args
-            .state_dir
-            .or_else(|| {
-                std::env::var_os("LAGERD_STATE_DIR")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/etc/lager"));
+        let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
         let token = args.token_file.map(read_token).transpose()?;
-        let mut limits = Limits::default();
+        let mut limits = Limits {
+            // Large uploads are spooled next to the state, on disk (not
+            // /tmp, which is RAM on many boxes).
+            spool_dir: Some(state_dir.clone()),
+            ..Limits::default()
+        };
         if let Some(max) = args.max_connections {
             limits.max_connections = max.max(1);
         }
         if let Some(millis) = args.head_timeout_ms {
             limits.head_timeout = std::time::Duration::from_millis(millis.max(1));
-            limits.read_timeout = limits.read_timeout.min(limits.head_timeout);
+            limits.body_timeout = limits.body_timeout.min(limits.head_timeout);
         }
         let uart_ring_bytes = match &args.uart_ring {
             None => crate::console::DEFAULT_RING_BYTES,
@@ -215,6 +217,13 @@ fn parse_size(text: &str) -> Option<usize> {
         _ => return None,
     };
     digits.parse::<usize>().ok()?.checked_mul(1 << shift)
+}
+
+/// `$LAGERD_STATE_DIR`, else `/etc/lager` (locking.md A.1).
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("LAGERD_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/lager"), PathBuf::from)
 }
 
 fn read_token(path: PathBuf) -> Result<String, StartError> {

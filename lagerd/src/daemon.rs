@@ -23,6 +23,7 @@ use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
 use crate::nets::Nets;
 use crate::runner::{Runner, RunnerConfig};
+use crate::scriptenv::ScriptEnv;
 use crate::server::Server;
 use crate::signals::Signals;
 use crate::sim::dut::SimDut;
@@ -100,10 +101,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         enforce_locks: config.enforce_locks,
         token: config.token,
     };
-    let runner = Arc::new(Runner::new(RunnerConfig::from_env(
-        &config.state_dir,
-        &config.proc_root,
-    )));
+    let runner_config = RunnerConfig::from_env(&config.state_dir, &config.proc_root);
+    // The `lager` package for scripts, on every job's path (scripts.md §1).
+    let bound: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let script_env = ScriptEnv::open(&config.state_dir, &runner_config.python, &bound)
+        .map(Arc::new)
+        .map_err(|err| StartError::StateDir {
+            path: config.state_dir.join("python"),
+            err,
+        })?;
+    let runner = Arc::new(Runner::new(runner_config, script_env));
     // One device-lock manager per process (diagnose.md §1): the sessions and
     // diagnose's fresh probe must see each other's locks.
     let device_locks = Arc::new(DeviceLocks::new(

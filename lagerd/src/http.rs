@@ -18,6 +18,7 @@ use crate::instruments::Instruments;
 use crate::lockbox::{LockBox, LockError};
 use crate::multipart;
 use crate::nets::Nets;
+use crate::runner::callers::{constant_time_eq, Caller};
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::server::{Body, Client, Request, Response, Service};
@@ -239,7 +240,7 @@ impl Api {
             "/python/attach" if post => {
                 let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
                 Ok(framed_stream(Box::new(move |out, client| {
-                    manage::follow(&run_dir, out, client)
+                    manage::follow(&run_dir, out, &|| client.gone())
                 })))
             }
             "/python/continue" if post => ok(self.runner.resume(&runner_body(&request.body)?)?),
@@ -261,7 +262,38 @@ impl Api {
             "/diagnose/dispatcher" if get => {
                 Ok(answer(self.diagnose.dispatcher(&address_param(request))))
             }
-            "/nets/list" if get => ok(Value::Array(self.nets.list())),
+            "/nets/list" if get => ok(Value::Array(
+                // `local`: the saved file only, without `--sim`'s nets.
+                if request.query_param("local").is_some() {
+                    self.nets.saved()
+                } else {
+                    self.nets.list()
+                },
+            )),
+            "/wheels" if get => {
+                let wheels: Vec<Value> = self
+                    .runner
+                    .script_env
+                    .list_wheels()
+                    .iter()
+                    .map(|w| w.json())
+                    .collect();
+                let site = self.runner.script_env.site_dir().display().to_string();
+                ok(json!({"wheels": wheels, "site": site}))
+            }
+            "/wheels" if post => self.install_wheels(request),
+            "/wheels/uninstall" if post => {
+                let body = json_object(&request.body)?;
+                self.enforce_lock(self.holder(request, None).as_deref())?;
+                let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+                Ok(match self.runner.script_env.uninstall_wheel(name) {
+                    Ok(gone) => json_response(
+                        200,
+                        &json!({"success": true, "name": gone.name, "version": gone.version}),
+                    ),
+                    Err(e) => wheel_failure(&e),
+                })
+            }
             "/nets" if post => {
                 let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
                     return Ok(json_response(
@@ -328,9 +360,9 @@ impl Api {
             Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
                 .map_err(|e| parse_failed(e.to_string()))?,
         };
-        let run = RunRequest::from_parts(&parts)?;
-        let holder = request.header(HOLDER_HEADER).or(run.holder.as_deref());
-        self.enforce_lock(holder)?;
+        let mut run = RunRequest::from_parts(&parts)?;
+        run.holder = self.holder(request, run.holder.as_deref());
+        self.enforce_lock(run.holder.as_deref())?;
         match self.runner.start(run, &request.peer.ip().to_string())? {
             Started::Detached { pid, id } => Ok(json_response(
                 200,
@@ -339,10 +371,39 @@ impl Api {
             Started::Attached(job) => {
                 let runner = self.runner.clone();
                 Ok(framed_stream(Box::new(move |out, client| {
-                    job.stream(out, client, &runner.quiesce)
+                    job.stream(out, &|| client.gone(), &runner.quiesce)
                 })))
             }
         }
+    }
+
+    /// `POST /wheels` (scripts.md §3): multipart, one part named `wheel` per
+    /// file, its filename the wheel's; installed all or none. Lock-enforced:
+    /// it changes what every later job imports.
+    fn install_wheels(&self, request: &Request) -> Result<Response, ApiError> {
+        self.enforce_lock(self.holder(request, None).as_deref())?;
+        let bad = |why: String| Ok(json_response(400, &json!({"success": false, "error": why})));
+        let parts = match request.header("content-type").and_then(multipart::boundary) {
+            Some(Ok(boundary)) => match multipart::parse(&request.body, &boundary) {
+                Ok(parts) => parts,
+                Err(e) => return bad(format!("Failed to parse request: {e}")),
+            },
+            _ => return bad("send the wheels as multipart/form-data".into()),
+        };
+        let mut wheels = Vec::new();
+        for part in parts.iter().filter(|p| p.name == "wheel") {
+            let Some(file) = part.filename.clone() else {
+                return bad("a wheel part has no filename: the wheel's name comes from it".into());
+            };
+            wheels.push((file, part.data));
+        }
+        Ok(match self.runner.script_env.install_wheels(&wheels) {
+            Ok(installed) => {
+                let installed: Vec<Value> = installed.iter().map(|w| w.json()).collect();
+                json_response(200, &json!({"success": true, "installed": installed}))
+            }
+            Err(e) => wheel_failure(&e),
+        })
     }
 
     /// `GET /supply|battery/monitor`: an NDJSON stream of the net's state.
@@ -361,7 +422,12 @@ impl Api {
             Ok(stream) => Ok(Response {
                 status: 200,
                 headers: vec![("Content-Type", "application/x-ndjson".into())],
-                body: Body::Stream(Box::new(move |out, client| stream.run(out, client))),
+                body: Body::Stream(Box::new(move |out, client| {
+                    // The registry may ask from other threads; a `Client`
+                    // answers "gone" for good once its connection closed.
+                    let client = client.clone();
+                    stream.run(out, Arc::new(move || client.gone()))
+                })),
             }),
         }
     }
@@ -375,10 +441,8 @@ impl Api {
             ));
         };
         if Instruments::mutates(battery, &body) {
-            let holder = request
-                .header(HOLDER_HEADER)
-                .or(body.get("holder").and_then(Value::as_str));
-            self.enforce_lock(holder)?;
+            let holder = self.holder(request, body.get("holder").and_then(Value::as_str));
+            self.enforce_lock(holder.as_deref())?;
         }
         Ok(answer(self.instruments.command(battery, &body)))
     }
@@ -395,11 +459,10 @@ impl Api {
             request.query_param("tail").as_deref(),
         )?;
         let claim = if post {
-            let holder = request.header(HOLDER_HEADER);
-            self.enforce_lock(holder)?;
-            let who = holder
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
+            // A script's job acts as its run's holder (scripts.md §1).
+            let holder = self.holder(request, None);
+            self.enforce_lock(holder.as_deref())?;
+            let who = holder.unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
             let takeover = request.query_param("takeover").as_deref() == Some("1");
             Some(console.claim(&who, takeover)?)
         } else {
@@ -424,13 +487,29 @@ impl Api {
     fn uart_write(&self, request: &Request) -> Result<Response, ApiError> {
         let name = request.query_param("netname").unwrap_or_default();
         let console = self.consoles.console(&name)?;
-        self.enforce_lock(request.header(HOLDER_HEADER))?;
+        self.enforce_lock(self.holder(request, None).as_deref())?;
         let session = request.query_param("session").unwrap_or_default();
         let written = console.write(&session, &request.body)?;
         Ok(json_response(
             200,
             &json!({"success": true, "written": written}),
         ))
+    }
+
+    /// Who a request acts for (A.10): its `Lager-Holder` header, else the
+    /// body's `holder`, else, for a request from a job, its run's holder.
+    fn holder(&self, request: &Request, body_holder: Option<&str>) -> Option<String> {
+        request
+            .header(HOLDER_HEADER)
+            .or(body_holder)
+            .map(str::to_string)
+            .or_else(|| self.caller(request).and_then(|job| job.holder))
+    }
+
+    /// The job a request comes from, by its job token (`runner::callers`).
+    fn caller(&self, request: &Request) -> Option<Caller> {
+        let token = request.header("authorization")?.strip_prefix("Bearer ")?;
+        self.runner.callers.find(token.trim())
     }
 
     /// A.10: with `--enforce-locks`, only the holder's scope may proceed.
@@ -462,10 +541,12 @@ impl Api {
         if matches!(request.method.as_str(), "GET" | "HEAD") {
             return true;
         }
-        request
+        let given = request
             .header("authorization")
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+            .and_then(|value| value.strip_prefix("Bearer "));
+        // A job's own token stands for the box's (scripts.md §1).
+        given.is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+            || self.caller(request).is_some()
     }
 
     /// The build version, unless install/update stamped `<state-dir>/version`
@@ -535,7 +616,7 @@ impl Api {
 
 impl Service for Api {
     fn body_limit(&self, method: &str, path: &str) -> usize {
-        if method == "POST" && path == "/python" {
+        if method == "POST" && (path == "/python" || path == "/wheels") {
             UPLOAD_LIMIT
         } else {
             LOCK_BODY_LIMIT
@@ -584,6 +665,15 @@ fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+fn wheel_failure(error: &crate::scriptenv::wheels::WheelError) -> Response {
+    let mut body = json!({"success": false, "error": error.to_string()});
+    if let crate::scriptenv::wheels::WheelError::Pip { what, output } = error {
+        body["wheel"] = json!(what);
+        body["output"] = json!(output);
+    }
+    json_response(error.status(), &body)
+}
+
 fn simulator_json(sim: &Simulator) -> Value {
     json!({"address": sim.visa_address(), "control": sim.control.to_string()})
 }
@@ -616,13 +706,6 @@ fn json_response(status: u16, value: &Value) -> Response {
         headers: vec![("Content-Type", "application/json".into())],
         body: Body::Full(body),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod multipart;
 pub mod nets;
 pub mod procscan;
 pub mod runner;
+pub mod scriptenv;
 pub mod server;
 pub mod signals;
 pub mod sim;

@@ -58,7 +58,8 @@ unset CI GITHUB_RUN_ID LAGER_BOX LAGER_USER LAGER_LOCK_HOLDER
 mkdir -p "$HOME" "$work/state"
 py="$venv/bin/lager"
 
-"$lagerd" --state-dir "$work/state" >"$work/lagerd.out" 2>"$work/lagerd.log" &
+# --sim: the simulated instruments the lager-package check below drives.
+"$lagerd" --sim --state-dir "$work/state" >"$work/lagerd.out" 2>"$work/lagerd.log" &
 daemon_pid=$!
 for _ in $(seq 100); do
     [ "$(grep -c '^listening on' "$work/lagerd.out" 2>/dev/null)" = 2 ] && break
@@ -131,6 +132,22 @@ long_pid=$(cat "$work/long.pid" 2>/dev/null)
 expect "the detached script runs" test -d "/proc/${long_pid:-none}"
 check "python: --kill the detached run" 0 "Process $run_id killed" -- "$py" python --kill "$run_id" --box bench1
 expect "the detached script is gone" test ! -d "/proc/${long_pid:-none}"
+
+# A script written against the Python system's API (issue 13): 0.60's
+# `lager python` starts it, it imports the lager package lagerd ships and
+# drives the simulated supply through lagerd's shared session.
+cat >"$work/supply.py" <<'PY'
+from lager import Net, NetType
+psu = Net.get("supply1", type=NetType.PowerSupply)
+psu.set_voltage(3.3)
+psu.enable()
+volts = psu.voltage()
+assert isinstance(volts, float) and abs(volts - 3.3) < 0.066, volts
+psu.disable()
+print("package drove supply1 to", volts)
+PY
+check "python: a script imports the lager package and drives the supply" 0 "^package drove supply1 to 3\.3$" \
+    -- "$py" python "$work/supply.py" --box bench1
 
 echo "referee: $passed passed, $failed failed, 0 skipped"
 [ "$failed" = 0 ]

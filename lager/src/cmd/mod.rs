@@ -12,6 +12,7 @@ pub mod nets;
 pub mod python;
 pub mod uart;
 pub mod watch;
+pub mod wheel;
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;

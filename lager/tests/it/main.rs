@@ -14,6 +14,7 @@ mod hello;
 mod instruments;
 mod lock;
 mod python;
+mod scripts;
 mod uart;
 
 use std::net::{SocketAddr, TcpListener};

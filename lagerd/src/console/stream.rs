@@ -23,6 +23,10 @@ const WAIT: Duration = Duration::from_millis(250);
 /// An idle stream says it is alive this often, so a client can tell a
 /// quiet console from a dead box.
 const ALIVE_EVERY: Duration = Duration::from_secs(10);
+/// ... and the writer's stream this often: the transport learns that a
+/// client vanished only when a write to it fails or is reset, and the
+/// writer's claim must not outlive its client by more than a moment.
+const WRITER_ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a reader starts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -161,15 +165,20 @@ impl Reader {
                 last_sent = Instant::now();
             }
             // A client that left is noticed while idle and, when the
-            // console is busy, at least every WAIT (a write to it would
-            // also fail once the socket is closed).
+            // console is busy, at least every WAIT; a write to a closed
+            // client is reset, which is what makes it "gone".
             if batch.is_empty() || last_checked.elapsed() >= WAIT {
                 if client_gone() {
                     return Ok(());
                 }
                 last_checked = Instant::now();
             }
-            if last_sent.elapsed() >= ALIVE_EVERY {
+            let alive_every = if self.claim.is_some() {
+                WRITER_ALIVE_EVERY
+            } else {
+                ALIVE_EVERY
+            };
+            if last_sent.elapsed() >= alive_every {
                 batch.clear();
                 event(&mut batch, self.cursor.offset, &json!({"event": "alive"}));
                 out.write_all(&batch)?;

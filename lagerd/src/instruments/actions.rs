@@ -33,6 +33,8 @@ pub enum Action {
     Disable,
     ClearProtection,
     SupplyState,
+    /// The instrument's (or channel's) ceilings; nothing is sent.
+    Limits,
     Soc(f64),
     Voc(f64),
     Capacity(f64),
@@ -210,6 +212,7 @@ pub fn parse(
             Action::ClearProtection
         }
         (false, "state") => Action::SupplyState,
+        (false, "limits") => Action::Limits,
         (true, "set_soc") => Action::Soc(required("SOC", (0.0, 100.0), "%")?),
         (true, "set_voc") => Action::Voc(required("VOC", (0.0, 60.0), "V")?),
         (true, "set_capacity") => Action::Capacity(required("Capacity", (0.001, 1000.0), "Ah")?),
@@ -397,6 +400,10 @@ mod tests {
         assert_eq!(
             parse(true, "print_state", &Map::new(), &LIMITS_2281S),
             Ok(Action::BatteryState)
+        );
+        assert_eq!(
+            parse(false, "limits", &Map::new(), &LIMITS_2281S),
+            Ok(Action::Limits)
         );
         assert_eq!(
             parse(false, "set_soc", &Map::new(), &LIMITS_2281S)

@@ -21,7 +21,6 @@ use common::addr::Address;
 use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
-use crate::server::Client;
 use actions::{Action, Limits};
 use keithley::DriverError;
 use session::Sessions;
@@ -43,10 +42,14 @@ struct Monitor {
     battery: bool,
     net: String,
     holder: String,
-    /// Set when the stream starts; the entry is removed before the stream's
-    /// connection is closed, so the descriptor behind it stays this client's.
-    client: Option<Client>,
+    /// Whether the watcher's client left; set when the stream starts. It
+    /// answers "gone" for good once its connection closed, so asking it
+    /// from another request's thread is safe even as that happens.
+    client_gone: Option<ClientGone>,
 }
+
+/// Asks whether a monitor's client left, from any thread.
+pub type ClientGone = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Unregisters a monitor when its stream ends, however it ends.
 struct Registration<'a> {
@@ -196,7 +199,9 @@ impl Instruments {
         // A watcher that just left (`--count` reached, Ctrl-C) has not been
         // noticed by its stream yet; it holds nothing.
         let other = monitors.iter().find(|m| {
-            m.address == key && m.battery != battery && !m.client.as_ref().is_some_and(Client::gone)
+            m.address == key
+                && m.battery != battery
+                && !m.client_gone.as_ref().is_some_and(|gone| gone())
         })?;
         let other_role = role_name(other.battery);
         Some(format!(
@@ -233,7 +238,7 @@ impl Instruments {
                 battery,
                 net: name.to_string(),
                 holder,
-                client: None,
+                client_gone: None,
             });
             id
         };
@@ -289,6 +294,7 @@ impl Instruments {
         match actions::parse(battery, action, &params, &any_range) {
             Ok(
                 Action::SupplyState
+                | Action::Limits
                 | Action::BatteryState
                 | Action::ListModels
                 | Action::ExportModel(_),
@@ -316,12 +322,14 @@ impl Instruments {
             Ok(target) => target,
             Err(answer) => return answer,
         };
-        let monitors = self
-            .monitors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(conflict) = Self::conflict(&monitors, &target, battery) {
+        // Checked under the registry lock, like registration, so a watch
+        // that ends meanwhile is never asked about after it unregistered.
+        let conflict = Self::conflict(
+            &self.monitors.lock().unwrap_or_else(PoisonError::into_inner),
+            &target,
+            battery,
+        );
+        if let Some(conflict) = conflict {
             return (200, json!({"success": false, "error": conflict}));
         }
         let (address, driver) = (target.address, target.driver);
@@ -359,7 +367,7 @@ pub struct MonitorStream {
 }
 
 impl MonitorStream {
-    pub fn run(self, out: &mut dyn Write, client: &Client) -> io::Result<()> {
+    pub fn run(self, out: &mut dyn Write, client_gone: ClientGone) -> io::Result<()> {
         let _registered = Registration {
             instruments: &self.instruments,
             id: self.id,
@@ -372,7 +380,7 @@ impl MonitorStream {
             .iter_mut()
             .find(|m| m.id == self.id)
         {
-            me.client = Some(client.clone());
+            me.client_gone = Some(client_gone.clone());
         }
         let name = &self.target.name;
         let line = |out: &mut dyn Write, value: Value| -> io::Result<()> {
@@ -407,7 +415,7 @@ impl MonitorStream {
             line(out, event)?;
             // Wait out the interval, noticing a client that left (§10.10).
             while tick.elapsed() < self.interval {
-                if client.gone() {
+                if client_gone() {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(50).min(self.interval));

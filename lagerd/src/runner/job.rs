@@ -24,7 +24,6 @@ use serde_json::json;
 
 use super::Quiesce;
 use crate::fsutil::{self, Durability};
-use crate::server::Client;
 
 /// File name of the per-run FIFO behind `LAGER_OUTPUT_CHANNEL`.
 pub const OUTPUT_CHANNEL: &str = "lager_output_channel";
@@ -168,6 +167,8 @@ pub struct Job {
     term_sent: Option<Instant>,
     killed: bool,
     status: Option<ExitStatus>,
+    /// The job's token stays valid as long as the job (`callers.rs`).
+    caller: Option<super::callers::CallerGuard>,
 }
 
 impl Job {
@@ -223,7 +224,13 @@ impl Job {
             term_sent: None,
             killed: false,
             status: None,
+            caller: None,
         })
+    }
+
+    /// Keeps the job's token alive until the job is gone.
+    pub fn hold(&mut self, caller: super::callers::CallerGuard) {
+        self.caller = Some(caller);
     }
 
     pub fn pid(&self) -> u32 {
@@ -238,7 +245,7 @@ impl Job {
     pub fn stream(
         mut self,
         out: &mut dyn Write,
-        client: &Client,
+        client_gone: &dyn Fn() -> bool,
         quiesce: &Quiesce,
     ) -> io::Result<()> {
         let mut frames = Vec::with_capacity(256 * 1024);
@@ -288,7 +295,7 @@ impl Job {
             }
             if last_probe.elapsed() >= PROBE_EVERY {
                 last_probe = Instant::now();
-                if client.gone() {
+                if client_gone() {
                     info!("run {}: client disconnected; reaping the job", self.id);
                     self.reap_abandoned(quiesce);
                     return Err(io::ErrorKind::ConnectionAborted.into());

@@ -15,7 +15,6 @@ use serde_json::{json, Map, Value};
 use common::runid::is_uuid;
 
 use super::{RunError, Runner};
-use crate::server::Client;
 
 /// Shared wait for killed jobs before SIGKILL (§4).
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -157,7 +156,7 @@ impl Runner {
 /// Replays a detached run's `output.log` from the start, then follows it
 /// until `meta.json` says finished and every byte is sent. A run dir that
 /// disappears (the job was killed) ends the stream with `- 2 -1`.
-pub fn follow(run_dir: &Path, out: &mut dyn Write, client: &Client) -> io::Result<()> {
+pub fn follow(run_dir: &Path, out: &mut dyn Write, gone: &dyn Fn() -> bool) -> io::Result<()> {
     let log_path = run_dir.join("output.log");
     let mut offset = 0u64;
     let mut last_write = Instant::now();
@@ -190,7 +189,7 @@ pub fn follow(run_dir: &Path, out: &mut dyn Write, client: &Client) -> io::Resul
         if !run_dir.is_dir() {
             return out.write_all(b"- 2 -1");
         }
-        if client.gone() {
+        if gone() {
             return Err(io::ErrorKind::ConnectionAborted.into());
         }
         if last_write.elapsed() >= KEEPALIVE_EVERY {

@@ -5,6 +5,7 @@
 //! `archive.rs` unpacks modules.
 
 pub mod archive;
+pub mod callers;
 pub mod job;
 pub mod manage;
 
@@ -16,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -25,6 +26,8 @@ use serde_json::Value;
 use common::runid::is_uuid;
 
 use crate::multipart::Part;
+use crate::scriptenv::ScriptEnv;
+use callers::{Caller, Callers};
 use job::Job;
 
 /// Attached runs are capped at five minutes (runner.md §2.1).
@@ -242,17 +245,26 @@ pub enum Started {
     Detached { pid: u32, id: String },
 }
 
+/// A job's token file, in its private work dir (`callers.rs`).
+const JOB_TOKEN_FILE: &str = ".lager_job_token";
+
 pub struct Runner {
     pub config: RunnerConfig,
     pub quiesce: Quiesce,
+    /// The live jobs' tokens: which job a request comes from.
+    pub callers: Arc<Callers>,
+    /// The `lager` package and the wheels' site dir on every job's path.
+    pub script_env: Arc<ScriptEnv>,
     work_seq: AtomicU64,
 }
 
 impl Runner {
-    pub fn new(config: RunnerConfig) -> Runner {
+    pub fn new(config: RunnerConfig, script_env: Arc<ScriptEnv>) -> Runner {
         Runner {
             config,
             quiesce: Quiesce::default(),
+            callers: Arc::new(Callers::default()),
+            script_env,
             work_seq: AtomicU64::new(0),
         }
     }
@@ -282,6 +294,27 @@ impl Runner {
             .stdin(Stdio::null());
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command.envs(self.box_env(&request, &work_dir, client_ip));
+        let inherited = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PYTHONPATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PYTHONPATH").ok());
+        command.env(
+            "PYTHONPATH",
+            self.script_env.python_path(inherited.as_deref()),
+        );
+        let caller = Caller {
+            run_id: id.clone(),
+            holder: request.holder.clone(),
+        };
+        let caller = match self.job_token(&work_dir, &mut command, caller) {
+            Ok(guard) => guard,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&work_dir);
+                return Err(e.into());
+            }
+        };
         self.quiesce.wait();
         if request.detach {
             if let Some(secs @ 1..) = request.timeout_secs {
@@ -302,7 +335,8 @@ impl Runner {
                     Ok(())
                 });
             }
-            let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
+            let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
+            job.hold(caller);
             let pid = job.pid();
             info!("run {id}: detached as pid {pid}");
             job::run_detached(job, run_dir);
@@ -317,7 +351,8 @@ impl Runner {
             }
             secs => Some(Duration::from_secs(secs)),
         };
-        let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
+        let mut job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
+        job.hold(caller);
         info!("run {id}: started as pid {}", job.pid());
         Ok(Started::Attached(job))
     }
@@ -359,21 +394,38 @@ impl Runner {
         }
     }
 
+    /// A module's `requirements.txt` goes into the site dir every job sees
+    /// (scripts.md §3), not into the interpreter's own site-packages.
     fn pip_install(&self, work_dir: &Path) -> Result<(), RunError> {
-        let output = Command::new(&self.config.python)
-            .args(["-m", "pip", "install", "-r", "requirements.txt"])
-            .current_dir(work_dir)
-            .stdin(Stdio::null())
-            .output()?;
-        if output.status.success() {
-            return Ok(());
+        self.script_env
+            .install_requirements(work_dir)
+            .map_err(|e| RunError::Unprocessable(format!("Pip install failed: {e}")))
+    }
+
+    /// Gives the job its token (`callers.rs`) and where lagerd is: a file
+    /// only the job can read, named in its environment.
+    fn job_token(
+        &self,
+        work_dir: &Path,
+        command: &mut Command,
+        caller: Caller,
+    ) -> io::Result<callers::CallerGuard> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = format!("{}{}", random_hex(16), random_hex(16));
+        let path = work_dir.join(JOB_TOKEN_FILE);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(token.as_bytes())?;
+        command.env("LAGER_JOB_TOKEN_FILE", &path);
+        if let Some(url) = self.script_env.daemon_url() {
+            command.env("LAGER_DAEMON_URL", url);
         }
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Err(RunError::Unprocessable(format!(
-            "Pip install failed: {}",
-            text.trim()
-        )))
+        Ok(self.callers.register(caller, token))
     }
 
     /// The box's own variables, which win over the client's (runner.md §2).
@@ -501,6 +553,7 @@ mod tests {
     fn part<'a>(name: &str, data: &'a [u8]) -> Part<'a> {
         Part {
             name: name.into(),
+            filename: None,
             data,
         }
     }

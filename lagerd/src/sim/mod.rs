@@ -30,6 +30,8 @@ pub const SERIAL: &str = "4587429";
 const MAX_VOLTS: f64 = 20.0;
 const MAX_AMPS: f64 = 6.0;
 const MODEL_RESISTANCE: f64 = 0.067;
+/// Commands kept for `log?`: enough for any test's sequence.
+const LOG_MAX: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Function {
@@ -85,6 +87,8 @@ struct Keithley {
     /// Amps the simulated load would draw.
     load: f64,
     errors: VecDeque<(i32, &'static str)>,
+    /// When the dynamic battery model last drained its charge.
+    drained_at: Instant,
 }
 
 impl Keithley {
@@ -112,6 +116,7 @@ impl Keithley {
             slots: Default::default(),
             load: 0.0,
             errors: VecDeque::new(),
+            drained_at: Instant::now(),
         }
     }
 
@@ -142,21 +147,101 @@ impl Keithley {
         }
     }
 
-    fn terminal_volts(&self) -> f64 {
-        self.voc - self.battery_amps() * (MODEL_RESISTANCE + self.resistance_offset)
+    /// The active model's VOC and resistance at each SOC percent: a stored
+    /// slot's tables, else a straight line from the empty to the full VOC
+    /// with the model's fixed resistance (`None`).
+    fn model_tables(&self) -> Option<&(Vec<f64>, Vec<f64>)> {
+        let slot = self.model.parse::<usize>().ok()?.checked_sub(1)?;
+        self.slots
+            .get(slot)
+            .filter(|(voc, res)| voc.len() == MODEL_POINTS && res.len() == MODEL_POINTS)
     }
 
-    /// Over-current protection: delivering more than the OCP level trips it
-    /// and turns the output off, as the real supply does.
+    /// VOC at `soc` %, by the model: SOC and VOC are one state.
+    fn voc_at(&self, soc: f64) -> f64 {
+        let soc = soc.clamp(0.0, 100.0);
+        match self.model_tables() {
+            Some((voc, _)) => interpolate(voc, soc),
+            None => self.voc_empty + (self.voc_full - self.voc_empty) * soc / 100.0,
+        }
+    }
+
+    /// SOC % at which the model has `voc` (clamped to 0–100).
+    fn soc_at(&self, voc: f64) -> f64 {
+        match self.model_tables() {
+            Some((table, _)) => {
+                // Tables are non-decreasing: the first point at or above voc.
+                match table.iter().position(|v| *v >= voc) {
+                    None => 100.0,
+                    Some(0) => 0.0,
+                    Some(i) => {
+                        let (low, high) = (table[i - 1], table[i]);
+                        let fraction = if high > low {
+                            (voc - low) / (high - low)
+                        } else {
+                            0.0
+                        };
+                        (i - 1) as f64 + fraction
+                    }
+                }
+            }
+            None if self.voc_full > self.voc_empty => (100.0 * (voc - self.voc_empty)
+                / (self.voc_full - self.voc_empty))
+                .clamp(0.0, 100.0),
+            None => 100.0,
+        }
+    }
+
+    /// Series resistance now: the model's at this SOC plus the offset.
+    fn resistance(&self) -> f64 {
+        let model = match self.model_tables() {
+            Some((_, res)) => interpolate(res, self.soc),
+            None => MODEL_RESISTANCE,
+        };
+        model + self.resistance_offset
+    }
+
+    fn terminal_volts(&self) -> f64 {
+        self.voc - self.battery_amps() * self.resistance()
+    }
+
+    /// In dynamic mode the charge follows the current drawn since the last
+    /// command (capacity in Ah), and VOC follows the charge.
+    fn drain(&mut self) {
+        let now = Instant::now();
+        let hours = now.duration_since(self.drained_at).as_secs_f64() / 3600.0;
+        self.drained_at = now;
+        if self.function == Function::Battery && self.battery_output && self.dynamic {
+            let used = 100.0 * self.battery_amps() * hours / self.capacity.max(0.001);
+            if used > 0.0 {
+                self.soc = (self.soc - used).max(0.0);
+                self.voc = self.voc_at(self.soc);
+            }
+        }
+    }
+
+    /// Protections, checked before every command as the instrument checks
+    /// them continuously: a supply delivering more than its OCP level, or a
+    /// simulated battery past its current or terminal-voltage protection,
+    /// trips and turns the output off.
     fn enforce_protection(&mut self) {
         if self.output && self.supply_amps() > self.ocp {
             self.trip = Trip::Ocp;
             self.output = false;
         }
+        if self.battery_output && self.battery_amps() > self.current_protection {
+            self.trip = Trip::Ocp;
+            self.battery_output = false;
+        }
+        if self.battery_output && self.terminal_volts() > self.voltage_protection {
+            self.trip = Trip::Ovp;
+            self.battery_output = false;
+        }
     }
 
     /// Handles one command line; `Some(reply)` for queries.
     fn handle(&mut self, line: &str) -> Option<String> {
+        self.drain();
         self.enforce_protection();
         let line = line.trim();
         let (header, argument) = match line.split_once(char::is_whitespace) {
@@ -286,6 +371,11 @@ impl Keithley {
             ("SOUR:VOLT:PROT", true) => Some(fmt(self.ovp)),
             ("SOUR:VOLT:PROT", false) => {
                 set_in_range!(self.ovp, 0.0, MAX_VOLTS + 1.0);
+                // A level under the live output trips at once.
+                if self.output && self.volts > self.ovp {
+                    self.trip = Trip::Ovp;
+                    self.output = false;
+                }
                 None
             }
             ("SOUR:CURR:PROT", true) => Some(fmt(self.ocp)),
@@ -322,7 +412,10 @@ impl Keithley {
                 }
                 None
             }
-            ("BATT:OUTP:PROT:CLE", false) | ("BATT:PROT:CLE", false) => None,
+            ("BATT:OUTP:PROT:CLE", false) | ("BATT:PROT:CLE", false) => {
+                self.trip = Trip::None;
+                None
+            }
             ("BATT:SIM:METH", true) => {
                 battery_only!();
                 Some(if self.dynamic { "DYN" } else { "STAT" }.into())
@@ -336,10 +429,28 @@ impl Keithley {
                 }
                 None
             }
-            ("BATT:SIM:SOC", _) => battery_param!(self.soc, 0.0, 100.0),
-            ("BATT:SIM:VOC", _) => battery_param!(self.voc, 0.0, 60.0),
-            ("BATT:SIM:VOC:FULL", _) => battery_param!(self.voc_full, 0.0, 60.0),
-            ("BATT:SIM:VOC:EMPT", _) => battery_param!(self.voc_empty, 0.0, 60.0),
+            // SOC and VOC are tied by the model: setting one moves the other;
+            // moving an end of the curve keeps the charge.
+            ("BATT:SIM:SOC", _) => {
+                let reply = battery_param!(self.soc, 0.0, 100.0);
+                self.voc = self.voc_at(self.soc);
+                reply
+            }
+            ("BATT:SIM:VOC", _) => {
+                let reply = battery_param!(self.voc, 0.0, 60.0);
+                self.soc = self.soc_at(self.voc);
+                reply
+            }
+            ("BATT:SIM:VOC:FULL", _) => {
+                let reply = battery_param!(self.voc_full, 0.0, 60.0);
+                self.voc = self.voc_at(self.soc);
+                reply
+            }
+            ("BATT:SIM:VOC:EMPT", _) => {
+                let reply = battery_param!(self.voc_empty, 0.0, 60.0);
+                self.voc = self.voc_at(self.soc);
+                reply
+            }
             ("BATT:SIM:RES:OFFS", _) => battery_param!(self.resistance_offset, -100.0, 100.0),
             ("BATT:SIM:CAP:LIM", _) => battery_param!(self.capacity, 0.001, 1000.0),
             ("BATT:SIM:CURR:LIM", _) => battery_param!(self.current_limit, 0.001, MAX_AMPS),
@@ -349,7 +460,7 @@ impl Keithley {
             ("BATT:SIM:TVOL:PROT", _) => battery_param!(self.voltage_protection, 0.0, 61.0),
             ("BATT:SIM:TVOL", true) => Some(fmt(self.terminal_volts())),
             ("BATT:SIM:CURR", true) => Some(fmt(self.battery_amps())),
-            ("BATT:SIM:RES", true) => Some(fmt(MODEL_RESISTANCE + self.resistance_offset)),
+            ("BATT:SIM:RES", true) => Some(fmt(self.resistance())),
             ("BATT:MOD:RCL", true) => Some(self.model.clone()),
             ("BATT:MOD:RCL", false) => {
                 battery_only!();
@@ -362,6 +473,8 @@ impl Keithley {
                     _ if BUILTIN_MODELS.contains(&name.as_str()) => self.model = name,
                     _ => self.push_error(-224, "Illegal parameter value"),
                 }
+                // The charge stays; the new model decides its VOC.
+                self.voc = self.voc_at(self.soc);
                 None
             }
             ("BATT:MOD:VOC" | "BATT:MOD:RES", _) => {
@@ -419,6 +532,18 @@ impl Model for Keithley {
 
     fn set_load(&mut self, amps: f64) {
         self.load = amps;
+    }
+}
+
+/// Linear interpolation in a 101-point table indexed by SOC percent.
+fn interpolate(table: &[f64], soc: f64) -> f64 {
+    let position = soc.clamp(0.0, 100.0);
+    let low = (position.floor() as usize).min(table.len().saturating_sub(1));
+    let high = (low + 1).min(table.len().saturating_sub(1));
+    let fraction = position - low as f64;
+    match (table.get(low), table.get(high)) {
+        (Some(a), Some(b)) => a + (b - a) * fraction,
+        _ => 0.0,
     }
 }
 
@@ -538,8 +663,9 @@ struct Shared {
     model: Mutex<Box<dyn Model>>,
     faults: Faults,
     connections: AtomicUsize,
-    /// Every command received, in order, for tests that check ordering.
-    log: Mutex<Vec<String>>,
+    /// The last `LOG_MAX` commands received, in order, for tests that
+    /// check ordering.
+    log: Mutex<VecDeque<String>>,
     sessions: Mutex<Vec<TcpStream>>,
 }
 
@@ -557,7 +683,7 @@ impl Simulator {
             }),
             faults: Faults::default(),
             connections: AtomicUsize::new(0),
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(VecDeque::new()),
             sessions: Mutex::new(Vec::new()),
         });
         let simulator = Simulator {
@@ -681,7 +807,14 @@ fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         if line.is_empty() {
             continue;
         }
-        lock(&shared.log).push(line.clone());
+        let mut log = lock(&shared.log);
+        // The newest commands only: a long-running `lagerd --sim` (a soak,
+        // a benchmark) must not grow without bound.
+        if log.len() == LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(line.clone());
+        drop(log);
         let reply = lock(&shared.model).execute(&line);
         let Some(reply) = reply else { continue };
         if shared.faults.muted.load(Ordering::SeqCst) {
@@ -757,7 +890,11 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("connections?", _) => shared.connections.load(Ordering::SeqCst).to_string(),
-            ("log?", _) => lock(&shared.log).join(";"),
+            ("log?", _) => lock(&shared.log)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(";"),
             ("clear_log", _) => {
                 lock(&shared.log).clear();
                 "OK".to_string()
@@ -899,6 +1036,77 @@ mod tests {
     }
 
     #[test]
+    fn soc_and_voc_are_tied_by_the_model() {
+        let mut s = Keithley::reset();
+        run(&mut s, &[":ENTR:FUNC BATT"]);
+        // The default model: a line from the empty (3 V) to the full (4.2 V) VOC.
+        run(&mut s, &[":BATT:SIM:SOC 50"]);
+        assert_eq!(run(&mut s, &[":BATT:SIM:VOC?"]), ["3.6"]);
+        run(&mut s, &[":BATT:SIM:VOC 3.9"]);
+        assert_eq!(run(&mut s, &[":BATT:SIM:SOC?"]), ["75"]);
+        run(&mut s, &[":BATT:SIM:VOC:FULL 4.4"]);
+        assert_eq!(
+            run(&mut s, &[":BATT:SIM:SOC?", ":BATT:SIM:VOC?"]),
+            ["75", "4.05"],
+            "a new end of the curve keeps the charge"
+        );
+        // A stored model decides VOC and ESR by its own tables.
+        let table = |f: &dyn Fn(usize) -> f64| {
+            (0..MODEL_POINTS)
+                .map(|i| format_number(f(i)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        run(
+            &mut s,
+            &[
+                &format!(":BATT:MOD4:VOC \"{}\"", table(&|i| 3.0 + i as f64 / 100.0)),
+                &format!(":BATT:MOD4:RES \"{}\"", table(&|i| 0.2 - i as f64 / 1000.0)),
+                ":BATT:MOD:RCL 4",
+            ],
+        );
+        assert_eq!(
+            run(&mut s, &[":BATT:SIM:VOC?", ":BATT:SIM:RES?"]),
+            ["3.75", "0.125"]
+        );
+        run(&mut s, &[":BATT:SIM:VOC 3.205"]);
+        assert_eq!(run(&mut s, &[":BATT:SIM:SOC?"]), ["20.5"]);
+        assert_eq!(run(&mut s, &[":SYST:ERR?"]), ["0,\"No error\""]);
+    }
+
+    #[test]
+    fn a_dynamic_battery_drains_and_protections_trip() {
+        let mut s = Keithley::reset();
+        run(
+            &mut s,
+            &[
+                ":ENTR:FUNC BATT",
+                ":BATT:SIM:METH DYN",
+                ":BATT:SIM:CAP:LIM 1",
+                ":BATT:SIM:CURR:LIM 3",
+                ":BATT:OUTP ON",
+            ],
+        );
+        s.load = 3.0;
+        // 3 A for 1.2 s from 1 Ah: 1 mAh, 0.1 % of the charge.
+        s.drained_at -= Duration::from_millis(1200);
+        run(&mut s, &["*IDN?"]);
+        assert!((s.soc - 99.9).abs() < 0.01, "soc {}", s.soc);
+        assert!((s.voc - s.voc_at(s.soc)).abs() < 1e-9);
+        // Drawing more than the OCP level trips the simulated battery.
+        run(
+            &mut s,
+            &[":BATT:OUTP OFF", ":BATT:SIM:CURR:PROT 2", ":BATT:OUTP ON"],
+        );
+        assert_eq!(
+            run(&mut s, &[":BATT:OUTP?", ":OUTP:PROT:TRIP?"]),
+            ["0", "OCP"]
+        );
+        run(&mut s, &[":BATT:OUTP:PROT:CLE"]);
+        assert_eq!(run(&mut s, &[":OUTP:PROT:TRIP?"]), ["NONE"]);
+    }
+
+    #[test]
     fn battery_commands_need_the_battery_entry_function() {
         let mut s = Keithley::reset();
         run(&mut s, &[":BATT:SIM:SOC 50"]);
@@ -914,25 +1122,16 @@ mod tests {
         );
         run(
             &mut s,
-            &[
-                ":BATT:SIM:SOC 50",
-                ":BATT:SIM:VOC 3.7",
-                ":BATT:SIM:CURR:LIM 2",
-                ":BATT:OUTP ON",
-            ],
+            &[":BATT:SIM:VOC 3.7", ":BATT:SIM:CURR:LIM 2", ":BATT:OUTP ON"],
         );
         s.load = 1.0;
         assert_eq!(
             run(
                 &mut s,
-                &[
-                    ":BATT:SIM:SOC?",
-                    ":BATT:SIM:TVOL?",
-                    ":BATT:SIM:CURR?",
-                    ":BATT:SIM:RES?"
-                ]
+                &[":BATT:SIM:TVOL?", ":BATT:SIM:CURR?", ":BATT:SIM:RES?"]
             ),
-            ["50", "3.633", "1", "0.067"]
+            ["3.633", "1", "0.067"],
+            "terminal voltage is VOC - I * ESR"
         );
         run(&mut s, &[":BATT:SIM:CAP:LIM 3"]);
         assert_eq!(

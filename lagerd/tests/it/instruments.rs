@@ -87,7 +87,8 @@ fn both_roles_share_one_session_and_switch_function_only_on_role_changes() {
         b.supply("voltage", Some(5.0)),
         (
             200,
-            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V"})
+            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V",
+                   "state": {"voltage_set": 5.0, "netname": "supply1"}})
         )
     );
     assert_eq!(b.supply("enable", None).0, 200);
@@ -381,7 +382,7 @@ impl Ndjson {
             .unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nLager-Holder: {holder}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: lagerd\r\nLager-Holder: {holder}\r\n\r\n"
         )
         .unwrap();
         let mut reader = BufReader::new(stream);

@@ -7,6 +7,7 @@ mod concurrency;
 mod console;
 mod crash;
 mod diagnose;
+mod http_framing;
 mod instruments;
 mod lifecycle;
 mod runner;

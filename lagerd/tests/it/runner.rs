@@ -42,7 +42,7 @@ impl Runner {
     fn post_python_with(&self, parts: &[(&str, &[u8])], extra_headers: &str) -> Reply {
         let (content_type, body) = multipart(parts);
         let mut request = format!(
-            "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+            "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
             body.len()
         )
         .into_bytes();
@@ -308,7 +308,7 @@ fn a_client_that_hangs_up_gets_its_job_reaped_gently() {
     let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
     write!(
         stream,
-        "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -493,7 +493,7 @@ fn bad_uploads_get_clear_errors() {
             r#"{"error":"timeout must be an integer","status":"error"}"#.into()
         )
     );
-    let bad = b"POST /python HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot multip";
+    let bad = b"POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot multip";
     let reply = raw_request(r.daemon.addr(), bad).unwrap();
     assert_eq!(reply.status, 400);
     assert!(
@@ -506,7 +506,7 @@ fn bad_uploads_get_clear_errors() {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(stream, "POST /python HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n", 65 << 20).unwrap();
+    write!(stream, "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n", 65 << 20).unwrap();
     let reply = read_reply(&mut stream).unwrap();
     assert_eq!(
         (reply.status, reply.text()),
@@ -600,7 +600,7 @@ fn concurrent_runs_keep_their_output_apart() {
                 let script = format!("for n in range(200):\n    print('run{i:02} line', n)\n");
                 let (content_type, body) = multipart(&[("script", script.as_bytes())]);
                 let mut request = format!(
-                    "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 )
                 .into_bytes();

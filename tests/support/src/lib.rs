@@ -217,26 +217,14 @@ pub fn read_reply(stream: &mut impl Read) -> std::io::Result<Reply> {
 }
 
 /// `read_reply` on a reader kept across calls, for pipelined responses.
+/// Interim 1xx responses are skipped, as RFC 9110 §15.2 asks of every client.
 pub fn read_reply_buffered(reader: &mut impl BufRead) -> std::io::Result<Reply> {
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
+    let (status, headers) = loop {
+        let (status, headers) = read_head(reader)?;
+        if !(100..200).contains(&status) {
+            break (status, headers);
         }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
+    };
     let find = |name: &str| {
         headers
             .iter()
@@ -268,6 +256,29 @@ pub fn read_reply_buffered(reader: &mut impl BufRead) -> std::io::Result<Reply> 
         headers,
         body,
     })
+}
+
+fn read_head(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok((status, headers))
 }
 
 /// Polls `cond` every 10 ms until it holds or `within` passes.

@@ -16,7 +16,7 @@
 
 pub mod frames;
 mod manage;
-mod multipart;
+pub(crate) mod multipart;
 pub mod package;
 mod render;
 pub mod stream;
@@ -163,7 +163,7 @@ pub fn process_exit(code: i64) -> u8 {
 }
 
 /// 16 bytes from `/dev/urandom`.
-fn random_bytes() -> Result<[u8; 16], CliError> {
+pub(crate) fn random_bytes() -> Result<[u8; 16], CliError> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
