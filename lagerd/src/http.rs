@@ -321,6 +321,12 @@ impl Api {
             "/battery/command" if post => self.instrument_command(request, true),
             "/uart/stream" if get || post => self.uart_stream(request, post),
             "/uart/write" if post => self.uart_write(request),
+            "/uart/release" if post => {
+                let name = request.query_param("netname").unwrap_or_default();
+                let session = request.query_param("session").unwrap_or_default();
+                let released = self.consoles.console(&name)?.release(&session);
+                ok(json!({"success": true, "released": released}))
+            }
             "/uart/status" if get => match request.query_param("netname") {
                 Some(name) => ok(self.consoles.console(&name)?.status()),
                 None => ok(json!(self.consoles.stats())),

@@ -800,6 +800,7 @@ fn type_keys(mut writer: KeyWriter, ending: &[u8], terminal: bool, stream: TcpSt
             }
         }
         if quit_at.is_some() {
+            writer.release();
             QUIT.store(true, Ordering::SeqCst);
             let _ = stream.shutdown(Shutdown::Both);
             return;
@@ -812,33 +813,52 @@ fn type_keys(mut writer: KeyWriter, ending: &[u8], terminal: bool, stream: TcpSt
 struct KeyWriter {
     host: String,
     port: u16,
-    head: String,
+    /// `netname=…&session=…`, and the headers every request carries.
+    query: String,
+    headers: String,
     conn: Option<TcpStream>,
 }
 
 impl KeyWriter {
     fn new(target: &Target, net: &str, session: &str, holder: &str) -> KeyWriter {
         let port = target.port.unwrap_or(LOCK_PORT);
-        let mut head = format!(
-            "POST /uart/write?netname={}&session={session} HTTP/1.1\r\nHost: {}:{port}\r\nContent-Type: application/octet-stream\r\n{HOLDER_HEADER}: {holder}\r\n",
-            query_encode(net),
+        let mut headers = format!(
+            "Host: {}:{port}\r\nContent-Type: application/octet-stream\r\n{HOLDER_HEADER}: {holder}\r\n",
             target.host
         );
         if let Some(token) = &target.token {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         KeyWriter {
             host: target.host.clone(),
             port,
-            head,
+            query: format!("netname={}&session={session}", query_encode(net)),
+            headers,
             conn: None,
         }
     }
 
-    /// Sends `bytes`; the error is the HTTP status (0: no answer) and text.
+    /// Sends keystrokes to the device.
     fn send(&mut self, bytes: &[u8]) -> Result<(), (u16, String)> {
-        let mut request = self.head.clone().into_bytes();
-        request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", bytes.len()).as_bytes());
+        self.post("write", bytes)
+    }
+
+    /// Lets go of the writer claim at once, for whoever types next (the
+    /// box would notice the closed stream only at its next write to it).
+    fn release(&mut self) {
+        let _ = self.post("release", b"");
+    }
+
+    /// `POST /uart/<route>`; the error is the HTTP status (0: no answer)
+    /// and text.
+    fn post(&mut self, route: &str, bytes: &[u8]) -> Result<(), (u16, String)> {
+        let mut request = format!(
+            "POST /uart/{route}?{} HTTP/1.1\r\n{}Content-Length: {}\r\n\r\n",
+            self.query,
+            self.headers,
+            bytes.len()
+        )
+        .into_bytes();
         request.extend_from_slice(bytes);
         // A kept connection the box closed meanwhile gets one fresh retry;
         // the box only closes idle connections, so nothing was sent twice.

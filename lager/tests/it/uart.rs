@@ -587,3 +587,123 @@ fn diagnose_says_whether_a_console_is_captured_or_held_and_by_whom() {
         (json!("open"), json!("held"))
     );
 }
+
+/// A script through `lager python` that drives `console1` with the on-box
+/// package's UART net (console.md §5), against the simulated device.
+const UART_SCRIPT: &str = r#"
+import os, re, socket, time
+from lager import Net, NetType, LagerError
+from lager.uart import UartTimeout
+
+def dut(command):
+    host, port = os.environ["DUT_CONTROL"].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), 5) as s:
+        s.sendall((command + "\n").encode())
+        return s.makefile().readline().strip()
+
+def within(seconds, check):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not within %ss" % seconds
+        time.sleep(0.02)
+
+console = Net.get("console1", type=NetType.UART)
+config = console.get_config()
+assert console.get_baudrate() == 115200 and config["bytesize"] == 8 and config["parity"] == "N", config
+assert config["port"].startswith("/dev/pts/") and console.get_path() == config["port"], config
+start = console.mark()
+with console.connect(timeout=5) as port:
+    assert port.is_open and port.in_waiting == 0
+    assert port.write(b"help\n") == 5
+    found = port.expect(b"commands: help")
+    assert found.string == b"help\r\ncommands: help", found.string
+    assert port.read_until(b"sim> ").endswith(b"sim> ")
+    port.write(b"uptime\n")
+    assert port.readline() == b"uptime\r\n"
+    line = port.readline()
+    assert line.startswith(b"up ") and line.endswith(b"boot #1\r\n"), line
+    port.read_until(b"sim> ")
+    # What the device printed after a mark, exactly.
+    before = console.mark()
+    port.write(b"reboot\n")
+    assert port.expect(re.compile(rb"boot #(\d+)")).group(1) == b"2"
+    port.expect("sim> ")
+    after = console.since(before)
+    assert after.startswith(b"reboot\r\nrebooting...\r\n") and after.endswith(b"boot #2\r\n"
+        b"[    0.000000] Booting on the simulated CPU\r\n[    0.000412] console: ttyS0 at 115200 baud\r\n"
+        b"[    0.001024] sim: ready\r\nType 'help' for commands.\r\nsim> "), after
+    # Timeouts: a short read, and expect() raises with what came.
+    port.timeout = 0.3
+    began = time.monotonic()
+    assert port.read(10) == b"" and 0.25 <= time.monotonic() - began < 3
+    try:
+        port.expect(b"never printed")
+        raise AssertionError("expect did not time out")
+    except UartTimeout as e:
+        assert isinstance(e, TimeoutError) and e.data == b""
+    # in_waiting, reset_input_buffer, readlines.
+    dut("say hello from the device")
+    within(5, lambda: port.in_waiting == len(b"hello from the device\r\n"))
+    port.reset_input_buffer()
+    assert port.in_waiting == 0
+    dut("say one")
+    dut("say two")
+    within(5, lambda: port.in_waiting == 10)
+    assert port.readlines() == [b"one\r\n", b"two\r\n"]
+    try:
+        port.write("text")
+        raise AssertionError("str accepted")
+    except TypeError:
+        pass
+assert not port.is_open
+whole = console.since(start)
+assert whole.startswith(b"help\r\ncommands: help") and b"one\r\ntwo\r\n" in whole, whole[:80]
+# One writer: a second connection's write names who types.
+first = console.connect(timeout=2)
+first.write(b"\n")
+second = console.connect(timeout=2)
+try:
+    second.write(b"x")
+    raise AssertionError("a second writer was let in")
+except LagerError as e:
+    assert "is being typed on by " in str(e) and e.status == 409, str(e)
+first.close()
+def second_writes():
+    try:
+        second.write(b"\n")
+        return True
+    except LagerError:
+        return False
+within(5, second_writes)
+second.close()
+try:
+    console.connect(baudrate=9600)
+    raise AssertionError("a script changed the port's baud rate")
+except LagerError as e:
+    assert "runs at baudrate=115200" in str(e), str(e)
+print("UART OK")
+"#;
+
+#[test]
+fn scripts_read_and_write_a_console_through_lagerd() {
+    let b = Bench::start("uart-script");
+    let script = b.cli.work_dir().join("uart_script.py");
+    std::fs::write(&script, UART_SCRIPT).unwrap();
+    let dut = format!("DUT_CONTROL={}", b.control);
+    let run = b.cli.run(&[
+        "python",
+        script.to_str().unwrap(),
+        "--box",
+        "b1",
+        "--env",
+        &dut,
+    ]);
+    run.expect_code(0);
+    assert_eq!(run.stdout.lines().last(), Some("UART OK"), "{}", run.stderr);
+    // What the script typed is in the one capture everyone sees.
+    let watch = Running::spawn(
+        b.lager(&["uart", "console1", "--from-start"]),
+        Stdio::null(),
+    );
+    watch.wait_for("commands: help, uptime");
+}

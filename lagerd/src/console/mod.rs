@@ -642,6 +642,23 @@ impl Console {
         })
     }
 
+    /// Ends `session`'s claim at once (a client saying goodbye; a client
+    /// that vanishes loses it when its stream notices). False if `session`
+    /// does not hold the writer.
+    pub fn release(&self, session: &str) -> bool {
+        let mut slot = lock(&self.writer);
+        match slot.as_ref() {
+            Some(w) if w.session == session => {
+                info!("console {}: {} stopped typing", self.name, w.holder);
+                *slot = None;
+                drop(slot);
+                self.changed.notify_all();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The holder typing now, if `session` is no longer theirs.
     fn taken_from(&self, session: &str) -> Option<Option<String>> {
         match lock(&self.writer).as_ref() {
