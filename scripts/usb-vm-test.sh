@@ -263,13 +263,13 @@ wait_in /tmp/watch.out "printed before anyone watched" 10 && pass "--from-start:
 i=1; while [ $i -le 100 ]; do echo "before $i" >&3; i=$((i + 1)); done
 wait_in /tmp/watch.out "before 100" 10 && pass "100 lines through the real port" || fail "lines before the unbind missing"
 usb_unbind || fail "usb_unbind"
-wait_in /tmp/watch.out "-- dut gone (unplugged) at" 5 && pass "unbind: a gone event" || fail "no gone event: $(tail -3 /tmp/watch.out)"
+wait_in /tmp/watch.out " dut gone (unplugged) --" 5 && pass "unbind: a gone event" || fail "no gone event: $(tail -3 /tmp/watch.out)"
 usb_rebind || fail "usb_rebind"
 device_end || fail "reopen /dev/ttyGS0"
 # Written the moment the device is back, before lagerd has found it.
 i=1; while [ $i -le 500 ]; do echo "after $i" >&3; i=$((i + 1)); done
 wait_in /tmp/watch.out "after 500" 10 || fail "the lines after the rebind did not all arrive: $(tail -3 /tmp/watch.out)"
-has "rebind: a back event naming the port" "$(cat /tmp/watch.out)" "-- dut back on /dev/ttyACM"
+has "rebind: a back event naming the port" "$(cat /tmp/watch.out)" " dut back on /dev/ttyACM"
 i=1; while [ $i -le 500 ]; do echo "after $i"; i=$((i + 1)); done >/tmp/want
 grep '^after ' /tmp/watch.out >/tmp/got
 cmp -s /tmp/want /tmp/got && pass "every byte written after the rebind arrived, in order ($(wc -l </tmp/got) lines)" || fail "bytes after the rebind lost or reordered: $(diff /tmp/want /tmp/got | head -5)"

@@ -1089,9 +1089,9 @@ pub(super) fn nets(args: NetsArgs) -> Result<Command, EarlyExit> {
     })
 }
 
-/// The serial options given to `nets add`, as the box's `params` object:
-/// numbers where they parse as numbers, else the text (which the box then
-/// refuses, naming the allowed values).
+/// The serial options given to `nets add`, as the box's `params` object,
+/// as typed: the box reads numbers from text and refuses a bad value
+/// naming the allowed ones.
 fn serial_params(add: &NetsAddArgs) -> Option<serde_json::Value> {
     let given = [
         ("baudrate", &add.baudrate),
@@ -1103,17 +1103,9 @@ fn serial_params(add: &NetsAddArgs) -> Option<serde_json::Value> {
     ];
     let mut params = serde_json::Map::new();
     for (key, value) in given {
-        let Some(text) = value else { continue };
-        let value = match text.trim().parse::<f64>() {
-            Ok(number) if number.is_finite() => serde_json::json!(number),
-            _ => serde_json::Value::String(text.clone()),
-        };
-        // Whole numbers go as integers (115200, not 115200.0).
-        let value = match value.as_f64() {
-            Some(n) if n.fract() == 0.0 && (0.0..1e15).contains(&n) => serde_json::json!(n as u64),
-            _ => value,
-        };
-        params.insert(key.to_string(), value);
+        if let Some(text) = value {
+            params.insert(key.to_string(), serde_json::Value::String(text.clone()));
+        }
     }
     (!params.is_empty()).then_some(serde_json::Value::Object(params))
 }

@@ -3,8 +3,10 @@
 //!
 //! The console is the box's `GET /uart/stream` (frames of `common::console`;
 //! `POST` with `-i` also claims the one writer for as long as the stream
-//! lasts), and keystrokes are `POST /uart/write` on one kept-alive
-//! connection of their own. All HTTP of this command is in this file.
+//! lasts), and keystrokes are `POST /uart/write`, each a request of its
+//! own through `stream.rs`. All HTTP of this command is in this file. The
+//! box words events and lays out diagnose's sections, which keeps this
+//! small (the binary's budget).
 //!
 //! In `-i` mode the terminal's input side is raw (no echo, no line
 //! editing, no signals from the keyboard: Ctrl-C goes to the device) while
@@ -14,8 +16,8 @@
 //! before exiting 128 + signal).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -104,7 +106,7 @@ pub fn run(opts: &UartOpts) -> Result<ExitCode, CliError> {
     let writer = KeyWriter::new(&target, &net, &session, &holder);
     let socket = response
         .socket()
-        .map_err(|e| ended(&target, &net, &e.to_string()))?;
+        .map_err(|e| ended(&target, &net, &format!("cannot read the keyboard: {e}")))?;
     let terminal = is_tty(0);
     let raw = if terminal {
         Some(RawTerminal::enter())
@@ -165,49 +167,41 @@ pub fn diagnose(
         .get(&path, capped(STATUS_TIMEOUT))
         .map_err(not_delivered)?;
     let facts = answer(&reply)?;
-    let (good, tone, headline) = classify(&facts, ctx.net, ctx.box_name);
+    // The box classifies (it saw the port); this prints.
+    let good = facts["ok"] == true;
+    let headline = facts["headline"].as_str().unwrap_or("UNCLEAR").to_string();
+    let tone = match facts["bucket"].as_str() {
+        Some("capturing") => output::Color::Green,
+        Some("transient" | "unclear") => output::Color::Yellow,
+        _ => output::Color::Red,
+    };
     if json {
-        let report = json!({
-            "box": ctx.box_name, "net": ctx.net, "role": ctx.role, "address": address,
-            "bucket": headline.split(' ').next().unwrap_or(""), "headline": headline,
-            "console": facts,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        // The box's facts, bucket and headline, and where they came from.
+        let mut report = facts;
+        report["box"] = Value::from(ctx.box_name);
+        report["role"] = Value::from(ctx.role);
+        report["address"] = Value::from(address);
+        println!("{report}");
     } else {
-        let mut out = String::from("\n== Console (lagerd) ==\n");
-        rows(&mut out, &facts, CONSOLE_ROWS);
-        out.push_str("\n== Port (host-side) ==\n");
-        rows(
-            &mut out,
-            &facts,
-            &[("present", "present"), ("node", "node")],
-        );
-        match &facts["usb"] {
-            usb @ Value::Object(_) => rows(&mut out, usb, USB_ROWS),
-            _ => out.push_str("   usb:          — (not a USB serial adapter, or not present)\n"),
+        // The box lays the sections out too: `[[title, [[label, value]…]]…]`.
+        let mut out = String::new();
+        for section in facts["sections"].as_array().into_iter().flatten() {
+            out.push_str("\n== ");
+            out.push_str(section[0].as_str().unwrap_or(""));
+            out.push_str(" ==\n");
+            for pair in section[1].as_array().into_iter().flatten() {
+                let (label, value) = (
+                    pair[0].as_str().unwrap_or(""),
+                    pair[1].as_str().unwrap_or(""),
+                );
+                out.push_str("   ");
+                out.push_str(label);
+                out.push(':');
+                out.push_str(&" ".repeat(13usize.saturating_sub(label.len())));
+                out.push_str(value);
+                out.push('\n');
+            }
         }
-        let holders: Vec<String> = facts["holders"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                format!(
-                    "{}({}, {})",
-                    shown(h, "command"),
-                    shown(h, "pid"),
-                    shown(h, "user")
-                )
-            })
-            .collect();
-        let holders = if holders.is_empty() {
-            "no other process".to_string()
-        } else {
-            holders.join(", ")
-        };
-        row(&mut out, "holders", &holders);
         let color = output::colored(output::Stream::Stdout);
         let headline = "Classification: ".to_string() + &headline;
         println!("{out}\n{}", output::paint_bold_if(color, tone, &headline));
@@ -217,102 +211,6 @@ pub fn diagnose(
     } else {
         ExitCode::from(2)
     })
-}
-
-/// What `lager diagnose` shows of lagerd's console, as (label, key).
-const CONSOLE_ROWS: &[(&str, &str)] = &[
-    ("state", "state"),
-    ("since", "since"),
-    ("reason", "reason"),
-    ("port", "port"),
-    ("path", "path"),
-    ("bytes", "bytes"),
-    ("opens", "opens"),
-    ("gone", "gone"),
-    ("readers", "readers"),
-    ("writer", "writer"),
-];
-
-/// ... and of the USB adapter the box sees now.
-const USB_ROWS: &[(&str, &str)] = &[
-    ("sysfs", "sysfs_path"),
-    ("vid", "vid"),
-    ("pid", "pid"),
-    ("serial", "serial"),
-    ("manufacturer", "manufacturer"),
-    ("product", "product"),
-    ("interface", "interface"),
-    ("number", "interface_number"),
-    ("driver", "driver"),
-];
-
-/// A field for display: missing, null or empty is `—`.
-fn shown(object: &Value, key: &str) -> String {
-    match &object[key] {
-        Value::Null => "—".to_string(),
-        Value::String(s) if s.is_empty() => "—".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `   label:        value`, as the other diagnose sections align.
-fn row(out: &mut String, label: &str, value: &str) {
-    out.push_str("   ");
-    out.push_str(label);
-    out.push(':');
-    out.push_str(&" ".repeat(13usize.saturating_sub(label.len())));
-    out.push_str(value);
-    out.push('\n');
-}
-
-fn rows(out: &mut String, object: &Value, rows: &[(&str, &str)]) {
-    for (label, key) in rows {
-        row(out, label, &shown(object, key));
-    }
-}
-
-/// The bucket of a console's diagnose facts: whether all is well, its
-/// colour, and the headline with the next step.
-fn classify(facts: &Value, net: &str, display: &str) -> (bool, output::Color, String) {
-    use output::Color::{Green, Red, Yellow};
-    let field = |key: &str| facts[key].as_str().unwrap_or("").to_string();
-    let holders: Vec<String> = facts["holders"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
-            format!(
-                "{}({})",
-                h["command"].as_str().unwrap_or("?"),
-                h["pid"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    let path = field("path");
-    match field("state").as_str() {
-        "open" if holders.is_empty() => (true, Green, format!(
-            "CAPTURING — lagerd reads {net} from {path}; watch it with `lager uart {net} --box {display}`."
-        )),
-        "open" => (false, Red, format!(
-            "SHARED — {path} is also open in {}; whatever they read is missing from the console. Stop them.",
-            holders.join(", ")
-        )),
-        "held" => (false, Red, format!(
-            "HELD BY ANOTHER PROCESS — {path} is open in {}; lagerd does not fight over it. Stop that process and lagerd takes the port within a second.",
-            if holders.is_empty() { "another process".to_string() } else { holders.join(", ") }
-        )),
-        "gone" if facts["present"] == true => (false, Yellow, format!(
-            "TRANSIENT — {} just appeared; lagerd opens it within a second. Run lager diagnose again.",
-            field("node")
-        )),
-        "gone" => (false, Red, format!(
-            "NOT PRESENT — nothing matches {} since {}. Check the adapter's USB cable and power; lagerd re-opens it within a second of it appearing.",
-            field("port"), field("since")
-        )),
-        "error" => (false, Red, format!("CANNOT OPEN — {}", field("reason"))),
-        other => (false, Yellow, format!("UNCLEAR — the console is {other}; run lager diagnose again in a moment.")),
-    }
 }
 
 /// A JSON reply of the uart routes: the body on 200, else its error.
@@ -347,7 +245,11 @@ fn open_stream(
     match opts.start {
         Start::Now => {}
         Start::FromStart => path.push_str("&from=0"),
-        Start::Since(ago) => path.push_str(&format!("&since={}", ago.as_secs_f64())),
+        // Whole milliseconds: no float formatting in the binary for this.
+        Start::Since(ago) => {
+            let ms = ago.as_millis();
+            path.push_str(&format!("&since={}.{:03}", ms / 1000, ms % 1000));
+        }
         Start::Tail(bytes) => path.push_str(&format!("&tail={bytes}")),
     }
     if opts.takeover {
@@ -571,15 +473,8 @@ impl Screen {
         if self.json {
             return self.json_line(status["from"].as_u64().unwrap_or(0), now_us(), status);
         }
-        if status["state"] != "open" {
-            let reason = status["reason"].as_str().unwrap_or("not open").to_string();
-            let text = format!(
-                "{} is not connected ({reason}); it shows up here when it is",
-                self.net
-            );
-            self.note(&text)?;
-        }
-        self.flush()
+        // A console that is not open says so (its `text`), as an event would.
+        self.event(status["from"].as_u64().unwrap_or(0), now_us(), status)
     }
 
     fn data(&mut self, offset: u64, time_us: u64, bytes: &[u8]) -> io::Result<()> {
@@ -615,47 +510,21 @@ impl Screen {
         if self.json {
             return self.json_line(offset, time_us, body);
         }
-        let at = clock(time_us, false);
-        let text = match kind {
-            "gone" => format!(
-                "{} gone ({}) at {at}",
-                self.net,
-                body["reason"].as_str().unwrap_or("unplugged")
-            ),
-            "back" => format!(
-                "{} back on {} at {at}",
-                self.net,
-                body["device"]
-                    .as_str()
-                    .or(body["path"].as_str())
-                    .unwrap_or("its port")
-            ),
-            "gap" => format!(
-                "{} bytes of {} missed: older than what the box keeps",
-                body["missed"], self.net
-            ),
-            "writer" => format!(
-                "{} took over typing on {}; you are only watching now",
-                common::holder::format_lock_user(body["by"].as_str().unwrap_or("someone")),
-                self.net
-            ),
-            _ => return Ok(()),
+        // The box words its events (`text`); this adds when and where.
+        let Some(text) = body["text"].as_str() else {
+            return Ok(());
         };
-        self.note(&text)?;
+        let line = clock(time_us, false) + " " + &self.net + " " + text;
+        self.note(&line)?;
         self.flush()
     }
 
     /// `{"offset", "time", ...}` on one line.
     fn json_line(&mut self, offset: u64, time_us: u64, body: &Value) -> io::Result<()> {
-        let mut object = serde_json::Map::new();
-        object.insert("offset".into(), json!(offset));
-        object.insert("time".into(), json!(clock(time_us, true)));
-        if let Value::Object(fields) = body {
-            for (key, value) in fields {
-                object.insert(key.clone(), value.clone());
-            }
-        }
-        let mut line = Value::Object(object).to_string().into_bytes();
+        let mut object = body.clone();
+        object["offset"] = Value::from(offset);
+        object["time"] = Value::from(clock(time_us, true));
+        let mut line = object.to_string().into_bytes();
         line.push(b'\n');
         self.emit(&line)
     }
@@ -808,33 +677,28 @@ fn type_keys(mut writer: KeyWriter, ending: &[u8], terminal: bool, stream: TcpSt
     }
 }
 
-/// Keystrokes as `POST /uart/write` on one kept-alive connection, so a
-/// key costs one round trip on loopback, not a connect.
+/// Keystrokes as `POST /uart/write`, each on a connection of its own
+/// (the raw request of `stream.rs`: one round trip and a loopback connect,
+/// well inside the 2 ms a keystroke may take to echo).
 struct KeyWriter {
     host: String,
     port: u16,
     /// `netname=…&session=…`, and the headers every request carries.
     query: String,
-    headers: String,
-    conn: Option<TcpStream>,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl KeyWriter {
     fn new(target: &Target, net: &str, session: &str, holder: &str) -> KeyWriter {
-        let port = target.port.unwrap_or(LOCK_PORT);
-        let mut headers = format!(
-            "Host: {}:{port}\r\nContent-Type: application/octet-stream\r\n{HOLDER_HEADER}: {holder}\r\n",
-            target.host
-        );
+        let mut headers = vec![(HOLDER_HEADER, holder.to_string())];
         if let Some(token) = &target.token {
-            headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
+            headers.push(("Authorization", format!("Bearer {token}")));
         }
         KeyWriter {
             host: target.host.clone(),
-            port,
+            port: target.port.unwrap_or(LOCK_PORT),
             query: format!("netname={}&session={session}", query_encode(net)),
             headers,
-            conn: None,
         }
     }
 
@@ -852,110 +716,31 @@ impl KeyWriter {
     /// `POST /uart/<route>`; the error is the HTTP status (0: no answer)
     /// and text.
     fn post(&mut self, route: &str, bytes: &[u8]) -> Result<(), (u16, String)> {
-        let mut request = format!(
-            "POST /uart/{route}?{} HTTP/1.1\r\n{}Content-Length: {}\r\n\r\n",
-            self.query,
-            self.headers,
-            bytes.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(bytes);
-        // A kept connection the box closed meanwhile gets one fresh retry;
-        // the box only closes idle connections, so nothing was sent twice.
-        for attempt in 0..2 {
-            let reused = self.conn.as_ref().is_some_and(|c| !closed_by_peer(c));
-            if !reused {
-                self.conn = Some(self.connect().map_err(|e| (0, e.to_string()))?);
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                break;
-            };
-            match exchange(conn, &request) {
-                Ok((status, body)) => {
-                    if status == 200 {
-                        return Ok(());
-                    }
-                    let error = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .and_then(|v| v["error"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| format!("the box answered HTTP {status}"));
-                    return Err((status, error));
-                }
-                Err(e) => {
-                    self.conn = None;
-                    if !reused || attempt == 1 {
-                        return Err((0, e.to_string()));
-                    }
-                }
-            }
+        let path = format!("/uart/{route}?{}", self.query);
+        let request = stream::Request {
+            method: "POST",
+            host: &self.host,
+            port: self.port,
+            path: &path,
+            headers: self.headers.clone(),
+            content_type: "application/octet-stream",
+            body: bytes,
+            read_timeout: Some(WRITE_TIMEOUT),
+        };
+        let mut response = stream::send(&request).map_err(|e| (0, e.to_string()))?;
+        if response.status == 200 {
+            return Ok(());
         }
-        Err((0, "no answer from the box".into()))
+        let reply = Reply {
+            status: response.status,
+            body: response.text(REFUSAL_BYTES).unwrap_or_default(),
+        };
+        let error = reply
+            .json()
+            .and_then(|body| body["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("the box answered HTTP {}", reply.status));
+        Err((reply.status, error))
     }
-
-    fn connect(&self) -> io::Result<TcpStream> {
-        let addr = (self.host.as_str(), self.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::other("the box's address does not resolve"))?;
-        let conn = TcpStream::connect_timeout(&addr, capped(WRITE_TIMEOUT))?;
-        conn.set_nodelay(true)?;
-        conn.set_read_timeout(Some(WRITE_TIMEOUT))?;
-        conn.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        Ok(conn)
-    }
-}
-
-/// A kept-alive connection with something to read before we asked is one
-/// the box closed.
-fn closed_by_peer(conn: &TcpStream) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(conn),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, no wait.
-    unsafe { libc::poll(&mut pfd, 1, 0) != 0 }
-}
-
-/// One request and its `Content-Length` response on a kept connection.
-fn exchange(conn: &mut TcpStream, request: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-    conn.write_all(request)?;
-    let mut buffer = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if buffer.len() > 16 * 1024 {
-            return Err(io::Error::other("the box's answer has an oversized head"));
-        }
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::other("the box's answer has no status"))?;
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = buffer[head_end..].to_vec();
-    while body.len() < length {
-        let n = conn.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
-    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -213,9 +213,9 @@ fn gone_and_back_print_one_line_each() {
     let watch = Running::spawn(b.lager(&["uart", "console1"]), Stdio::null());
     assert!(wait_until(WAIT, || b.console("console1")["readers"] == 1));
     assert_eq!(b.sim("unplug"), "ok unplugged");
-    watch.wait_for("-- console1 gone (unplugged) at ");
+    watch.wait_for(" console1 gone (unplugged) --");
     let device = b.sim("replug").strip_prefix("ok ").unwrap().to_string();
-    let shown = watch.wait_for(&format!("-- console1 back on {device} at "));
+    let shown = watch.wait_for(&format!(" console1 back on {device} --"));
     assert_eq!(shown.matches("gone").count(), 1, "{shown}");
     assert_eq!(shown.matches("back on").count(), 1, "{shown}");
     b.sim("say after the replug");
@@ -248,6 +248,9 @@ fn gone_and_back_print_one_line_each() {
         "{}",
         run.stderr
     );
+    // A watcher attaching now is told, and waits for it.
+    let late = Running::spawn(b.lager(&["uart", "console1"]), Stdio::null());
+    late.wait_for(" console1 not connected (unplugged); it shows up here when it is --");
 }
 
 /// A pseudo-terminal for lager to run in, as a person's terminal.
@@ -415,7 +418,7 @@ fn a_second_writer_is_refused_with_the_first_ones_name() {
     assert!(bob.stderr.contains("--takeover"), "{}", bob.stderr);
     // Bob takes over; alice is told and watches on.
     let mut bob = Running::spawn(typing("bob", &["--takeover"]), Stdio::piped());
-    alice.wait_for("-- bob took over typing on console1; you are only watching now --");
+    alice.wait_for(" console1 taken over by bob; you only watch now --");
     assert!(wait_until(WAIT, || b.console("console1")["writer"] == "bob"));
     // Bob vanishes (SIGKILL: no goodbye): the console is free again.
     bob.signal(libc::SIGKILL);
@@ -577,7 +580,7 @@ fn diagnose_says_whether_a_console_is_captured_or_held_and_by_whom() {
             .stdout,
     )
     .unwrap();
-    assert_eq!(json["bucket"], "HELD");
+    assert_eq!(json["bucket"], "held");
     // The console's state in lager boxes --json, under health.
     let boxes: Value = serde_json::from_str(&b.cli.run(&["boxes", "--json"]).stdout).unwrap();
     let consoles = boxes[0]["health"]["consoles"].as_array().unwrap();

@@ -180,7 +180,7 @@ impl Capture {
             let device = std::fs::canonicalize(node)
                 .map_or_else(|_| path.clone(), |real| real.display().to_string());
             inner.ring.push_event(
-                json!({"event": "back", "path": path, "device": device}),
+                json!({"event": "back", "path": path, "device": device, "text": format!("back on {device}")}),
                 time,
             );
             log.note(&format!(
@@ -225,9 +225,10 @@ impl Capture {
         warn!("console {}: not captured: {reason}", self.console.name);
         if !*announced_gone {
             let time = now_us();
-            inner
-                .ring
-                .push_event(json!({"event": "gone", "reason": reason}), time);
+            inner.ring.push_event(
+                json!({"event": "gone", "reason": reason, "text": format!("gone ({reason})")}),
+                time,
+            );
             log.note(&format!(
                 "gone at {} ({reason}) (offset {})",
                 timestamp(time),

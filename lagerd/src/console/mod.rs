@@ -606,7 +606,12 @@ impl Console {
         answer["present"] = json!(found.is_some());
         answer["node"] = json!(found.as_ref().map(|f| f.node.display().to_string()));
         answer["usb"] = json!(found.as_ref().and_then(|f| f.usb.clone()));
+        let (bucket, ok, headline) = classify(&answer, &self.name, &holders);
         answer["holders"] = json!(holders);
+        answer["bucket"] = json!(bucket);
+        answer["ok"] = json!(ok);
+        answer["headline"] = json!(headline);
+        answer["sections"] = sections(&answer, &holders);
         answer
     }
 
@@ -761,6 +766,111 @@ impl Drop for Claim {
             );
             *slot = None;
         }
+    }
+}
+
+/// `lager diagnose`'s sections for a console, laid out here so the CLI
+/// stays small: `[[title, [[label, value], …]], …]`.
+fn sections(facts: &Value, holders: &[Holder]) -> Value {
+    let shown = |object: &Value, key: &str| match &object[key] {
+        Value::Null => "—".to_string(),
+        Value::String(s) if s.is_empty() => "—".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows = |object: &Value, keys: &[(&str, &str)]| -> Vec<Value> {
+        keys.iter()
+            .map(|(label, key)| json!([label, shown(object, key)]))
+            .collect()
+    };
+    let console = rows(
+        facts,
+        &[
+            ("state", "state"),
+            ("since", "since"),
+            ("reason", "reason"),
+            ("port", "port"),
+            ("path", "path"),
+            ("bytes", "bytes"),
+            ("opens", "opens"),
+            ("gone", "gone"),
+            ("readers", "readers"),
+            ("writer", "writer"),
+        ],
+    );
+    let mut port = rows(facts, &[("present", "present"), ("node", "node")]);
+    let usb = &facts["usb"];
+    if usb.is_object() {
+        port.extend(rows(
+            usb,
+            &[
+                ("sysfs", "sysfs_path"),
+                ("vid", "vid"),
+                ("pid", "pid"),
+                ("serial", "serial"),
+                ("manufacturer", "manufacturer"),
+                ("product", "product"),
+                ("interface", "interface"),
+                ("number", "interface_number"),
+                ("driver", "driver"),
+            ],
+        ));
+    } else {
+        port.push(json!([
+            "usb",
+            "— (not a USB serial adapter, or not present)"
+        ]));
+    }
+    let named: Vec<String> = holders
+        .iter()
+        .map(|h| format!("{}({}, {})", h.command, h.pid, h.user))
+        .collect();
+    let named = if named.is_empty() {
+        "no other process".to_string()
+    } else {
+        named.join(", ")
+    };
+    port.push(json!(["holders", named]));
+    json!([["Console (lagerd)", console], ["Port (host-side)", port]])
+}
+
+/// The bucket of a console's diagnose facts (`lager diagnose` prints it):
+/// its name, whether all is well, and the headline with the next step.
+fn classify(facts: &Value, net: &str, holders: &[Holder]) -> (&'static str, bool, String) {
+    let field = |key: &str| facts[key].as_str().unwrap_or("—").to_string();
+    let path = field("path");
+    let named: Vec<String> = holders
+        .iter()
+        .take(4)
+        .map(|h| format!("{}({})", h.command, h.pid))
+        .collect();
+    let named = if named.is_empty() {
+        "another process".to_string()
+    } else {
+        named.join(", ")
+    };
+    match facts["state"].as_str().unwrap_or("") {
+        "open" if holders.is_empty() => ("capturing", true, format!(
+            "CAPTURING — lagerd reads {net} from {path}; watch it with `lager uart {net}`."
+        )),
+        "open" => ("shared", false, format!(
+            "SHARED — {path} is also open in {named}; whatever they read is missing from the console. Stop them."
+        )),
+        "held" => ("held", false, format!(
+            "HELD BY ANOTHER PROCESS — {path} is open in {named}; lagerd does not fight over it. Stop that process and lagerd takes the port within a second."
+        )),
+        "gone" if facts["present"] == true => ("transient", false, format!(
+            "TRANSIENT — {} just appeared; lagerd opens it within a second. Run lager diagnose again.",
+            field("node")
+        )),
+        "gone" => ("not-present", false, format!(
+            "NOT PRESENT — nothing matches {} since {}. Check the adapter's USB cable and power; lagerd re-opens it within a second of it appearing.",
+            field("port"), field("since")
+        )),
+        "error" => ("cannot-open", false, format!("CANNOT OPEN — {}", field("reason"))),
+        other => ("unclear", false, format!(
+            "UNCLEAR — the console is {other}; run lager diagnose again in a moment."
+        )),
     }
 }
 

@@ -137,6 +137,12 @@ impl Reader {
         let mut status = self.console.status();
         status["event"] = json!("status");
         status["from"] = json!(self.cursor.offset);
+        if status["state"] != "open" {
+            let reason = status["reason"].as_str().unwrap_or("not open").to_string();
+            status["text"] = json!(format!(
+                "not connected ({reason}); it shows up here when it is"
+            ));
+        }
         if let Some(claim) = &self.claim {
             status["session"] = json!(claim.session());
         }
@@ -218,7 +224,15 @@ impl Reader {
             event(
                 batch,
                 self.cursor.offset,
-                &json!({"event": "writer", "state": "taken", "by": now}),
+                &json!({
+                    "event": "writer",
+                    "state": "taken",
+                    "by": now,
+                    "text": format!(
+                        "taken over by {}; you only watch now",
+                        common::holder::format_lock_user(now.as_deref().unwrap_or("someone"))
+                    ),
+                }),
             );
             self.claim = None;
         }
