@@ -149,8 +149,10 @@ out=$(lager supply psu enable --yes $(box 9000) 2>&1); has "supply enable" "$out
 out=$(lager supply psu state $(box 9000) 2>&1); has "supply state over USB" "$out" "Set: 5.0V/0.5A"
 has "supply output on" "$out" "ON"
 out=$(lager supply psu disable --yes $(box 9000) 2>&1); has "supply disable" "$out" "[OK]"
-out=$(lager battery bat soc 80 --yes $(box 9000) 2>&1); has "battery soc 80" "$out" "[OK] SOC set to 80%"
+# VOC first: the simulated 2281S (like the real one) moves SOC along its
+# model when VOC is set, so SOC set last is what state shows.
 out=$(lager battery bat voc 4.1 --yes $(box 9000) 2>&1); has "battery voc 4.1" "$out" "[OK]"
+out=$(lager battery bat soc 80 --yes $(box 9000) 2>&1); has "battery soc 80" "$out" "[OK] SOC set to 80%"
 out=$(lager battery bat state $(box 9000) 2>&1); has "battery state over USB" "$out" "SOC 80.0%"
 out=$(lager supply psu voltage $(box 9000) 2>&1); has "supply again after battery: state kept" "$out" "[OK] Voltage: 5V"
 same "one session for both roles" "$(opened a)" 1
