@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod addr;
 pub mod bounded;
+pub mod console;
 pub mod diagnose;
 pub mod errclass;
 pub mod holder;
