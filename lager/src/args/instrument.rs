@@ -966,9 +966,8 @@ fn watch(
     net: Option<String>,
     group_box: Option<String>,
     group_json: bool,
-    leaf: impl Into<WatchLeaf>,
+    leaf: WatchLeaf,
 ) -> Result<Command, EarlyExit> {
-    let leaf = leaf.into();
     if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(empty_net(role));
     }
@@ -1013,28 +1012,55 @@ fn listing(
     }
 }
 
-pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
-    let role = Role::Supply;
-    match args.command {
-        None => listing(role, args.net, args.box_name, args.json),
-        Some(SupplyCommand::Action(SupplyAction(sub, leaf))) => {
-            instrument(role, args.net, args.box_name, args.json, sub, leaf)
+/// A `lager supply|battery` subcommand, whichever the noun.
+enum Picked {
+    Action(&'static Sub, Leaf),
+    Watch(WatchLeaf),
+}
+
+impl From<SupplyCommand> for Picked {
+    fn from(command: SupplyCommand) -> Picked {
+        match command {
+            SupplyCommand::Action(SupplyAction(sub, leaf)) => Picked::Action(sub, leaf),
+            SupplyCommand::Tui(w) => Picked::Watch(w.into()),
+            SupplyCommand::Watch(w) => Picked::Watch(w.into()),
         }
-        Some(SupplyCommand::Tui(w)) => watch(role, args.net, args.box_name, args.json, w),
-        Some(SupplyCommand::Watch(w)) => watch(role, args.net, args.box_name, args.json, w),
     }
 }
 
-pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
-    let role = Role::Battery;
-    match args.command {
-        None => listing(role, args.net, args.box_name, args.json),
-        Some(BatteryCommand::Action(BatteryAction(sub, leaf))) => {
-            instrument(role, args.net, args.box_name, args.json, sub, leaf)
+impl From<BatteryCommand> for Picked {
+    fn from(command: BatteryCommand) -> Picked {
+        match command {
+            BatteryCommand::Action(BatteryAction(sub, leaf)) => Picked::Action(sub, leaf),
+            BatteryCommand::Tui(w) => Picked::Watch(w.into()),
+            BatteryCommand::Watch(w) => Picked::Watch(w.into()),
         }
-        Some(BatteryCommand::Tui(w)) => watch(role, args.net, args.box_name, args.json, w),
-        Some(BatteryCommand::Watch(w)) => watch(role, args.net, args.box_name, args.json, w),
     }
+}
+
+/// `lager supply|battery [NET] [--box B] [--json] [<subcommand>]`.
+fn noun(
+    role: Role,
+    net: Option<String>,
+    box_name: Option<String>,
+    json: bool,
+    picked: Option<Picked>,
+) -> Result<Command, EarlyExit> {
+    match picked {
+        None => listing(role, net, box_name, json),
+        Some(Picked::Action(sub, leaf)) => instrument(role, net, box_name, json, sub, leaf),
+        Some(Picked::Watch(leaf)) => watch(role, net, box_name, json, leaf),
+    }
+}
+
+pub(super) fn supply(args: SupplyArgs) -> Result<Command, EarlyExit> {
+    let picked = args.command.map(Picked::from);
+    noun(Role::Supply, args.net, args.box_name, args.json, picked)
+}
+
+pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
+    let picked = args.command.map(Picked::from);
+    noun(Role::Battery, args.net, args.box_name, args.json, picked)
 }
 
 pub(super) fn nets(args: NetsArgs) -> Result<Command, EarlyExit> {
