@@ -52,7 +52,7 @@ pub enum Action {
     BatteryState,
     /// A battery setter without a value reads the setting (instruments.md
     /// §8: `soc [V]`, `voc [V]`, ...).
-    BatteryRead(BatteryQuantity),
+    BatteryRead(Key),
     /// `voltage`/`current` with `ovp`/`ocp` params: the protections are
     /// set together with the value, in an order that never trips them.
     Protected {
@@ -74,20 +74,6 @@ pub enum Action {
     ListModels,
     ExportModel(u8),
     CreateModel(Box<BatteryModel>),
-}
-
-/// A battery-simulator setting that `BatteryRead` reads back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BatteryQuantity {
-    Soc,
-    Voc,
-    VoltFull,
-    VoltEmpty,
-    Capacity,
-    CurrentLimit,
-    Ovp,
-    Ocp,
-    Mode,
 }
 
 /// The 2281S's built-in battery models (`:BATT:MOD:RCL <name>`).
@@ -197,11 +183,10 @@ pub fn parse(
         _ => None,
     };
     // A battery setter with a value sets it; without one it reads it (§8).
-    let read_or = |set: fn(f64) -> Action, quantity| match value {
+    let read_or = |set: fn(f64) -> Action| match value {
         Some(v) => set(v),
-        None => Action::BatteryRead(quantity),
+        None => Action::BatteryRead(spec.key),
     };
-    use BatteryQuantity as Q;
     let action = match spec.key {
         Key::Voltage | Key::Current => {
             let base = if spec.key == Key::Voltage {
@@ -237,10 +222,10 @@ pub fn parse(
         }
         Key::SupplyMode => Action::SupplyMode,
         Key::BatteryMode => Action::BatteryMode,
-        Key::VoltFull => read_or(Action::VoltFull, Q::VoltFull),
-        Key::VoltEmpty => read_or(Action::VoltEmpty, Q::VoltEmpty),
-        Key::BatteryOvp => read_or(Action::BatteryOvp, Q::Ovp),
-        Key::BatteryOcp => read_or(Action::BatteryOcp, Q::Ocp),
+        Key::VoltFull => read_or(Action::VoltFull),
+        Key::VoltEmpty => read_or(Action::VoltEmpty),
+        Key::BatteryOvp => read_or(Action::BatteryOvp),
+        Key::BatteryOcp => read_or(Action::BatteryOcp),
         Key::Model => Action::Model(model_name(given)?),
         Key::ListModels => Action::ListModels,
         Key::ExportModel => Action::ExportModel(slot(params)?),
@@ -257,10 +242,10 @@ pub fn parse(
         Key::SupplyState => Action::SupplyState,
         Key::Limits => Action::Limits,
         Key::Power => reading(role, spec.rule),
-        Key::Soc => read_or(Action::Soc, Q::Soc),
-        Key::Voc => read_or(Action::Voc, Q::Voc),
-        Key::Capacity => read_or(Action::Capacity, Q::Capacity),
-        Key::CurrentLimit => read_or(Action::CurrentLimit, Q::CurrentLimit),
+        Key::Soc => read_or(Action::Soc),
+        Key::Voc => read_or(Action::Voc),
+        Key::Capacity => read_or(Action::Capacity),
+        Key::CurrentLimit => read_or(Action::CurrentLimit),
         Key::SimulationMode => match given
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase)
@@ -268,7 +253,7 @@ pub fn parse(
         {
             Some("static") => Action::Dynamic(false),
             Some("dynamic") => Action::Dynamic(true),
-            None if given.is_none() => Action::BatteryRead(BatteryQuantity::Mode),
+            None if given.is_none() => Action::BatteryRead(Key::SimulationMode),
             _ => return Err(ActionError::Missing("Mode (static or dynamic)")),
         },
         Key::BatteryOn => Action::BatteryOn,
@@ -449,7 +434,7 @@ mod tests {
         );
         assert_eq!(
             parse(true, "set_soc", &Map::new(), &LIMITS_2281S),
-            Ok(Action::BatteryRead(BatteryQuantity::Soc)),
+            Ok(Action::BatteryRead(Key::Soc)),
             "without a value a setter reads (§8)"
         );
         assert_eq!(

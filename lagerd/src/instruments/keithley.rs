@@ -3,11 +3,10 @@
 //! switched only when the role changes (§10.9), never before every command.
 //! Actions arrive validated against the instrument's ranges (`actions.rs`).
 
+use common::actions::Key;
 use serde_json::{json, Value};
 
-use super::actions::{
-    number, Action, BatteryModel, BatteryQuantity, BUILTIN_MODELS, LIMITS_2281S as LIMITS,
-};
+use super::actions::{number, Action, BatteryModel, BUILTIN_MODELS, LIMITS_2281S as LIMITS};
 use super::session::{Function, Session, SessionError};
 
 /// Why a valid command failed at the instrument (HTTP 502).
@@ -443,18 +442,18 @@ fn battery_setting(
 /// One battery-simulator setting read back: `soc`, `voc`, ... without a
 /// value (§8), answered like the supply's reads (`SOC: 42%`) with the value
 /// under its state key.
-fn battery_read(session: &mut Session, quantity: BatteryQuantity) -> Result<Outcome, DriverError> {
+fn battery_read(session: &mut Session, key: Key) -> Result<Outcome, DriverError> {
     ensure(session, Function::Battery)?;
-    let setting = match quantity {
-        BatteryQuantity::Soc => &SOC,
-        BatteryQuantity::Voc => &VOC,
-        BatteryQuantity::VoltFull => &VOLT_FULL,
-        BatteryQuantity::VoltEmpty => &VOLT_EMPTY,
-        BatteryQuantity::Capacity => &CAPACITY,
-        BatteryQuantity::CurrentLimit => &CURRENT_LIMIT,
-        BatteryQuantity::Ovp => &BATTERY_OVP,
-        BatteryQuantity::Ocp => &BATTERY_OCP,
-        BatteryQuantity::Mode => {
+    let setting = match key {
+        Key::Soc => &SOC,
+        Key::Voc => &VOC,
+        Key::VoltFull => &VOLT_FULL,
+        Key::VoltEmpty => &VOLT_EMPTY,
+        Key::Capacity => &CAPACITY,
+        Key::CurrentLimit => &CURRENT_LIMIT,
+        Key::BatteryOvp => &BATTERY_OVP,
+        Key::BatteryOcp => &BATTERY_OCP,
+        Key::SimulationMode => {
             let method = session.query(":BATT:SIM:METH?")?;
             let mode = if method.to_ascii_uppercase().starts_with("DYN") {
                 "dynamic"
@@ -465,6 +464,12 @@ fn battery_read(session: &mut Session, quantity: BatteryQuantity) -> Result<Outc
                 message: format!("Mode: {mode}"),
                 state: Some(json!({ "mode": mode })),
             });
+        }
+        other => {
+            return Err(DriverError::Invalid(format!(
+                "{} is not a battery setting to read",
+                other.action().name
+            )))
         }
     };
     let value = float(&session.query(&format!("{}?", setting.header))?);
