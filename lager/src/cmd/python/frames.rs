@@ -6,7 +6,7 @@
 //! Frames: `<fileno> <len> <payload>`; fileno `1` stdout, `2` stderr, `3`
 //! output channel (itself framed `<encoder> <len> <payload>`), `0`
 //! keepalive (`0 0 `), `-` the exit marker whose payload is the code.
-//! Both layers run one state machine, [`Framer`], with their own tags,
+//! Both layers run one state machine, `Framer`, with their own tags,
 //! limits and words for errors.
 
 use std::io;
@@ -55,10 +55,9 @@ enum State {
 enum Event<'a> {
     /// A frame's head was read: its tag and payload length.
     Head { tag: u8, len: u64 },
-    /// Part of the current frame's payload, in order.
-    Payload { tag: u8, bytes: &'a [u8] },
-    /// The current frame's payload is complete.
-    End { tag: u8 },
+    /// Part of the current frame's payload, in order; `end` on its last
+    /// part (an empty frame has one, empty).
+    Payload { tag: u8, bytes: &'a [u8], end: bool },
 }
 
 /// How a byte broke the grammar; each layer words it.
@@ -75,88 +74,86 @@ enum Broken {
 #[derive(Debug)]
 struct Framer {
     state: State,
-    /// Whether a byte may start a frame of this layer.
-    tag_ok: fn(u8) -> bool,
+    /// Whether `-` starts a frame (the exit marker, outer layer only);
+    /// digits always do.
+    dash: bool,
 }
 
 impl Framer {
-    fn new(tag_ok: fn(u8) -> bool) -> Framer {
+    fn new(dash: bool) -> Framer {
         Framer {
             state: State::Tag,
-            tag_ok,
+            dash,
         }
     }
 
     /// The next event from `data[*at..]`, advancing `at`; `None` when the
-    /// piece is used up.
+    /// piece is used up. Payload bytes come as one slice per call, so the
+    /// hot path (1 KiB frames) is one call for the head, one for the bytes.
+    #[inline]
     fn next<'a>(&mut self, data: &'a [u8], at: &mut usize) -> Result<Option<Event<'a>>, Broken> {
-        while *at < data.len() {
-            match self.state {
-                State::Tag => {
-                    let tag = data[*at];
-                    if !(self.tag_ok)(tag) {
-                        return Err(Broken::Tag(tag));
-                    }
-                    self.state = State::Space(tag);
-                    *at += 1;
+        let mut i = *at;
+        let mut state = self.state;
+        let found = loop {
+            if let State::Payload { tag, remaining } = state {
+                let take = remaining.min((data.len() - i) as u64) as usize;
+                if take == 0 && remaining > 0 {
+                    break Ok(None);
                 }
-                State::Space(tag) => {
-                    if data[*at] != b' ' {
-                        return Err(Broken::Space(tag));
-                    }
-                    self.state = State::Len {
+                let bytes = &data[i..i + take];
+                i += take;
+                let remaining = remaining - take as u64;
+                state = if remaining == 0 {
+                    State::Tag
+                } else {
+                    State::Payload { tag, remaining }
+                };
+                let end = remaining == 0;
+                break Ok(Some(Event::Payload { tag, bytes, end }));
+            }
+            let Some(&b) = data.get(i) else {
+                break Ok(None);
+            };
+            i += 1;
+            state = match state {
+                State::Tag if b.is_ascii_digit() || (self.dash && b == b'-') => State::Space(b),
+                State::Tag => break Err(Broken::Tag(b)),
+                State::Space(tag) if b == b' ' => State::Len {
+                    tag,
+                    len: 0,
+                    digits: 0,
+                },
+                State::Space(tag) => break Err(Broken::Space(tag)),
+                State::Len { tag, len, digits } if b == b' ' && digits > 0 => {
+                    state = State::Payload {
                         tag,
-                        len: 0,
-                        digits: 0,
+                        remaining: len,
                     };
-                    *at += 1;
+                    break Ok(Some(Event::Head { tag, len }));
                 }
-                State::Len { tag, len, digits } => {
-                    let b = data[*at];
-                    *at += 1;
-                    if b == b' ' && digits > 0 {
-                        self.state = State::Payload {
-                            tag,
-                            remaining: len,
-                        };
-                        return Ok(Some(Event::Head { tag, len }));
-                    }
-                    if !b.is_ascii_digit() || digits >= MAX_LEN_DIGITS {
-                        return Err(Broken::Length(tag));
-                    }
-                    let len = len
+                State::Len { tag, len, digits }
+                    if b.is_ascii_digit() && digits < MAX_LEN_DIGITS =>
+                {
+                    let Some(len) = len
                         .checked_mul(10)
                         .and_then(|l| l.checked_add(u64::from(b - b'0')))
-                        .ok_or(Broken::Overflow)?;
-                    self.state = State::Len {
+                    else {
+                        break Err(Broken::Overflow);
+                    };
+                    State::Len {
                         tag,
                         len,
                         digits: digits + 1,
-                    };
+                    }
                 }
-                State::Payload { tag, remaining: 0 } => {
-                    self.state = State::Tag;
-                    return Ok(Some(Event::End { tag }));
-                }
-                State::Payload { tag, remaining } => {
-                    let take = remaining.min((data.len() - *at) as u64) as usize;
-                    let bytes = &data[*at..*at + take];
-                    *at += take;
-                    self.state = State::Payload {
-                        tag,
-                        remaining: remaining - take as u64,
-                    };
-                    return Ok(Some(Event::Payload { tag, bytes }));
-                }
-            }
-        }
-        // A frame whose payload just ended (or is empty) ends here, so the
-        // exit marker is seen without waiting for another byte.
-        if let State::Payload { tag, remaining: 0 } = self.state {
-            self.state = State::Tag;
-            return Ok(Some(Event::End { tag }));
-        }
-        Ok(None)
+                State::Len { tag, .. } => break Err(Broken::Length(tag)),
+                // Handled above, before a byte is taken.
+                State::Payload { .. } => state,
+            };
+        };
+        self.state = state;
+        *at = i;
+        found
     }
 }
 
@@ -188,7 +185,7 @@ impl Default for FrameParser {
 impl FrameParser {
     pub fn new() -> FrameParser {
         FrameParser {
-            framer: Framer::new(|b| b == b'-' || b.is_ascii_digit()),
+            framer: Framer::new(true),
             exit_payload: Vec::new(),
             channel: ChannelParser::new(),
             done: false,
@@ -226,20 +223,21 @@ impl FrameParser {
                     return Err(FeedError::Protocol(format!("exit marker of {len} bytes")))
                 }
                 Some(Event::Head { .. }) => self.exit_payload.clear(),
-                Some(Event::Payload { tag, bytes }) => match tag {
+                Some(Event::Payload { tag, bytes, end }) => match tag {
                     b'1' => sink.stdout(bytes).map_err(FeedError::Sink)?,
                     b'2' => sink.stderr(bytes).map_err(FeedError::Sink)?,
                     b'3' => self.channel.feed(bytes, sink)?,
-                    b'-' => self.exit_payload.extend_from_slice(bytes),
+                    b'-' => {
+                        self.exit_payload.extend_from_slice(bytes);
+                        if end {
+                            self.done = true;
+                            return Ok(Some(parse_exit_code(&self.exit_payload)));
+                        }
+                    }
                     // Keepalives have no payload; unknown types are
                     // skipped so a newer box does not break the CLI.
                     _ => {}
                 },
-                Some(Event::End { tag: b'-' }) => {
-                    self.done = true;
-                    return Ok(Some(parse_exit_code(&self.exit_payload)));
-                }
-                Some(Event::End { .. }) => {}
             }
         }
         Ok(None)
@@ -257,7 +255,7 @@ struct ChannelParser {
 impl ChannelParser {
     fn new() -> ChannelParser {
         ChannelParser {
-            framer: Framer::new(|b| b.is_ascii_digit()),
+            framer: Framer::new(false),
             object: Vec::new(),
         }
     }
@@ -284,11 +282,13 @@ impl ChannelParser {
                     ))
                 }
                 Some(Event::Head { .. }) => self.object.clear(),
-                Some(Event::Payload { bytes, .. }) => self.object.extend_from_slice(bytes),
-                Some(Event::End { tag }) => {
-                    let text = decode_object(tag, &self.object);
-                    self.object.clear();
-                    sink.channel(&text).map_err(FeedError::Sink)?;
+                Some(Event::Payload { tag, bytes, end }) => {
+                    self.object.extend_from_slice(bytes);
+                    if end {
+                        let text = decode_object(tag, &self.object);
+                        self.object.clear();
+                        sink.channel(&text).map_err(FeedError::Sink)?;
+                    }
                 }
             }
         }
