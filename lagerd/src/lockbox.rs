@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use common::truthy;
 use common::wire::{USER_MAX_BYTES, WAIT_SECONDS_MAX};
 use log::{error, info, warn};
 use serde_json::{Map, Value};
@@ -515,7 +516,10 @@ impl LockBox {
         let disk = match stamp.map(|_| fs::read(&self.lock_path)) {
             None => Disk::Free,
             Some(Ok(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(record)) if is_truthy(record.get("locked")) => Disk::Held(record),
+                // Python truthiness: a file without a truthy `locked` is no lock.
+                Ok(Value::Object(record)) if record.get("locked").is_some_and(truthy::json) => {
+                    Disk::Held(record)
+                }
                 Ok(Value::Object(_)) => Disk::Free,
                 Ok(_) | Err(_) => Disk::Corrupt(Arc::new(bytes)),
             },
@@ -938,18 +942,6 @@ fn is_expired(record: &Record, now: f64) -> bool {
     match reference.as_str().and_then(parse_timestamp) {
         Some(since) => now - since > ttl,
         None => false,
-    }
-}
-
-/// Python truthiness of `locked`: a file without a truthy `locked` is no lock.
-fn is_truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
     }
 }
 

@@ -25,6 +25,7 @@ use log::{info, warn};
 use serde_json::Value;
 
 use common::runid::is_uuid;
+use common::truthy;
 
 use crate::multipart::Part;
 use crate::scriptenv::ScriptEnv;
@@ -147,8 +148,8 @@ impl<'a> RunRequest<'a> {
         };
         for part in parts {
             match part.name.as_str() {
-                "stdout_is_stderr" => request.stdout_is_stderr = truthy(part.data),
-                "detach" => request.detach = truthy(part.data),
+                "stdout_is_stderr" => request.stdout_is_stderr = truthy::form(part.data),
+                "detach" => request.detach = truthy::form(part.data),
                 "args" => request.args.push(text(part.data)),
                 "env" => {
                     let pair = text(part.data);
@@ -178,12 +179,6 @@ impl<'a> RunRequest<'a> {
         }
         Ok(request)
     }
-}
-
-/// "A truthy string": `true`, `1`, `yes`, `on`, any case.
-fn truthy(data: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(data).trim().to_ascii_lowercase();
-    matches!(text.as_str(), "true" | "1" | "yes" | "on")
 }
 
 /// Jobs being reaped hold new runs back (runner.md §2, the quiesce gate).
@@ -695,16 +690,6 @@ mod tests {
             (err.status(), err.to_string().as_str()),
             (400, "timeout must be an integer")
         );
-    }
-
-    #[test]
-    fn truthy_strings() {
-        for yes in [&b"true"[..], b"True", b"1", b"YES", b"on"] {
-            assert!(truthy(yes));
-        }
-        for no in [&b"false"[..], b"False", b"0", b"", b"maybe"] {
-            assert!(!truthy(no));
-        }
     }
 
     #[test]
