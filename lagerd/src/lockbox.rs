@@ -11,11 +11,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,13 @@ use log::{error, info, warn};
 use serde_json::{Map, Value};
 
 use crate::clock::{format_timestamp, parse_timestamp, Clock};
+use crate::fsutil::{self, Durability};
 
 /// A lock record as stored: unknown keys are kept verbatim (A.3).
 pub type Record = Map<String, Value>;
 
+/// The record's file in the state dir (A.4).
+const LOCK_FILE: &str = "lock.json";
 /// Most waiters a box queues; one more is refused at once (A.8).
 const QUEUE_MAX: usize = 64;
 /// TTL given to an auto-lock whose request names no usable TTL (A.6).
@@ -97,7 +100,8 @@ struct Queue {
 pub struct LockBox {
     dir: PathBuf,
     lock_path: PathBuf,
-    dir_handle: File,
+    /// The state dir, through which `lock.json` is replaced.
+    state_dir: fsutil::Dir,
     flock_handle: File,
     clock: Arc<dyn Clock>,
     queue: Mutex<Queue>,
@@ -111,7 +115,6 @@ pub struct LockBox {
     /// waits behind 0.6 ms writes with 8 contending clients).
     turnstile: Turnstile,
     stopping: AtomicBool,
-    temp_seq: AtomicU64,
 }
 
 /// What identifies one version of `lock.json` without reading it. Our own
@@ -174,8 +177,8 @@ impl LockBox {
             .open(dir.join("lock.json.flock"))?;
         let lock_box = LockBox {
             dir: dir.to_path_buf(),
-            lock_path: dir.join("lock.json"),
-            dir_handle: File::open(dir)?,
+            lock_path: dir.join(LOCK_FILE),
+            state_dir: fsutil::Dir::open(dir)?,
             flock_handle,
             clock,
             queue: Mutex::new(Queue::default()),
@@ -184,7 +187,6 @@ impl LockBox {
             parsed: Mutex::new(None),
             turnstile: Turnstile::default(),
             stopping: AtomicBool::new(false),
-            temp_seq: AtomicU64::new(0),
         };
         {
             let mut queue = lock_box.lock_queue();
@@ -591,7 +593,8 @@ impl LockBox {
     }
 
     /// A crash between creating and renaming a temp file leaves it behind;
-    /// under the flock no other writer can own one, so they all go.
+    /// under the flock no other writer can own one, so they all go (also
+    /// `.lock-<pid>-<n>.json`, the name lagerd 0.61.0 gave them).
     fn remove_stale_temp_files(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
@@ -599,7 +602,8 @@ impl LockBox {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".lock-") && name.ends_with(".json") {
+            let legacy = name.starts_with(".lock-") && name.ends_with(".json");
+            if legacy || fsutil::is_temp_of(LOCK_FILE, &name) {
                 warn!("removing {name}, left by an interrupted write");
                 let _ = fs::remove_file(entry.path());
             }
@@ -610,33 +614,13 @@ impl LockBox {
     fn write_file(&self, record: &Record) -> io::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        let temp = self.dir.join(format!(
-            ".lock-{}-{}.json",
-            std::process::id(),
-            self.temp_seq.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&temp)?;
-            // fchmod: the umask must not make the record unreadable to tools.
-            file.set_permissions(fs::Permissions::from_mode(0o644))?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, &self.lock_path)?;
-            self.dir_handle.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-            return written;
-        }
+        self.state_dir
+            .replace(LOCK_FILE, &bytes, Durability::Durable)?;
         // What we just wrote needs no parsing; its stamp is the new inode's.
         if let Ok(meta) = fs::metadata(&self.lock_path) {
             self.remember(Some(FileStamp::of(&meta)), Disk::Held(record.clone()));
         }
-        written
+        Ok(())
     }
 
     fn remove_file(&self) -> io::Result<()> {
@@ -646,7 +630,7 @@ impl LockBox {
             Err(e) => return Err(e),
         }
         self.remember(None, Disk::Free);
-        self.dir_handle.sync_all()
+        self.state_dir.sync()
     }
 
     fn remember(&self, stamp: Option<FileStamp>, disk: Disk) {
@@ -1388,10 +1372,7 @@ mod tests {
         let before = fs::read(f.dir.join("lock.json")).unwrap();
         // A directory squatting on the next temp name makes the write fail
         // even for root, which permission bits would not stop.
-        let seq = f.lock_box.temp_seq.load(Ordering::Relaxed);
-        let squatter = f
-            .dir
-            .join(format!(".lock-{}-{seq}.json", std::process::id()));
+        let squatter = f.lock_box.state_dir.peek_temp(LOCK_FILE);
         fs::create_dir(&squatter).unwrap();
         let err = f
             .lock_box
@@ -1415,11 +1396,33 @@ mod tests {
                     .unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .starts_with(".lock-")
+                    .ends_with(".tmp")
             })
             .count();
         assert_eq!(leftovers, 0, "no temp files are left behind");
         assert_eq!(f.lock_box.status().unwrap()["user"], "a");
+    }
+
+    #[test]
+    fn temp_files_of_a_crashed_write_are_removed_at_open() {
+        let f = fixture("stale-temp");
+        f.lock_box
+            .acquire(&body(json!({"user": "a"})), &never())
+            .unwrap();
+        // What a crash between write and rename leaves, named as this
+        // lagerd and as 0.61.0 named it; other files stay.
+        let stale = f.lock_box.state_dir.peek_temp(LOCK_FILE);
+        fs::write(&stale, b"{\"locked\": tr").unwrap();
+        fs::write(f.dir.join(".lock-77-3.json"), b"{").unwrap();
+        fs::write(f.dir.join("saved_nets.json"), b"[]").unwrap();
+        let reopened = LockBox::open(&f.dir, f.clock.clone()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&f.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["lock.json", "lock.json.flock", "saved_nets.json"]);
+        assert_eq!(reopened.status().unwrap()["user"], "a");
     }
 
     #[test]
