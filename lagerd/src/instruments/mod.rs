@@ -1,13 +1,14 @@
 //! Instruments: the transport boundary (`transport.rs`) where hardware, or
 //! the simulator (`crate::sim`), plugs in; one shared session per address
-//! (`session.rs`); drivers over a session (`keithley.rs`, `rigol.rs`),
-//! which receive validated `actions.rs`; and the
+//! (`session.rs`); drivers over a session (`keithley.rs`, `rigol.rs`, with
+//! what they share in `scpi.rs`), which receive validated `actions.rs`; and the
 //! supply/battery commands that nets resolve to. Nothing above the
 //! transport knows whether an instrument is simulated.
 
 pub mod actions;
 pub mod keithley;
 pub mod rigol;
+pub mod scpi;
 pub mod serial;
 pub mod session;
 pub mod transport;
@@ -23,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
 use actions::{Action, Limits};
-use keithley::DriverError;
+use scpi::{DriverError, Outcome};
 use session::Sessions;
 
 /// `POST /supply/command` and `/battery/command` (instruments.md §7, §10),
@@ -88,11 +89,7 @@ impl Driver {
         matches!(self, Driver::Keithley2281S) && function.is_some_and(|f| f != wanted)
     }
 
-    fn run(
-        self,
-        session: &mut session::Session,
-        action: &Action,
-    ) -> Result<keithley::Outcome, DriverError> {
+    fn run(self, session: &mut session::Session, action: &Action) -> Result<Outcome, DriverError> {
         match self {
             Driver::Keithley2281S => keithley::run(session, action),
             Driver::RigolDp800 { channel } => rigol::run(session, channel, action),
