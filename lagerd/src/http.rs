@@ -12,7 +12,7 @@ use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
 
-use crate::diagnose::Diagnose;
+use crate::diagnose::{Diagnose, DiagnoseError, Facts};
 use crate::fsutil::read_limited;
 use crate::health::Health;
 use crate::instruments::Instruments;
@@ -81,6 +81,8 @@ pub enum ApiError {
     /// Runner failures carry `"status": "error"` (runner.md §3.4).
     Run(RunError),
     Download(DownloadError),
+    /// diagnose.md §3: a request without an address, or not a USB one.
+    Diagnose(DiagnoseError),
     /// A.10: a runner or hardware request from someone but the holder.
     Locked(Map<String, Value>),
 }
@@ -102,6 +104,7 @@ impl ApiError {
             ApiError::Download(DownloadError::Forbidden) => 403,
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
+            ApiError::Diagnose(_) => 400,
             ApiError::Locked(_) => 423,
         }
     }
@@ -116,6 +119,9 @@ impl ApiError {
             }
             ApiError::Run(_) => {
                 body.insert("status".into(), Value::String("error".into()));
+            }
+            ApiError::Diagnose(DiagnoseError::NotUsb { address }) => {
+                body.insert("address".into(), Value::String(address));
             }
             _ => {}
         }
@@ -139,6 +145,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Lock(e) => e.fmt(f),
             ApiError::Run(e) => e.fmt(f),
             ApiError::Download(e) => e.fmt(f),
+            ApiError::Diagnose(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
                     .get("user")
@@ -278,15 +285,15 @@ impl Api {
     }
 
     fn diagnose_usb(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        Ok(answer(self.diagnose.usb(&address_param(request))))
+        facts(self.diagnose.usb(&address_param(request)))
     }
 
     fn diagnose_visa(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        Ok(answer(self.diagnose.visa(&address_param(request))))
+        facts(self.diagnose.visa(&address_param(request)))
     }
 
     fn diagnose_dispatcher(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        Ok(answer(self.diagnose.dispatcher(&address_param(request))))
+        facts(self.diagnose.dispatcher(&address_param(request)))
     }
 
     fn nets_list(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -974,6 +981,10 @@ fn address_param(request: &Request) -> String {
 
 fn ok(value: Value) -> Result<Response, ApiError> {
     Ok(json_response(200, &value))
+}
+
+fn facts(facts: Facts) -> Result<Response, ApiError> {
+    ok(facts.map_err(ApiError::Diagnose)?)
 }
 
 fn answer((status, body): (u16, Value)) -> Response {
