@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 use crate::diagnose::{Diagnose, DiagnoseError, Facts};
 use crate::fsutil::read_limited;
 use crate::health::Health;
-use crate::instruments::Instruments;
+use crate::instruments::scpi::{DriverError, Outcome};
+use crate::instruments::session::SessionError;
+use crate::instruments::{CommandError, Instruments};
 use crate::lockbox::{LockBox, LockError};
 use crate::metrics;
 use crate::multipart;
@@ -81,6 +83,11 @@ pub enum ApiError {
     /// Runner failures carry `"status": "error"` (runner.md §3.4).
     Run(RunError),
     Download(DownloadError),
+    /// A supply or battery command that was not carried out (§7, §10).
+    Command(CommandError),
+    /// A monitor that did not start; as `Command`, but a watch of the
+    /// other role is a 409 (§7.1).
+    Monitor(CommandError),
     /// diagnose.md §3: a request without an address, or not a USB one.
     Diagnose(DiagnoseError),
     /// A.10: a runner or hardware request from someone but the holder.
@@ -105,6 +112,8 @@ impl ApiError {
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
             ApiError::Diagnose(_) => 400,
+            ApiError::Command(e) => instrument_status(e, 200),
+            ApiError::Monitor(e) => instrument_status(e, 409),
             ApiError::Locked(_) => 423,
         }
     }
@@ -119,6 +128,9 @@ impl ApiError {
             }
             ApiError::Run(_) => {
                 body.insert("status".into(), Value::String("error".into()));
+            }
+            ApiError::Command(_) | ApiError::Monitor(_) => {
+                body.insert("success".into(), Value::Bool(false));
             }
             ApiError::Diagnose(DiagnoseError::NotUsb { address }) => {
                 body.insert("address".into(), Value::String(address));
@@ -146,6 +158,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Run(e) => e.fmt(f),
             ApiError::Download(e) => e.fmt(f),
             ApiError::Diagnose(e) => e.fmt(f),
+            ApiError::Command(e) | ApiError::Monitor(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
                     .get("user")
@@ -479,7 +492,7 @@ impl Api {
             .instruments
             .monitor(battery, &name, interval.as_deref(), holder, observe)
         {
-            Err(refused) => Ok(answer(refused)),
+            Err(refused) => Err(ApiError::Monitor(refused)),
             Ok(stream) => Ok(Response {
                 status: 200,
                 headers: vec![("Content-Type", "application/x-ndjson".into())],
@@ -505,7 +518,16 @@ impl Api {
             let holder = self.holder(request, body.get("holder").and_then(Value::as_str));
             self.enforce_lock(holder.as_deref())?;
         }
-        Ok(answer(self.instruments.command(battery, &body)))
+        let action = body.get("action").cloned();
+        let Outcome { message, state } = self
+            .instruments
+            .command(battery, &body)
+            .map_err(ApiError::Command)?;
+        let mut reply = json!({"success": true, "action": action, "message": message});
+        if let Some(state) = state {
+            reply["state"] = state;
+        }
+        ok(reply)
     }
 
     /// Who a request acts for (A.10): its `Lager-Holder` header, else the
@@ -987,8 +1009,27 @@ fn facts(facts: Facts) -> Result<Response, ApiError> {
     ok(facts.map_err(ApiError::Diagnose)?)
 }
 
-fn answer((status, body): (u16, Value)) -> Response {
-    json_response(status, &body)
+/// instruments.md §7 and §10: a net or action the box cannot serve is
+/// 404 or 400; the instrument's own failure 502, or 504 when its call ran
+/// past the 30 s deadline (§2); a watch of the other role holding the
+/// instrument is `in_use` (a 200 refusal for commands, 409 for monitors).
+fn instrument_status(error: &CommandError, in_use: u16) -> u16 {
+    match error {
+        CommandError::UnknownNet(_) => 404,
+        CommandError::InUse(_) => in_use,
+        CommandError::Driver { error, .. } => match error {
+            DriverError::Invalid(_) => 400,
+            DriverError::Session(SessionError::Deadline { .. }) => 504,
+            _ => 502,
+        },
+        CommandError::Incomplete
+        | CommandError::WrongRole { .. }
+        | CommandError::BadChannel { .. }
+        | CommandError::Unsupported { .. }
+        | CommandError::BadAddress { .. }
+        | CommandError::BadInterval { .. }
+        | CommandError::Action(_) => 400,
+    }
 }
 
 /// A `text/plain` framed stream with `Lager-Output-Version: 1` (§3.1).
@@ -1066,6 +1107,33 @@ mod tests {
             Route::find("GET", "/nope"),
             Err(ApiError::NotFound)
         ));
+    }
+
+    #[test]
+    fn an_instrument_past_the_call_deadline_is_504_invoke_timeout() {
+        let address = "TCPIP0::127.0.0.1::5025::SOCKET".to_string();
+        let wedged = CommandError::Driver {
+            address: address.clone(),
+            error: DriverError::Session(SessionError::Deadline {
+                address: address.clone(),
+            }),
+        };
+        let response = ApiError::Command(wedged).into_response();
+        assert_eq!(response.status, 504, "instruments.md §2");
+        let Body::Full(body) = response.body else {
+            panic!("a JSON body");
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["success"], false);
+        let error = body["error"].as_str().unwrap();
+        assert!(error.starts_with("invoke-timeout: "), "{error}");
+        assert!(error.ends_with(&format!("({address})")), "{error}");
+        // Any other failure of the instrument stays 502 (§10.4).
+        let gone = CommandError::Driver {
+            address,
+            error: DriverError::Function("no"),
+        };
+        assert_eq!(instrument_status(&gone, 200), 502);
     }
 
     #[test]
