@@ -21,7 +21,7 @@ use crate::instruments::{CommandError, Instruments};
 use crate::lockbox::{LockBox, LockError};
 use crate::metrics;
 use crate::multipart;
-use crate::nets::Nets;
+use crate::nets::{Nets, NetsError};
 use crate::runner::callers::{constant_time_eq, Caller};
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
@@ -88,6 +88,8 @@ pub enum ApiError {
     /// A monitor that did not start; as `Command`, but a watch of the
     /// other role is a 409 (§7.1).
     Monitor(CommandError),
+    /// `POST /nets` refused or could not save a change (§10.6).
+    Nets(NetsError),
     /// diagnose.md §3: a request without an address, or not a USB one.
     Diagnose(DiagnoseError),
     /// A.10: a runner or hardware request from someone but the holder.
@@ -112,6 +114,9 @@ impl ApiError {
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
             ApiError::Diagnose(_) => 400,
+            ApiError::Nets(NetsError::NotSaved(_)) => 404,
+            ApiError::Nets(NetsError::Save(_)) => 500,
+            ApiError::Nets(_) => 400,
             ApiError::Command(e) => instrument_status(e, 200),
             ApiError::Monitor(e) => instrument_status(e, 409),
             ApiError::Locked(_) => 423,
@@ -129,7 +134,7 @@ impl ApiError {
             ApiError::Run(_) => {
                 body.insert("status".into(), Value::String("error".into()));
             }
-            ApiError::Command(_) | ApiError::Monitor(_) => {
+            ApiError::Command(_) | ApiError::Monitor(_) | ApiError::Nets(_) => {
                 body.insert("success".into(), Value::Bool(false));
             }
             ApiError::Diagnose(DiagnoseError::NotUsb { address }) => {
@@ -159,6 +164,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Download(e) => e.fmt(f),
             ApiError::Diagnose(e) => e.fmt(f),
             ApiError::Command(e) | ApiError::Monitor(e) => e.fmt(f),
+            ApiError::Nets(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
                     .get("user")
@@ -368,12 +374,8 @@ impl Api {
                 &json!({"success": false, "error": "Invalid JSON"}),
             ));
         };
-        Ok(match self.nets.change(&body) {
-            Ok(message) => json_response(200, &json!({"success": true, "message": message})),
-            Err((status, error)) => {
-                json_response(status, &json!({"success": false, "error": error}))
-            }
-        })
+        let message = self.nets.change(&body).map_err(ApiError::Nets)?;
+        ok(json!({"success": true, "message": message}))
     }
 
     fn cache_clear(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
