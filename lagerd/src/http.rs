@@ -109,7 +109,7 @@ impl ApiError {
             ApiError::Lock(LockError::Persist(_)) => 500,
             ApiError::Lock(LockError::ShuttingDown) => 503,
             ApiError::Lock(LockError::Abandoned) => 408,
-            ApiError::Run(e) => e.status(),
+            ApiError::Run(e) => run_status(e),
             ApiError::Download(DownloadError::Forbidden) => 403,
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
@@ -425,15 +425,14 @@ impl Api {
 
     /// `POST /python`: parse the upload, enforce the lock, start the job.
     fn run_python(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        let parse_failed =
-            |why: String| RunError::BadRequest(format!("Failed to parse request: {why}"));
         let boundary = request.header("content-type").and_then(multipart::boundary);
         let parts = match boundary {
             _ if request.body.is_empty() => Vec::new(),
             None => Vec::new(),
-            Some(Err(e)) => return Err(parse_failed(e.to_string()).into()),
-            Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
-                .map_err(|e| parse_failed(e.to_string()))?,
+            Some(Err(e)) => return Err(RunError::Upload(e).into()),
+            Some(Ok(boundary)) => {
+                multipart::parse(&request.body, &boundary).map_err(RunError::Upload)?
+            }
         };
         let mut run = RunRequest::from_parts(&parts)?;
         run.holder = self.holder(request, run.holder.as_deref());
@@ -981,7 +980,29 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(RunError::BadRequest("Invalid JSON".into()).into()),
+        _ => Err(RunError::InvalidJson.into()),
+    }
+}
+
+/// runner.md §3.4 and §4: the request's own fault 400, a run that cannot
+/// be (no such run, an unusable module, a failed pip) 422, a full box
+/// 503, the box's own failure 500.
+fn run_status(error: &RunError) -> u16 {
+    use crate::runner::archive::ArchiveError;
+    match error {
+        RunError::Upload(_)
+        | RunError::InvalidJson
+        | RunError::BadTimeout
+        | RunError::NoProcessId => 400,
+        RunError::BadProcessId(_)
+        | RunError::BadSignal(_)
+        | RunError::NoSuchRun(_)
+        | RunError::NoPayload
+        | RunError::NoMain
+        | RunError::Requirements(_) => 422,
+        RunError::Archive(ArchiveError::Io(_)) | RunError::Io(_) => 500,
+        RunError::Archive(_) => 422,
+        RunError::Full { .. } => 503,
     }
 }
 
