@@ -25,6 +25,7 @@ use crate::nets::{Nets, NetsError};
 use crate::runner::callers::{constant_time_eq, Caller};
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
+use crate::scriptenv::wheels::WheelError;
 use crate::server::{Body, Client, Request, Response, Service};
 use crate::sim::Simulator;
 
@@ -88,6 +89,8 @@ pub enum ApiError {
     /// A monitor that did not start; as `Command`, but a watch of the
     /// other role is a 409 (§7.1).
     Monitor(CommandError),
+    /// A wheel change that did not happen (scripts.md §3).
+    Wheel(WheelError),
     /// `POST /nets` refused or could not save a change (§10.6).
     Nets(NetsError),
     /// diagnose.md §3: a request without an address, or not a USB one.
@@ -105,7 +108,8 @@ impl ApiError {
             ApiError::InvalidJson | ApiError::NotAnObject => 400,
             ApiError::Lock(LockError::Invalid(_)) => 400,
             ApiError::Lock(LockError::NotLocked) => 404,
-            ApiError::Lock(LockError::Held { status, .. }) => *status,
+            ApiError::Lock(LockError::Taken { .. }) => 409,
+            ApiError::Lock(LockError::NotHolder { .. }) => 403,
             ApiError::Lock(LockError::Persist(_)) => 500,
             ApiError::Lock(LockError::ShuttingDown) => 503,
             ApiError::Lock(LockError::Abandoned) => 408,
@@ -117,6 +121,10 @@ impl ApiError {
             ApiError::Nets(NetsError::NotSaved(_)) => 404,
             ApiError::Nets(NetsError::Save(_)) => 500,
             ApiError::Nets(_) => 400,
+            ApiError::Wheel(WheelError::BadUpload(_)) => 400,
+            ApiError::Wheel(WheelError::NotInstalled(_)) => 404,
+            ApiError::Wheel(WheelError::Pip { .. }) => 422,
+            ApiError::Wheel(WheelError::Io(_)) => 500,
             ApiError::Command(e) => instrument_status(e, 200),
             ApiError::Monitor(e) => instrument_status(e, 409),
             ApiError::Locked(_) => 423,
@@ -128,7 +136,8 @@ impl ApiError {
         let mut body = Map::new();
         body.insert("error".into(), Value::String(self.to_string()));
         match self {
-            ApiError::Lock(LockError::Held { record, .. }) | ApiError::Locked(record) => {
+            ApiError::Lock(LockError::Taken { record } | LockError::NotHolder { record })
+            | ApiError::Locked(record) => {
                 body.insert("lock".into(), Value::Object(record));
             }
             ApiError::Run(_) => {
@@ -136,6 +145,14 @@ impl ApiError {
             }
             ApiError::Command(_) | ApiError::Monitor(_) | ApiError::Nets(_) => {
                 body.insert("success".into(), Value::Bool(false));
+            }
+            // scripts.md §3: pip's failure names the wheel and pip's last lines.
+            ApiError::Wheel(e) => {
+                body.insert("success".into(), Value::Bool(false));
+                if let WheelError::Pip { what, output } = e {
+                    body.insert("wheel".into(), Value::String(what));
+                    body.insert("output".into(), Value::String(output));
+                }
             }
             ApiError::Diagnose(DiagnoseError::NotUsb { address }) => {
                 body.insert("address".into(), Value::String(address));
@@ -165,6 +182,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Diagnose(e) => e.fmt(f),
             ApiError::Command(e) | ApiError::Monitor(e) => e.fmt(f),
             ApiError::Nets(e) => e.fmt(f),
+            ApiError::Wheel(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
                     .get("user")
@@ -346,13 +364,12 @@ impl Api {
         let body = json_object(&request.body)?;
         self.enforce_lock(self.holder(request, None).as_deref())?;
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-        Ok(match self.runner.script_env.uninstall_wheel(name) {
-            Ok(gone) => json_response(
-                200,
-                &json!({"success": true, "name": gone.name, "version": gone.version}),
-            ),
-            Err(e) => wheel_failure(&e),
-        })
+        let gone = self
+            .runner
+            .script_env
+            .uninstall_wheel(name)
+            .map_err(ApiError::Wheel)?;
+        ok(json!({"success": true, "name": gone.name, "version": gone.version}))
     }
 
     fn metrics_route(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -456,28 +473,28 @@ impl Api {
     /// it changes what every later job imports.
     fn install_wheels(&self, request: &Request) -> Result<Response, ApiError> {
         self.enforce_lock(self.holder(request, None).as_deref())?;
-        let bad = |why: String| Ok(json_response(400, &json!({"success": false, "error": why})));
+        let bad = |why: String| ApiError::Wheel(WheelError::BadUpload(why));
         let parts = match request.header("content-type").and_then(multipart::boundary) {
-            Some(Ok(boundary)) => match multipart::parse(&request.body, &boundary) {
-                Ok(parts) => parts,
-                Err(e) => return bad(format!("Failed to parse request: {e}")),
-            },
-            _ => return bad("send the wheels as multipart/form-data".into()),
+            Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
+                .map_err(|e| bad(format!("Failed to parse request: {e}")))?,
+            _ => return Err(bad("send the wheels as multipart/form-data".into())),
         };
         let mut wheels = Vec::new();
         for part in parts.iter().filter(|p| p.name == "wheel") {
             let Some(file) = part.filename.clone() else {
-                return bad("a wheel part has no filename: the wheel's name comes from it".into());
+                return Err(bad(
+                    "a wheel part has no filename: the wheel's name comes from it".into(),
+                ));
             };
             wheels.push((file, part.data));
         }
-        Ok(match self.runner.script_env.install_wheels(&wheels) {
-            Ok(installed) => {
-                let installed: Vec<Value> = installed.iter().map(|w| w.json()).collect();
-                json_response(200, &json!({"success": true, "installed": installed}))
-            }
-            Err(e) => wheel_failure(&e),
-        })
+        let installed = self
+            .runner
+            .script_env
+            .install_wheels(&wheels)
+            .map_err(ApiError::Wheel)?;
+        let installed: Vec<Value> = installed.iter().map(|w| w.json()).collect();
+        ok(json!({"success": true, "installed": installed}))
     }
 
     /// `GET /supply|battery/monitor`: an NDJSON stream of the net's state.
@@ -1004,15 +1021,6 @@ fn run_status(error: &RunError) -> u16 {
         RunError::Archive(_) => 422,
         RunError::Full { .. } => 503,
     }
-}
-
-fn wheel_failure(error: &crate::scriptenv::wheels::WheelError) -> Response {
-    let mut body = json!({"success": false, "error": error.to_string()});
-    if let crate::scriptenv::wheels::WheelError::Pip { what, output } = error {
-        body["wheel"] = json!(what);
-        body["output"] = json!(output);
-    }
-    json_response(error.status(), &body)
 }
 
 fn simulator_json(sim: &Simulator) -> Value {

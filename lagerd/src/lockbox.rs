@@ -41,18 +41,20 @@ const CORRUPT_COPIES_KEPT: usize = 5;
 /// How often a waiting request checks whether its client went away.
 const WAITER_POLL: Duration = Duration::from_millis(200);
 
-/// Why a lock operation did not succeed; each maps to one HTTP status.
+/// Why a lock operation did not succeed (http.rs gives each its status).
 #[derive(Debug)]
 pub enum LockError {
-    /// 400 with the spec's exact message (A.5, A.8).
+    /// A malformed request, with the spec's exact message (A.5, A.8).
     Invalid(&'static str),
-    /// 404: heartbeat on a free box.
+    /// A heartbeat on a free box.
     NotLocked,
-    /// 409 (acquire) or 403 (heartbeat, unlock): held by someone else.
-    Held { status: u16, record: Record },
-    /// 500: the state could not be read or written.
+    /// An acquire while someone else holds the box: their record.
+    Taken { record: Record },
+    /// A heartbeat or unlock by someone who does not hold the box.
+    NotHolder { record: Record },
+    /// The state could not be read or written.
     Persist(io::Error),
-    /// 503: the daemon is stopping while the request waited in the queue.
+    /// The daemon is stopping while the request waited in the queue.
     ShuttingDown,
     /// The client left while queued; nobody reads this answer.
     Abandoned,
@@ -63,7 +65,9 @@ impl std::fmt::Display for LockError {
         match self {
             LockError::Invalid(msg) => f.write_str(msg),
             LockError::NotLocked => f.write_str("Box is not locked"),
-            LockError::Held { record, .. } => write!(f, "Box is locked by {}", user_text(record)),
+            LockError::Taken { record } | LockError::NotHolder { record } => {
+                write!(f, "Box is locked by {}", user_text(record))
+            }
             LockError::Persist(e) => write!(f, "Could not persist lock state: {e}"),
             LockError::ShuttingDown => {
                 f.write_str("lagerd is shutting down; retry once it is back (lager hello)")
@@ -230,10 +234,7 @@ impl LockBox {
             if let Some(Some(record)) = self.peek() {
                 if !user_is(&record, &grant.user) {
                     crate::metrics::lock_refused();
-                    return Err(LockError::Held {
-                        status: 409,
-                        record,
-                    });
+                    return Err(LockError::Taken { record });
                 }
             }
         }
@@ -250,8 +251,7 @@ impl LockBox {
             }
             Some(record) if wait.is_zero() || txn.queue.waiters.len() >= QUEUE_MAX => {
                 crate::metrics::lock_refused();
-                Err(LockError::Held {
-                    status: 409,
+                Err(LockError::Taken {
                     record: record.clone(),
                 })
             }
@@ -292,8 +292,7 @@ impl LockBox {
                 txn.store(&record)?;
                 Ok(Value::Object(record))
             }
-            Some(record) => Err(LockError::Held {
-                status: 403,
+            Some(record) => Err(LockError::NotHolder {
                 record: record.clone(),
             }),
         })
@@ -320,10 +319,7 @@ impl LockBox {
             } else if force {
                 info!("lock of {} force-released by {user}", user_text(&record));
             } else {
-                return Err(LockError::Held {
-                    status: 403,
-                    record,
-                });
+                return Err(LockError::NotHolder { record });
             }
             txn.clear()?;
             Ok(unlocked_body(Some("Box unlocked")))
@@ -1128,14 +1124,14 @@ mod tests {
             .lock_box
             .acquire(&body(json!({"user": "bob"})), &never())
             .unwrap_err();
-        assert!(matches!(&err, LockError::Held { status: 409, .. }));
+        assert!(matches!(&err, LockError::Taken { .. }));
         assert_eq!(err.to_string(), "Box is locked by alice");
 
         let err = f
             .lock_box
             .release(&body(json!({"user": "bob"})))
             .unwrap_err();
-        assert!(matches!(err, LockError::Held { status: 403, .. }));
+        assert!(matches!(err, LockError::NotHolder { .. }));
         assert_eq!(f.lock_box.status().unwrap()["user"], "alice");
 
         let err = f
@@ -1282,7 +1278,7 @@ mod tests {
         let got = hb("a").unwrap();
         assert_eq!(got["last_heartbeat"], "2026-03-20T13:00:20Z");
         assert!(got.get("previous_user").is_none());
-        assert!(matches!(hb("b"), Err(LockError::Held { status: 403, .. })));
+        assert!(matches!(hb("b"), Err(LockError::NotHolder { .. })));
         // 20 s + 30 s: only a heartbeat kept it alive past the first TTL.
         f.clock.advance(30.0);
         assert_eq!(f.lock_box.status().unwrap()["user"], "a");
@@ -1500,7 +1496,7 @@ mod tests {
             .lock_box
             .acquire(&body(json!({"user": "w", "wait_seconds": 1})), &never())
             .unwrap_err();
-        assert!(matches!(&err, LockError::Held { status: 409, .. }), "{err}");
+        assert!(matches!(&err, LockError::Taken { .. }), "{err}");
         assert!(started.elapsed() >= Duration::from_secs(1));
         assert!(f.lock_box.lock_queue().waiters.is_empty());
 
@@ -1565,7 +1561,7 @@ mod tests {
             .lock_box
             .acquire(&body(json!({"user": "late", "wait_seconds": 60})), &never())
             .unwrap_err();
-        assert!(matches!(err, LockError::Held { status: 409, .. }));
+        assert!(matches!(err, LockError::Taken { .. }));
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "refused at once"
