@@ -16,7 +16,7 @@ use crate::config::{Config, StartError};
 use crate::devlock::{self, DeviceLocks};
 use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
-use crate::http::{Api, BoxInfo, Parts};
+use crate::http::{Api, BoxInfo, Parts, Simulated, SimulatedInstrument};
 use crate::instruments::session::{ScanRoots, Sessions};
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
@@ -57,33 +57,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _ = stdout.flush();
     drop(stdout);
 
-    // --sim: a simulated Keithley 2281S on loopback, as two nets on one
-    // address (the dual-role case), so everything works without hardware.
-    let (simulator, rigol, serial) = if config.sim {
-        let keithley = Simulator::start(Kind::Keithley2281S).map_err(StartError::Io)?;
-        let rigol = Simulator::start(Kind::RigolDp832).map_err(StartError::Io)?;
-        info!(
-            "simulated Keithley 2281S at {} (fault control on {}), Rigol DP832 at {} (on {})",
-            keithley.visa_address(),
-            keithley.control,
-            rigol.visa_address(),
-            rigol.control
-        );
-        // The serial path with no adapter: a DP832 behind a pty. A box
-        // without ptys still gets the TCP simulators.
-        let serial = SerialSimulator::start(Box::new(RigolDp832::new()))
-            .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
-            .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
-            .ok();
-        (Some(keithley), Some(rigol), serial)
+    let simulated = if config.sim {
+        start_simulators().map_err(StartError::Io)?
     } else {
-        (None, None, None)
+        Simulated::default()
     };
+    let sim_keithley = simulated.keithley.as_ref().map(|sim| sim.address.clone());
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
-        simulator,
-        rigol,
-        serial,
+        simulated,
         enforce_locks: config.enforce_locks,
         token: config.token,
         metrics_token: config.metrics_token,
@@ -126,10 +108,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         state: config.state_dir.clone(),
     };
     let diagnose = Arc::new(Diagnose::new(roots, device_locks, sessions.clone()));
-    let nets = Arc::new(Nets::new(
-        config.state_dir.clone(),
-        info.simulator.as_ref().map(Simulator::visa_address),
-    ));
+    let nets = Arc::new(Nets::new(config.state_dir.clone(), sim_keithley));
     let stop_background = Arc::new(AtomicBool::new(false));
     let health = Health::spawn(
         diagnose.clone(),
@@ -166,6 +145,42 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _ = reaper.join();
     info!("stopped");
     Ok(())
+}
+
+/// `--sim`: a simulated Keithley 2281S on loopback, served as two nets on
+/// one address (the dual-role case), and two Rigol DP832s, one over TCP and
+/// one behind a pty, so everything works without hardware. What the rest of
+/// lagerd gets is their addresses; the simulators run on their own threads.
+fn start_simulators() -> std::io::Result<Simulated> {
+    let keithley = Simulator::start(Kind::Keithley2281S)?;
+    let rigol = Simulator::start(Kind::RigolDp832)?;
+    info!(
+        "simulated Keithley 2281S at {} (fault control on {}), Rigol DP832 at {} (on {})",
+        keithley.visa_address(),
+        keithley.control,
+        rigol.visa_address(),
+        rigol.control
+    );
+    // The serial path with no adapter. A box without ptys still gets the
+    // TCP simulators.
+    let serial = SerialSimulator::start(Box::new(RigolDp832::new()))
+        .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
+        .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
+        .ok();
+    Ok(Simulated {
+        keithley: Some(SimulatedInstrument {
+            address: keithley.visa_address(),
+            control: keithley.control,
+        }),
+        rigol: Some(SimulatedInstrument {
+            address: rigol.visa_address(),
+            control: rigol.control,
+        }),
+        serial: serial.map(|sim| SimulatedInstrument {
+            address: sim.visa_address(),
+            control: sim.control,
+        }),
+    })
 }
 
 /// A.7: frees an expired lock (and wakes the queue) even if nobody asks.

@@ -27,7 +27,6 @@ use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::scriptenv::wheels::WheelError;
 use crate::server::{Body, Client, Request, Response, Service};
-use crate::sim::Simulator;
 
 /// Largest `POST /python` upload (runner.md §1).
 const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
@@ -35,16 +34,37 @@ const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
 /// What `/status` reports besides the lock (boxes.md §6).
 pub struct BoxInfo {
     pub state_dir: PathBuf,
-    /// Running under `--sim`: the simulated Keithley 2281S (served as
-    /// nets) and a simulated Rigol DP832 (for nets users add).
-    pub simulator: Option<Simulator>,
-    pub rigol: Option<Simulator>,
-    /// A second simulated DP832 behind a pseudo-terminal (`ASRL…`).
-    pub serial: Option<crate::sim::serial::SerialSimulator>,
+    /// What `--sim` started; nothing without it.
+    pub simulated: Simulated,
     pub enforce_locks: bool,
     pub token: Option<String>,
     /// `--metrics-token`: the bearer token `GET /metrics` requires.
     pub metrics_token: Option<String>,
+}
+
+/// The instruments `--sim` started, for `/status`'s `capabilities`: a
+/// simulated Keithley 2281S (served as nets), a simulated Rigol DP832 (for
+/// nets users add) and a second DP832 behind a pseudo-terminal (`ASRL…`).
+/// Addresses only: the router reaches a simulator as it reaches hardware.
+#[derive(Default)]
+pub struct Simulated {
+    pub keithley: Option<SimulatedInstrument>,
+    pub rigol: Option<SimulatedInstrument>,
+    pub serial: Option<SimulatedInstrument>,
+}
+
+/// Where a simulated instrument answers, and where its faults are driven.
+pub struct SimulatedInstrument {
+    /// Its VISA address, as a net names it.
+    pub address: String,
+    /// Its fault-injection control port.
+    pub control: std::net::SocketAddr,
+}
+
+impl SimulatedInstrument {
+    fn json(&self) -> Value {
+        json!({"address": self.address, "control": self.control.to_string()})
+    }
 }
 
 pub struct Api {
@@ -753,6 +773,7 @@ impl Api {
 
     fn status(&self) -> Value {
         let version = self.version();
+        let simulated = &self.info.simulated;
         json!({
             "healthy": true,
             "version": version,
@@ -760,13 +781,10 @@ impl Api {
             "nets": self.net_summaries(),
             "health": self.health.report(),
             "capabilities": {
-                "sim": self.info.simulator.is_some(),
-                "simulator": self.info.simulator.as_ref().map(simulator_json),
-                "rigol_simulator": self.info.rigol.as_ref().map(simulator_json),
-                "serial_simulator": self.info.serial.as_ref().map(|sim| json!({
-                    "address": sim.visa_address(),
-                    "control": sim.control.to_string(),
-                })),
+                "sim": simulated.keithley.is_some(),
+                "simulator": simulated.keithley.as_ref().map(SimulatedInstrument::json),
+                "rigol_simulator": simulated.rigol.as_ref().map(SimulatedInstrument::json),
+                "serial_simulator": simulated.serial.as_ref().map(SimulatedInstrument::json),
                 "lock_wait": true,
                 "enforce_locks": self.info.enforce_locks,
                 "token": self.info.token.is_some(),
@@ -1021,10 +1039,6 @@ fn run_status(error: &RunError) -> u16 {
         RunError::Archive(_) => 422,
         RunError::Full { .. } => 503,
     }
-}
-
-fn simulator_json(sim: &Simulator) -> Value {
-    json!({"address": sim.visa_address(), "control": sim.control.to_string()})
 }
 
 /// The `address` query parameter of the diagnose routes, `""` when absent.
