@@ -68,12 +68,7 @@ impl SimulatedInstrument {
 }
 
 pub struct Api {
-    lock_box: Arc<LockBox>,
-    runner: Arc<Runner>,
-    diagnose: Arc<Diagnose>,
-    nets: Arc<Nets>,
-    health: Arc<Health>,
-    instruments: Arc<Instruments>,
+    parts: Parts,
     info: BoxInfo,
     /// The server's open-connection count, once it runs (`/metrics`).
     connections: OnceLock<Arc<AtomicUsize>>,
@@ -228,21 +223,8 @@ impl From<RunError> for ApiError {
 
 impl Api {
     pub fn new(parts: Parts, info: BoxInfo) -> Api {
-        let Parts {
-            lock_box,
-            runner,
-            diagnose,
-            nets,
-            health,
-            instruments,
-        } = parts;
         Api {
-            lock_box,
-            runner,
-            diagnose,
-            nets,
-            health,
-            instruments,
+            parts,
             info,
             connections: OnceLock::new(),
         }
@@ -265,21 +247,25 @@ impl Api {
     }
 
     fn lock_status(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.lock_box.status()?)
+        ok(self.parts.lock_box.status()?)
     }
 
     fn lock(&self, request: &Request, client: &Client) -> Result<Response, ApiError> {
         ok(self
+            .parts
             .lock_box
             .acquire(&json_object(&request.body)?, &|| client.gone())?)
     }
 
     fn heartbeat(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.lock_box.heartbeat(&json_object(&request.body)?)?)
+        ok(self
+            .parts
+            .lock_box
+            .heartbeat(&json_object(&request.body)?)?)
     }
 
     fn unlock(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.lock_box.release(&json_object(&request.body)?)?)
+        ok(self.parts.lock_box.release(&json_object(&request.body)?)?)
     }
 
     fn status_route(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -310,22 +296,25 @@ impl Api {
     }
 
     fn python_kill(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.runner.kill(&runner_body(&request.body)?)?)
+        ok(self.parts.runner.kill(&runner_body(&request.body)?)?)
     }
 
     fn python_attach(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
+        let run_dir = self
+            .parts
+            .runner
+            .attach_target(&runner_body(&request.body)?)?;
         Ok(framed_stream(Box::new(move |out, client| {
             manage::follow(&run_dir, out, &|| client.gone())
         })))
     }
 
     fn python_continue(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.runner.resume(&runner_body(&request.body)?)?)
+        ok(self.parts.runner.resume(&runner_body(&request.body)?)?)
     }
 
     fn python_breakpoint(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.runner.breakpoint(&runner_body(&request.body)?)?)
+        ok(self.parts.runner.breakpoint(&runner_body(&request.body)?)?)
     }
 
     fn download(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -342,37 +331,44 @@ impl Api {
     }
 
     fn diagnose_usb(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        facts(self.diagnose.usb(&address_param(request)))
+        facts(self.parts.diagnose.usb(&address_param(request)))
     }
 
     fn diagnose_visa(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        facts(self.diagnose.visa(&address_param(request)))
+        facts(self.parts.diagnose.visa(&address_param(request)))
     }
 
     fn diagnose_dispatcher(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        facts(self.diagnose.dispatcher(&address_param(request)))
+        facts(self.parts.diagnose.dispatcher(&address_param(request)))
     }
 
     fn nets_list(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         ok(Value::Array(
             // `local`: the saved file only, without `--sim`'s nets.
             if request.query_param("local").is_some() {
-                self.nets.saved()
+                self.parts.nets.saved()
             } else {
-                self.nets.list()
+                self.parts.nets.list()
             },
         ))
     }
 
     fn wheels_list(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
         let wheels: Vec<Value> = self
+            .parts
             .runner
             .script_env
             .list_wheels()
             .iter()
             .map(|w| w.json())
             .collect();
-        let site = self.runner.script_env.site_dir().display().to_string();
+        let site = self
+            .parts
+            .runner
+            .script_env
+            .site_dir()
+            .display()
+            .to_string();
         ok(json!({"wheels": wheels, "site": site}))
     }
 
@@ -385,6 +381,7 @@ impl Api {
         self.enforce_lock(self.holder(request, None).as_deref())?;
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
         let gone = self
+            .parts
             .runner
             .script_env
             .uninstall_wheel(name)
@@ -411,20 +408,20 @@ impl Api {
                 &json!({"success": false, "error": "Invalid JSON"}),
             ));
         };
-        let message = self.nets.change(&body).map_err(ApiError::Nets)?;
+        let message = self.parts.nets.change(&body).map_err(ApiError::Nets)?;
         ok(json!({"success": true, "message": message}))
     }
 
     fn cache_clear(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.instruments.clear_cache(false))
+        ok(self.parts.instruments.clear_cache(false))
     }
 
     fn cache_clear_all(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.instruments.clear_cache(true))
+        ok(self.parts.instruments.clear_cache(true))
     }
 
     fn cache_stats(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.instruments.cache_stats())
+        ok(self.parts.instruments.cache_stats())
     }
 
     fn supply_monitor(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -474,13 +471,17 @@ impl Api {
         let mut run = RunRequest::from_parts(&parts)?;
         run.holder = self.holder(request, run.holder.as_deref());
         self.enforce_lock(run.holder.as_deref())?;
-        match self.runner.start(run, &request.peer.ip().to_string())? {
+        match self
+            .parts
+            .runner
+            .start(run, &request.peer.ip().to_string())?
+        {
             Started::Detached { pid, id } => Ok(json_response(
                 200,
                 &json!({"status": "detached", "pid": pid, "lager_process_id": id}),
             )),
             Started::Attached(job) => {
-                let runner = self.runner.clone();
+                let runner = self.parts.runner.clone();
                 Ok(framed_stream(Box::new(move |out, client| {
                     job.stream(out, &|| client.gone(), &runner.quiesce)
                 })))
@@ -509,6 +510,7 @@ impl Api {
             wheels.push((file, part.data));
         }
         let installed = self
+            .parts
             .runner
             .script_env
             .install_wheels(&wheels)
@@ -527,6 +529,7 @@ impl Api {
         let interval = request.query_param("interval");
         let observe = request.query_param("observe").as_deref() == Some("1");
         match self
+            .parts
             .instruments
             .monitor(battery, &name, interval.as_deref(), holder, observe)
         {
@@ -558,6 +561,7 @@ impl Api {
         }
         let action = body.get("action").cloned();
         let Outcome { message, state } = self
+            .parts
             .instruments
             .command(battery, &body)
             .map_err(ApiError::Command)?;
@@ -581,7 +585,7 @@ impl Api {
     /// The job a request comes from, by its job token (`runner::callers`).
     fn caller(&self, request: &Request) -> Option<Caller> {
         let token = request.header("authorization")?.strip_prefix("Bearer ")?;
-        self.runner.callers.find(token.trim())
+        self.parts.runner.callers.find(token.trim())
     }
 
     /// `GET /metrics` (fleet.md §1): read from each part's cheap accessor;
@@ -592,8 +596,8 @@ impl Api {
                 return Err(ApiError::Unauthorized);
             }
         }
-        let lock = self.lock_box.snapshot();
-        let health = self.health.report();
+        let lock = self.parts.lock_box.snapshot();
+        let health = self.parts.health.report();
         let sources = metrics::Sources {
             version: self.version(),
             lock: metrics::LockGauge {
@@ -602,14 +606,14 @@ impl Api {
                 }),
                 held_secs: lock
                     .as_ref()
-                    .map_or(0.0, |record| self.lock_box.held_secs(record)),
-                queue_length: self.lock_box.queue_length(),
+                    .map_or(0.0, |record| self.parts.lock_box.held_secs(record)),
+                queue_length: self.parts.lock_box.queue_length(),
             },
             connections: self
                 .connections
                 .get()
                 .map_or(0, |open| open.load(Ordering::Relaxed)),
-            sessions: self.instruments.session_states(),
+            sessions: self.parts.instruments.session_states(),
             health: health["nets"]
                 .as_array()
                 .map(|nets| {
@@ -658,13 +662,14 @@ impl Api {
 
     /// `GET /overview`: what the status page shows, as JSON.
     fn overview(&self) -> Value {
-        let lock = self.lock_box.snapshot();
+        let lock = self.parts.lock_box.snapshot();
         let held_secs = lock
             .as_ref()
-            .map_or(0.0, |record| self.lock_box.held_secs(record));
-        let health = self.health.report();
+            .map_or(0.0, |record| self.parts.lock_box.held_secs(record));
+        let health = self.parts.health.report();
         let buckets = health["nets"].as_array().cloned().unwrap_or_default();
         let nets: Vec<Value> = self
+            .parts
             .nets
             .list()
             .iter()
@@ -693,14 +698,14 @@ impl Api {
             },
             "lock": crate::page::lock_json(lock.as_ref(), held_secs),
             "queue": self
-                .lock_box
+                .parts.lock_box
                 .waiters()
                 .iter()
                 .map(|user| format_lock_user(user))
                 .collect::<Vec<_>>(),
             "health_state": health["state"],
             "nets": nets,
-            "jobs": self.runner.board.json(),
+            "jobs": self.parts.runner.board.json(),
             // Issue 15 (serial consoles) fills this at merge: one
             // `{"net", "status", "tail"}` per uart net.
             "consoles": [],
@@ -712,7 +717,7 @@ impl Api {
         if !self.info.enforce_locks {
             return Ok(());
         }
-        let Value::Object(record) = self.lock_box.status()? else {
+        let Value::Object(record) = self.parts.lock_box.status()? else {
             return Ok(());
         };
         if record.get("locked") != Some(&Value::Bool(true)) {
@@ -750,7 +755,7 @@ impl Api {
             return false;
         };
         let wanted = wanted.canonical();
-        self.nets.list().iter().any(|net| {
+        self.parts.nets.list().iter().any(|net| {
             net.get("address")
                 .and_then(Value::as_str)
                 .and_then(|a| common::addr::Address::parse(a).ok())
@@ -779,7 +784,7 @@ impl Api {
             "version": version,
             "box_version": version,
             "nets": self.net_summaries(),
-            "health": self.health.report(),
+            "health": self.parts.health.report(),
             "capabilities": {
                 "sim": simulated.keithley.is_some(),
                 "simulator": simulated.keithley.as_ref().map(SimulatedInstrument::json),
@@ -794,7 +799,7 @@ impl Api {
 
     /// Names and roles of the saved nets, for `/status`.
     fn net_summaries(&self) -> Value {
-        let nets = self.nets.list();
+        let nets = self.parts.nets.list();
         let summaries = nets
             .iter()
             .filter_map(|net| {
@@ -880,6 +885,7 @@ const fn route(
 /// mode authorizes from its `effect`, and `lagerd/tests/it/tokens.rs` walks
 /// it, so a route added here is guarded and tested without more code.
 /// Add a route as one line; classify it by what it does, not by its method.
+#[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
     route("GET", "/lock", Effect::Read, Api::lock_status),
     route("POST", "/lock", Effect::Change, Api::lock),
@@ -895,76 +901,31 @@ pub static ROUTES: &[Route] = &[
     route("POST", "/python", Effect::Hardware, Api::run_python),
     route("POST", "/python/kill", Effect::Change, Api::python_kill),
     route("POST", "/python/attach", Effect::Read, Api::python_attach),
-    route(
-        "POST",
-        "/python/continue",
-        Effect::Change,
-        Api::python_continue,
-    ),
-    route(
-        "POST",
-        "/python/breakpoint",
-        Effect::Read,
-        Api::python_breakpoint,
-    ),
+    route("POST", "/python/continue", Effect::Change, Api::python_continue),
+    route("POST", "/python/breakpoint", Effect::Read, Api::python_breakpoint),
     route("GET", "/download-file", Effect::Read, Api::download),
     route("GET", "/diagnose/usb", Effect::Read, Api::diagnose_usb),
     route("GET", "/diagnose/visa", Effect::Probe, Api::diagnose_visa),
-    route(
-        "GET",
-        "/diagnose/dispatcher",
-        Effect::Read,
-        Api::diagnose_dispatcher,
-    ),
+    route("GET", "/diagnose/dispatcher", Effect::Read, Api::diagnose_dispatcher),
     route("GET", "/nets/list", Effect::Read, Api::nets_list),
     route("POST", "/nets", Effect::Change, Api::nets_change),
     // Wheels are code every later job imports.
     route("GET", "/wheels", Effect::Read, Api::wheels_list),
     route("POST", "/wheels", Effect::Change, Api::wheels_install),
-    route(
-        "POST",
-        "/wheels/uninstall",
-        Effect::Change,
-        Api::wheels_uninstall,
-    ),
+    route("POST", "/wheels/uninstall", Effect::Change, Api::wheels_uninstall),
     // The fleet view (fleet.md §1-2): reads that never touch an instrument;
     // `/metrics` has its own optional token (`--metrics-token`).
     route("GET", "/metrics", Effect::Read, Api::metrics_route),
     route("GET", "/", Effect::Read, Api::page_route),
     route("GET", "/overview", Effect::Read, Api::overview_route),
     route("POST", "/cache/clear", Effect::Change, Api::cache_clear),
-    route(
-        "POST",
-        "/cache/clear_all",
-        Effect::Change,
-        Api::cache_clear_all,
-    ),
+    route("POST", "/cache/clear_all", Effect::Change, Api::cache_clear_all),
     route("GET", "/cache/stats", Effect::Read, Api::cache_stats),
     // Monitors open (and keep using) an instrument session.
-    route(
-        "GET",
-        "/supply/monitor",
-        Effect::Hardware,
-        Api::supply_monitor,
-    ),
-    route(
-        "GET",
-        "/battery/monitor",
-        Effect::Hardware,
-        Api::battery_monitor,
-    ),
-    route(
-        "POST",
-        "/supply/command",
-        Effect::Hardware,
-        Api::supply_command,
-    ),
-    route(
-        "POST",
-        "/battery/command",
-        Effect::Hardware,
-        Api::battery_command,
-    ),
+    route("GET", "/supply/monitor", Effect::Hardware, Api::supply_monitor),
+    route("GET", "/battery/monitor", Effect::Hardware, Api::battery_monitor),
+    route("POST", "/supply/command", Effect::Hardware, Api::supply_command),
+    route("POST", "/battery/command", Effect::Hardware, Api::battery_command),
 ];
 
 impl Service for Api {
