@@ -427,6 +427,9 @@ fn killing_lagerd_mid_run_is_a_lost_connection() {
     );
 }
 
+/// What the CLI sent on one connection, as the proxy forwarded it.
+type Recording = Arc<Mutex<Vec<u8>>>;
+
 /// A TCP proxy in front of lagerd that keeps a copy of every byte the
 /// CLI sends (so a test can count its requests) and can cut its `POST
 /// /python` connections, so the lock routes stay reachable after the cut.
@@ -434,7 +437,7 @@ struct Proxy {
     port: u16,
     runs: Arc<Mutex<Vec<TcpStream>>>,
     /// What the CLI sent, one entry per connection.
-    sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    sent: Arc<Mutex<Vec<Recording>>>,
 }
 
 impl Proxy {
@@ -442,7 +445,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let runs: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<Recording>>> = Arc::default();
         let (shared_runs, shared_sent) = (Arc::clone(&runs), Arc::clone(&sent));
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -451,7 +454,7 @@ impl Proxy {
                     continue;
                 };
                 let runs = Arc::clone(&shared_runs);
-                let copy: Arc<Mutex<Vec<u8>>> = Arc::default();
+                let copy: Recording = Arc::default();
                 shared_sent.lock().expect("sent").push(Arc::clone(&copy));
                 std::thread::spawn(move || {
                     let mut first = [0u8; 13];
