@@ -1,13 +1,17 @@
 //! The box reservation lock (locking.md Part A): one record in
 //! `<state-dir>/lock.json`, the only writer of that file.
 //!
-//! The file is the source of truth (A.4). Every operation, reads included,
-//! takes the in-process mutex and an exclusive `flock` on
-//! `lock.json.flock`, re-reads the file, reaps an expired lock, hands a free
-//! lock to the head of the wait queue, then applies its change. A change is
-//! on disk (temp file, fsync, rename, fsync of the directory) before the
-//! caller gets its reply, so a crash after a reply loses nothing and a crash
-//! before one leaves the previous file intact.
+//! The file is the source of truth (A.4). Every change takes the
+//! in-process mutex and an exclusive `flock` on `lock.json.flock`, re-reads
+//! the file, reaps an expired lock, hands a free lock to the head of the
+//! wait queue, then applies its change. Reads that the file answers alone
+//! (`GET /lock`, an acquire refused at once, `/metrics`) take neither: they
+//! stat the file and reuse the last parse unless the stat changed (`peek`,
+//! `snapshot`); an expired or corrupt record, or a queue, sends them through
+//! the critical section too. A change is on disk (temp file, fsync, rename,
+//! fsync of the directory) before the caller gets its reply, so a crash
+//! after a reply loses nothing and a crash before one leaves the previous
+//! file intact.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
