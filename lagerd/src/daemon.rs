@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -13,10 +14,11 @@ use log::{error, info, warn};
 
 use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
+use crate::console::{self, Consoles};
 use crate::devlock::{self, DeviceLocks};
 use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
-use crate::http::{Api, BoxInfo, Parts, Simulated, SimulatedInstrument};
+use crate::http::{Api, BoxInfo, Parts, Simulated, SimulatedConsole, SimulatedInstrument};
 use crate::instruments::session::{ScanRoots, Sessions};
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
@@ -25,6 +27,7 @@ use crate::runner::{Runner, RunnerConfig};
 use crate::scriptenv::ScriptEnv;
 use crate::server::Server;
 use crate::signals::Signals;
+use crate::sim::dut::SimDut;
 use crate::sim::rigol::RigolDp832;
 use crate::sim::serial::SerialSimulator;
 use crate::sim::{Kind, Simulator};
@@ -58,11 +61,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     drop(stdout);
 
     let simulated = if config.sim {
-        start_simulators().map_err(StartError::Io)?
+        start_simulators(&config.state_dir).map_err(StartError::Io)?
     } else {
         Simulated::default()
     };
     let sim_keithley = simulated.keithley.as_ref().map(|sim| sim.address.clone());
+    let sim_console = simulated.dut.as_ref().map(|dut| dut.link.clone());
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
         simulated,
@@ -108,8 +112,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
         state: config.state_dir.clone(),
     };
     let diagnose = Arc::new(Diagnose::new(roots, device_locks, sessions.clone()));
-    let nets = Arc::new(Nets::new(config.state_dir.clone(), sim_keithley));
+    let mut nets = Nets::new(config.state_dir.clone(), sim_keithley);
+    if let Some(link) = sim_console {
+        nets = nets.with_sim_console(link);
+    }
+    let nets = Arc::new(nets);
     let stop_background = Arc::new(AtomicBool::new(false));
+    let consoles = Consoles::start(
+        console::Config {
+            ring_bytes: config.uart_ring_bytes,
+            log_file_bytes: console::LOG_FILE_BYTES,
+            log_root: config.state_dir.join("uart"),
+            roots: console::Roots {
+                sys: config.sys_root.clone(),
+                dev: config.dev_root.clone(),
+                proc: config.proc_root.clone(),
+            },
+        },
+        nets.clone(),
+        stop_background.clone(),
+    );
     let health = Health::spawn(
         diagnose.clone(),
         nets.clone(),
@@ -125,6 +147,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         nets,
         health,
         instruments,
+        consoles: consoles.clone(),
     };
     let api = Arc::new(Api::new(parts, info));
     let server = Server::start(listeners, api.clone(), config.limits).map_err(StartError::Io)?;
@@ -142,16 +165,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     lock_box.shut_down();
     server.stop(SHUTDOWN_GRACE);
     stop_background.store(true, Ordering::SeqCst);
+    consoles.shutdown();
     let _ = reaper.join();
     info!("stopped");
     Ok(())
 }
 
 /// `--sim`: a simulated Keithley 2281S on loopback, served as two nets on
-/// one address (the dual-role case), and two Rigol DP832s, one over TCP and
-/// one behind a pty, so everything works without hardware. What the rest of
+/// one address (the dual-role case), two Rigol DP832s, one over TCP and one
+/// behind a pty, and a device under test whose console is served as
+/// `console1`, so everything works without hardware. What the rest of
 /// lagerd gets is their addresses; the simulators run on their own threads.
-fn start_simulators() -> std::io::Result<Simulated> {
+fn start_simulators(state_dir: &Path) -> std::io::Result<Simulated> {
     let keithley = Simulator::start(Kind::Keithley2281S)?;
     let rigol = Simulator::start(Kind::RigolDp832)?;
     info!(
@@ -167,6 +192,17 @@ fn start_simulators() -> std::io::Result<Simulated> {
         .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
         .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
         .ok();
+    // The console's link is in the state dir, as /dev/serial/by-id would be.
+    let dut = SimDut::start(state_dir.join("sim").join("console1"))
+        .inspect(|dut| {
+            info!(
+                "simulated device console at {} (control on {})",
+                dut.link.display(),
+                dut.control
+            )
+        })
+        .map_err(|e| warn!("no simulated device console (cannot open a pty): {e}"))
+        .ok();
     Ok(Simulated {
         keithley: Some(SimulatedInstrument {
             address: keithley.visa_address(),
@@ -179,6 +215,10 @@ fn start_simulators() -> std::io::Result<Simulated> {
         serial: serial.map(|sim| SimulatedInstrument {
             address: sim.visa_address(),
             control: sim.control,
+        }),
+        dut: dut.map(|dut| SimulatedConsole {
+            link: dut.link.display().to_string(),
+            control: dut.control,
         }),
     })
 }

@@ -53,6 +53,9 @@ pub enum NetsError {
         instrument: String,
     },
     BadAddress(common::addr::AddressError),
+    /// A `uart` net's port or serial params, with the console module's
+    /// reason (console.md §1).
+    BadConsole(String),
     /// `pin` as given, when it is no channel number.
     BadPin(Value),
     /// `saved_nets.json` could not be written; the old one stands.
@@ -90,6 +93,7 @@ impl std::fmt::Display for NetsError {
                 "Unsupported instrument '{instrument}' for {role} net '{name}'."
             ),
             NetsError::BadAddress(e) => e.fmt(f),
+            NetsError::BadConsole(why) => f.write_str(why),
             NetsError::BadPin(pin) => {
                 write!(f, "pin must be a channel number of 1 or more, not {pin}")
             }
@@ -106,6 +110,8 @@ pub struct Nets {
     state_dir: PathBuf,
     /// The simulator's address under `--sim`.
     simulated: Option<String>,
+    /// Under `--sim`, the simulated device's console link (`console1`).
+    simulated_console: Option<String>,
     /// Serializes read-modify-write of the file: two adds at once must
     /// both land.
     writing: Mutex<()>,
@@ -116,8 +122,15 @@ impl Nets {
         Nets {
             state_dir,
             simulated,
+            simulated_console: None,
             writing: Mutex::new(()),
         }
+    }
+
+    /// Serves the simulated device's console at `link` as `console1`.
+    pub fn with_sim_console(mut self, link: String) -> Nets {
+        self.simulated_console = Some(link);
+        self
     }
 
     /// `POST /nets`: `{"action":"add","net":{…}}` or `{"action":"delete",
@@ -239,21 +252,28 @@ impl Nets {
     /// nets of the same name replace the simulated ones.
     pub fn list(&self) -> Vec<Value> {
         let saved = self.saved();
-        let Some(address) = &self.simulated else {
+        if self.simulated.is_none() && self.simulated_console.is_none() {
             return saved;
-        };
+        }
         let taken: Vec<String> = saved
             .iter()
             .filter_map(|net| Some(net.get("name")?.as_str()?.to_string()))
             .collect();
-        [("supply1", "power-supply"), ("battery1", "battery")]
-            .into_iter()
-            .filter(|(name, _)| !taken.iter().any(|t| t == name))
-            .map(|(name, role)| {
-                json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": address, "pin": 1})
-            })
-            .chain(saved)
-            .collect()
+        let free = |name: &str| !taken.iter().any(|t| t == name);
+        let mut nets = Vec::new();
+        if let Some(address) = &self.simulated {
+            for (name, role) in [("supply1", "power-supply"), ("battery1", "battery")] {
+                if free(name) {
+                    nets.push(json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": address, "pin": 1}));
+                }
+            }
+        }
+        if let Some(link) = self.simulated_console.as_ref().filter(|_| free("console1")) {
+            let params = crate::console::SerialParams::default().to_json();
+            nets.push(json!({"name": "console1", "role": "uart", "instrument": "sim-dut", "address": link, "params": params}));
+        }
+        nets.extend(saved);
+        nets
     }
 }
 
@@ -275,6 +295,10 @@ fn validate(net: Option<&Value>) -> Result<Value, NetsError> {
     }
     if !ROLES.contains(&role) {
         return Err(NetsError::UnknownRole(role.to_string()));
+    }
+    // A console names a serial port, not a VISA instrument (console.md §1).
+    if role == "uart" {
+        return crate::console::params::validate_net(name, net).map_err(NetsError::BadConsole);
     }
     let lowered = instrument.to_ascii_lowercase();
     let supported = match role {
