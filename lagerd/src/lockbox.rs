@@ -369,7 +369,8 @@ impl LockBox {
             .map_or(0.0, |since| (self.clock.now() - since).max(0.0))
     }
 
-    /// Wakes every queued request so it can answer 503 and let the daemon stop.
+    /// Wakes every queued request so it can answer `ShuttingDown` and let
+    /// the daemon stop.
     pub fn shut_down(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.queue_changed.notify_all();

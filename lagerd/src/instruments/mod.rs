@@ -487,7 +487,7 @@ fn command_outcome<T>(outcome: &Result<T, DriverError>) -> crate::metrics::Comma
 }
 
 /// A monitor's `interval` (§7.1: default 1.0, garbage 1.0, at least 0.1);
-/// a number above the hour, or not finite, is refused with 400.
+/// a number above the hour, or not finite, is refused (`BadInterval`).
 fn monitor_interval(given: Option<&str>) -> Result<Duration, CommandError> {
     let Some(text) = given else {
         return Ok(Duration::from_secs(1));

@@ -160,7 +160,7 @@ impl Runner {
         let _ = fs::remove_dir_all(run_dir);
     }
 
-    /// `POST /python/attach`: checks the run exists (422 otherwise).
+    /// `POST /python/attach`: checks the run exists (`NoSuchRun` otherwise).
     pub fn attach_target(&self, body: &Map<String, Value>) -> Result<PathBuf, RunError> {
         let id = required_id(body)?;
         let dir = self.config.run_dir.join(&id);
