@@ -606,12 +606,19 @@ fn battery_state(session: &mut Session) -> Result<Value, DriverError> {
 /// The first comma field as a number, units stripped (§6.2); 0 if none.
 fn float(reply: &str) -> f64 {
     let first = reply.split(',').next().unwrap_or("");
-    first
-        .trim()
-        .trim_end_matches(['V', 'A', 'W', 's', '%', 'Ω'])
-        .trim()
-        .parse()
-        .unwrap_or(0.0)
+    finite(
+        first
+            .trim()
+            .trim_end_matches(['V', 'A', 'W', 's', '%', 'Ω']),
+    )
+    .unwrap_or(0.0)
+}
+
+/// A reading as a finite number. Rust parses `nan`, `inf` and `1e999`, but
+/// they have no JSON form: a state would carry `null` where clients expect
+/// a number (found by the `scpi_replies` fuzz target).
+pub(super) fn finite(text: &str) -> Option<f64> {
+    text.trim().parse().ok().filter(|v: &f64| v.is_finite())
 }
 
 #[cfg(test)]
@@ -623,6 +630,10 @@ mod tests {
         assert_eq!(float("5.000V"), 5.0);
         assert_eq!(float("3.7,other"), 3.7);
         assert_eq!(float("garbage"), 0.0);
+        for not_a_reading in ["nan", "NaN", "inf", "-infinity", "1e999"] {
+            assert_eq!(float(not_a_reading), 0.0, "{not_a_reading}");
+        }
+        assert_eq!(float("9.91E37"), 9.91e37, "SCPI's NaN is a finite number");
         assert_eq!(function_of("POW"), Some(Function::PowerSupply));
         assert_eq!(function_of("\"BATT\""), Some(Function::Battery));
         assert_eq!(function_of("???"), None);

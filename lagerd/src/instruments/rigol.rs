@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::actions::{number, Action, Limits};
-use super::keithley::{checked, supply_message, DriverError, Outcome};
+use super::keithley::{checked, finite, supply_message, DriverError, Outcome};
 use super::session::Session;
 
 /// DP832 channels: 1 and 2 are 30 V/3 A, 3 is 5 V/3 A.
@@ -139,14 +139,16 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
 /// `(volts, amps)` set on the channel, from `:APPL? CHn` (`CH1:30V/3A,5.000,1.000`).
 fn setpoints(session: &mut Session, ch: &str) -> Result<(f64, f64), DriverError> {
     let reply = session.query(&format!(":APPL? {ch}"))?;
-    let mut fields = reply.split(',').skip(1).map(|f| f.trim().parse::<f64>());
-    match (fields.next(), fields.next()) {
-        (Some(Ok(volts)), Some(Ok(amps))) => Ok((volts, amps)),
-        _ => Err(DriverError::Refused {
-            command: format!(":APPL? {ch}"),
-            error: format!("unexpected reply {reply:?}"),
-        }),
-    }
+    setpoints_of(&reply).ok_or_else(|| DriverError::Refused {
+        command: format!(":APPL? {ch}"),
+        error: format!("unexpected reply {reply:?}"),
+    })
+}
+
+/// The volts and amps fields of an `:APPL?` reply, both finite numbers.
+fn setpoints_of(reply: &str) -> Option<(f64, f64)> {
+    let mut fields = reply.split(',').skip(1).map(finite);
+    Some((fields.next()??, fields.next()??))
 }
 
 fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
@@ -155,14 +157,11 @@ fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
     let enabled = session.query(&format!(":OUTP? {ch}"))? == "ON";
     let (voltage_set, current_set) = setpoints(session, &ch)?;
     let all = session.query(&format!(":MEAS:ALL? {ch}"))?;
-    let measured: Vec<f64> = all
-        .split(',')
-        .map(|f| f.trim().parse().unwrap_or(0.0))
-        .collect();
+    let measured: Vec<f64> = all.split(',').map(|f| finite(f).unwrap_or(0.0)).collect();
     let value = |i: usize| measured.get(i).copied().unwrap_or(0.0);
     let mut query = |header: &str| session.query(&format!("{header} {ch}"));
-    let ovp_limit: f64 = query(":OUTP:OVP:VAL?")?.parse().unwrap_or(0.0);
-    let ocp_limit: f64 = query(":OUTP:OCP:VAL?")?.parse().unwrap_or(0.0);
+    let ovp_limit = finite(&query(":OUTP:OVP:VAL?")?).unwrap_or(0.0);
+    let ocp_limit = finite(&query(":OUTP:OCP:VAL?")?).unwrap_or(0.0);
     let ovp_tripped = query(":OUTP:OVP:QUES?")? == "YES";
     let ocp_tripped = query(":OUTP:OCP:QUES?")? == "YES";
     let limits = limits(channel);
@@ -194,5 +193,15 @@ mod tests {
         assert_eq!(limits(1).volts, (0.0, 30.0));
         assert_eq!(limits(3).volts, (0.0, 5.0));
         assert_eq!(limits(2).amps, (0.0, 3.0));
+    }
+
+    /// Found by the `scpi_replies` fuzz target: `nan` parsed as a setpoint
+    /// and reached the state as JSON `null`.
+    #[test]
+    fn setpoints_are_finite_numbers() {
+        assert_eq!(setpoints_of("CH1:30V/3A,5.000,1.000"), Some((5.0, 1.0)));
+        for reply in ["CH1:30V/3A,nan,1", "CH1,1,inf", "CH1,5", "5.0,1.0"] {
+            assert_eq!(setpoints_of(reply), None, "{reply}");
+        }
     }
 }
