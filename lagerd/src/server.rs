@@ -144,6 +144,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client whose peer has already left, for driving a `Service` in
+    /// process (the `router` fuzz target): a queued request gives up at
+    /// once and a stream ends after its first write, as for a real client
+    /// that disconnected.
+    pub fn gone_already() -> Client {
+        Client {
+            fd: -1,
+            stopping: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
     /// True once the peer closed or reset the connection (or the daemon is
     /// stopping). Pipelined bytes waiting to be read do not count as gone.
     pub fn gone(&self) -> bool {
