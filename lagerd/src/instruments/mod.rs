@@ -48,22 +48,6 @@ struct Monitor {
     client: Option<Client>,
 }
 
-/// Unregisters a monitor when its stream ends, however it ends.
-struct Registration<'a> {
-    instruments: &'a Instruments,
-    id: u64,
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        self.instruments
-            .monitors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|m| m.id != self.id);
-    }
-}
-
 /// A resolved net: its name, instrument address and driver.
 struct Target {
     name: String,
@@ -350,6 +334,9 @@ impl Instruments {
 }
 
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.
+/// Its registration lives exactly as long as it does: a stream the server
+/// never runs (the answer to a HEAD, a client gone before the head was
+/// written) must not hold the instrument's other role until a restart.
 pub struct MonitorStream {
     instruments: Arc<Instruments>,
     id: u64,
@@ -358,12 +345,18 @@ pub struct MonitorStream {
     interval: Duration,
 }
 
+impl Drop for MonitorStream {
+    fn drop(&mut self) {
+        self.instruments
+            .monitors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|m| m.id != self.id);
+    }
+}
+
 impl MonitorStream {
     pub fn run(self, out: &mut dyn Write, client: &Client) -> io::Result<()> {
-        let _registered = Registration {
-            instruments: &self.instruments,
-            id: self.id,
-        };
         if let Some(me) = self
             .instruments
             .monitors

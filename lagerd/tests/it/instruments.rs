@@ -464,6 +464,28 @@ fn a_watch_streams_state_and_holds_the_instrument_for_its_role() {
     ));
 }
 
+/// Found by the `router` fuzz target: a HEAD to a monitor URL registered a
+/// watch whose stream never ran, and the instrument's other role stayed
+/// refused ("currently in use") until lagerd restarted.
+#[test]
+fn a_watch_that_never_streams_holds_nothing() {
+    let b = Bench::start("monitor-head", &[]);
+    let mut stream = TcpStream::connect(b.daemon.addr()).unwrap();
+    stream
+        .write_all(b"HEAD /supply/monitor?netname=supply1 HTTP/1.1\r\nHost: box\r\n\r\n")
+        .unwrap();
+    // A HEAD answer has no body: the status line and headers are all.
+    let mut status_line = String::new();
+    BufReader::new(&stream).read_line(&mut status_line).unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    let (status, reply) = b.battery("state", None);
+    assert_eq!(
+        (status, reply["success"].as_bool()),
+        (200, Some(true)),
+        "{reply}"
+    );
+}
+
 #[test]
 fn cache_clear_keeps_sessions_and_clear_all_closes_them() {
     let b = Bench::start("cache", &[]);
