@@ -152,7 +152,7 @@ const WORDS: [&str; 24] = [
 
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Call(Call),
+    Call(Box<Call>),
     /// `lager supply|battery NET watch` (or a HEAD to the same URL).
     Monitor {
         battery: bool,

@@ -112,7 +112,7 @@ fuzz_target!(|input: Input| match input {
         let mut transfer = dev_dep_msg_in(tag, &payload, eom);
         assert_eq!(transfer.len() % 4, 0, "aligned to four bytes");
         // Devices may send more alignment than needed; it is ignored.
-        transfer.extend(std::iter::repeat(0).take(usize::from(padding % 8)));
+        transfer.extend(std::iter::repeat_n(0, usize::from(padding % 8)));
         let message = parse_dev_dep_msg_in(tag, &transfer).expect("its own reply parses");
         assert_eq!((message.payload, message.eom), (&payload[..], eom));
         if let Some(other) = tag.checked_add(1) {
