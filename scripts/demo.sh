@@ -5,7 +5,14 @@
 # reserve the box, list it, run a script on it with `lager python`, ask
 # `lager diagnose` about its simulated Keithley 2281S, and drive that
 # instrument as a supply and as a battery simulator.
+#
+#   scripts/demo.sh                         the whole tour
+#   scripts/demo.sh examples/rail_check.py  just run that script on the box
+#                                           (exits with the script's code)
 set -euo pipefail
+script=${1:-}
+[ -z "$script" ] || [ -f "$script" ] || { echo "demo.sh: no script $script" >&2; exit 2; }
+[ -z "$script" ] || script=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
 cd "$(dirname "$0")/.."
 cargo build --quiet --bin lagerd --bin lager
 bin=target/debug
@@ -24,6 +31,11 @@ addr=$(sed -n 's/^listening on //p' "$demo/lagerd.out" | head -1)
 
 run() { echo; echo "\$ $*"; "$@"; }
 run "$bin/lager" boxes add --name demo --ip 127.0.0.1 --port "${addr##*:}" --user pi --yes
+if [ -n "$script" ]; then
+  set +e
+  run "$bin/lager" python "$script" --box demo
+  exit $?
+fi
 run "$bin/lager" hello --box demo
 run "$bin/lager" boxes lock --box demo
 run "$bin/lager" boxes
@@ -37,6 +49,8 @@ print("this line goes to stderr", file=sys.stderr)
 sys.exit(3)
 PY
 run "$bin/lager" python "$demo/hello.py" --box demo || echo "(exit $?: the script's own exit code)"
+# A test script drives the bench by net name (from lager import Net, NetType).
+run "$bin/lager" python examples/rail_check.py --box demo
 run "$bin/lager" diagnose supply1 --box demo
 # The simulated Keithley 2281S is both nets: one instrument, two roles.
 run "$bin/lager" nets --box demo

@@ -3,11 +3,13 @@
 //! binaries (and their tests) can use it anywhere.
 
 pub mod addr;
+pub mod bounded;
 pub mod diagnose;
 pub mod errclass;
 pub mod holder;
 pub mod runid;
 pub mod version;
+pub mod wheel;
 pub mod wire;
 
 /// The build version shared by `lager --version` and `lagerd`'s `/status`.

@@ -15,3 +15,7 @@ pub const LOCK_BODY_LIMIT: usize = 64 * 1024;
 pub const USER_MAX_BYTES: usize = 1024;
 /// Largest `wait_seconds` a lock request may ask for (locking.md A.8).
 pub const WAIT_SECONDS_MAX: u64 = 300;
+/// A monitor's `interval` (instruments.md §7.1: at least 0.1 s). The upper
+/// end is lagerd's: an hour between readings, so no deadline overflows.
+pub const MONITOR_INTERVAL: crate::bounded::Range =
+    crate::bounded::Range::new(0.1, 3600.0, "seconds");

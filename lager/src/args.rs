@@ -5,9 +5,11 @@ use argh::FromArgs;
 
 mod deploy;
 mod instrument;
+mod wheel;
 
 pub use deploy::{DeployAction, DeployOpts};
 pub use instrument::{InstrumentOpts, NetAdd, Role, WatchOpts};
+pub use wheel::{WheelAction, WheelOpts};
 
 /// Control, inspect and reserve lager boxes.
 #[derive(FromArgs, Debug)]
@@ -42,6 +44,7 @@ enum TopCommand {
     Install(deploy::InstallArgs),
     Update(deploy::UpdateArgs),
     Uninstall(deploy::UninstallArgs),
+    InstallWheel(wheel::InstallWheelArgs),
     Box(BoxArgs),
 }
 
@@ -164,13 +167,31 @@ struct BoxesDeleteArgs {
     yes: bool,
 }
 
-/// Reserve a box until you unlock it.
+/// Reserve a box until you unlock it, or the first free one with --any.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "lock")]
+#[argh(
+    subcommand,
+    name = "lock",
+    note = "--any asks every saved box (or those matching --pool) at once, locks the
+            first free one and prints its name. With --wait it queues on every busy
+            candidate and keeps only the first grant; you never end up holding two."
+)]
 struct BoxesLockArgs {
     /// box name, IP address or host:port
     #[argh(option, long = "box")]
-    box_name: String,
+    box_name: Option<String>,
+    /// lock the first free saved box instead of a named one
+    #[argh(switch)]
+    any: bool,
+    /// with --any: only boxes whose name matches this glob (e.g. 'bench-*')
+    #[argh(option)]
+    pool: Option<String>,
+    /// with --any: only boxes that have this net, healthy (repeatable)
+    #[argh(option)]
+    net: Vec<String>,
+    /// with --any: wait up to this many seconds for a box to free up
+    #[argh(option)]
+    wait: Option<u64>,
     /// user to lock as (default: LAGER_USER, `lager defaults` user, login name)
     #[argh(option)]
     user: Option<String>,
@@ -403,6 +424,14 @@ pub enum Command {
         user: Option<String>,
         json: bool,
     },
+    /// `lager boxes lock --any` (fleet.md §3).
+    BoxesLockAny {
+        pool: Option<String>,
+        nets: Vec<String>,
+        wait_secs: u64,
+        user: Option<String>,
+        json: bool,
+    },
     BoxesUnlock {
         box_name: String,
         force: bool,
@@ -446,6 +475,8 @@ pub enum Command {
     },
     /// `lager install|update|uninstall`.
     Deploy(DeployOpts),
+    /// `lager install-wheel`.
+    InstallWheel(WheelOpts),
 }
 
 /// `lager diagnose` options (diagnose.md §4).
@@ -504,6 +535,34 @@ pub enum EarlyExit {
     Usage(String),
 }
 
+/// `boxes lock`: either `--box NAME` or `--any` with its filters.
+fn boxes_lock(lock: BoxesLockArgs) -> Result<Command, EarlyExit> {
+    let usage = |text: &str| Err(EarlyExit::Usage(text.to_string()));
+    match (lock.box_name, lock.any) {
+        (Some(_), true) => usage("Give either --box NAME or --any, not both."),
+        (None, false) => usage(
+            "Missing --box NAME (or --any for the first free box). Usage: lager boxes lock --box NAME",
+        ),
+        (Some(box_name), false) => {
+            if lock.pool.is_some() || !lock.net.is_empty() || lock.wait.is_some() {
+                return usage("--pool, --net and --wait go with --any.");
+            }
+            Ok(Command::BoxesLock {
+                box_name,
+                user: lock.user,
+                json: lock.json,
+            })
+        }
+        (None, true) => Ok(Command::BoxesLockAny {
+            pool: lock.pool,
+            nets: lock.net,
+            wait_secs: lock.wait.unwrap_or(0),
+            user: lock.user,
+            json: lock.json,
+        }),
+    }
+}
+
 /// Parses `args` (without the program name).
 pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
     let args = instrument::hoist_negative_numbers(args);
@@ -516,7 +575,7 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
     } else {
         match top.command {
                 None => return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager install, lager update, lager uninstall"
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager install, lager update, lager uninstall, lager install-wheel"
                         .to_string(),
                 )),
                 Some(command) => typed(command)?,
@@ -539,6 +598,7 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
         TopCommand::Install(install) => deploy::install(install)?,
         TopCommand::Update(update) => deploy::update(update)?,
         TopCommand::Uninstall(uninstall) => deploy::uninstall(uninstall)?,
+        TopCommand::InstallWheel(args) => wheel::install_wheel(args)?,
         TopCommand::Box(BoxArgs {
             command: BoxCommand::Update(update),
         }) => deploy::update(update)?,
@@ -559,11 +619,7 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
                 name: delete.name,
                 yes: delete.yes,
             },
-            Some(BoxesCommand::Lock(lock)) => Command::BoxesLock {
-                box_name: lock.box_name,
-                user: lock.user,
-                json: lock.json,
-            },
+            Some(BoxesCommand::Lock(lock)) => boxes_lock(lock)?,
             Some(BoxesCommand::Unlock(unlock)) => Command::BoxesUnlock {
                 box_name: unlock.box_name,
                 force: unlock.force,
@@ -750,6 +806,30 @@ mod tests {
     }
 
     #[test]
+    fn lock_any_takes_its_filters() {
+        assert_eq!(
+            command(&[
+                "boxes", "lock", "--any", "--pool", "bench-*", "--net", "vbat", "--net", "uart0",
+                "--wait", "30", "--json"
+            ]),
+            Command::BoxesLockAny {
+                pool: Some("bench-*".into()),
+                nets: vec!["vbat".into(), "uart0".into()],
+                wait_secs: 30,
+                user: None,
+                json: true,
+            }
+        );
+        for bad in [
+            &["boxes", "lock", "--any", "--box", "b"][..],
+            &["boxes", "lock", "--box", "b", "--wait", "3"],
+            &["boxes", "lock", "--pool", "x"],
+        ] {
+            assert!(matches!(parse(bad), Err(EarlyExit::Usage(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn lock_requires_box_and_unlock_rejects_user() {
         assert!(matches!(
             parse(&["boxes", "lock"]),
@@ -898,6 +978,30 @@ mod tests {
             Command::DefaultsAdd { settings: vec![] }
         );
     }
+    #[test]
+    fn install_wheel_takes_wheels_or_list_or_uninstall() {
+        assert_eq!(
+            command(&["install-wheel", "a.whl", "b.whl", "--box", "b1"]),
+            Command::InstallWheel(WheelOpts {
+                action: WheelAction::Install(vec!["a.whl".into(), "b.whl".into()]),
+                box_name: Some("b1".into()),
+                force: false,
+                json: false,
+            })
+        );
+        let Command::InstallWheel(opts) = command(&["install-wheel", "--list", "--json"]) else {
+            panic!("not install-wheel");
+        };
+        assert_eq!((opts.action, opts.json), (WheelAction::List, true));
+        let Command::InstallWheel(opts) = command(&["install-wheel", "--uninstall", "pkg"]) else {
+            panic!("not install-wheel");
+        };
+        assert_eq!(opts.action, WheelAction::Uninstall("pkg".into()));
+        assert!(usage(&["install-wheel"]).starts_with("No wheel given"));
+        assert!(usage(&["install-wheel", "a.whl", "--list"]).starts_with("Give wheels"));
+        assert!(usage(&["install-wheel", "--uninstall", " "]).starts_with("Give wheels"));
+    }
+
     #[test]
     fn box_update_is_update() {
         assert_eq!(

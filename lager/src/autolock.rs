@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::bounded::Range;
 use common::holder::{format_lock_user, lock_scope, EnvLookup};
 use serde_json::{json, Value};
 
@@ -47,13 +48,19 @@ fn parse_int(value: &str) -> Option<i64> {
     value.trim().parse::<i64>().ok()
 }
 
+/// Longest `LAGER_LOCK_WAIT` (a week) and `LAGER_LOCK_HEARTBEAT` (a day):
+/// B.2 clamps these variables rather than refusing them, and a larger
+/// number would overflow the deadline it becomes (issue 12).
+const WAIT_SECS: Range = Range::new(0.0, 604_800.0, "seconds");
+const HEARTBEAT_SECS: Range = Range::new(1.0, 86_400.0, "seconds");
+
 /// `LAGER_LOCK_WAIT`: unset ⇒ 0 on a dev host, 1800 under CI;
-/// `max(0, int)`; not an integer ⇒ 0.
+/// `max(0, int)`, at most a week; not an integer ⇒ 0.
 pub fn parse_wait_secs(value: Option<&str>, ci: bool) -> u64 {
     match value {
         None if ci => 1800,
         None => 0,
-        Some(v) => parse_int(v).map_or(0, |n| n.max(0) as u64),
+        Some(v) => parse_int(v).map_or(0, |n| WAIT_SECS.clamp(n as f64) as u64),
     }
 }
 
@@ -73,9 +80,12 @@ pub fn parse_ttl_secs(value: Option<&str>) -> Option<u32> {
     Some(parse_int(trimmed).map_or(1800, |n| n.clamp(1, i64::from(u32::MAX)) as u32))
 }
 
-/// `LAGER_LOCK_HEARTBEAT`: unset or garbage ⇒ 60; integer ⇒ `max(1, n)`.
+/// `LAGER_LOCK_HEARTBEAT`: unset or garbage ⇒ 60; integer ⇒ `max(1, n)`,
+/// at most a day.
 pub fn parse_heartbeat_secs(value: Option<&str>) -> u64 {
-    value.and_then(parse_int).map_or(60, |n| n.max(1) as u64)
+    value
+        .and_then(parse_int)
+        .map_or(60, |n| HEARTBEAT_SECS.clamp(n as f64) as u64)
 }
 
 impl LockSettings {
@@ -539,6 +549,31 @@ pub fn engage(
             return Err(e);
         }
     };
+    arm(&mut slot, client, holder, settings, label, &acquisition);
+    Ok(acquisition)
+}
+
+/// Arms the guard for a lock taken by [`crate::pick`] (`--box any:…`),
+/// exactly as if [`engage`] had acquired it: heartbeat, release at exit.
+pub fn adopt(
+    client: &Client,
+    holder: &str,
+    settings: &LockSettings,
+    label: &str,
+    acquisition: &Acquisition,
+) {
+    crate::signals::install(on_signal);
+    arm(&mut guard(), client, holder, settings, label, acquisition);
+}
+
+fn arm(
+    slot: &mut Option<Held>,
+    client: &Client,
+    holder: &str,
+    settings: &LockSettings,
+    label: &str,
+    acquisition: &Acquisition,
+) {
     let record_ttl = acquisition
         .record
         .as_ref()
@@ -552,7 +587,7 @@ pub fn engage(
     };
     if acquisition.state == AcquireState::Unreachable {
         *slot = None;
-        return Ok(acquisition);
+        return;
     }
     let sink: WarnSink = Arc::new(|text: &str| output::warn(text));
     let heartbeat = heartbeat_ttl.map(|ttl| {
@@ -571,7 +606,6 @@ pub fn engage(
         heartbeat,
         release: acquisition.state == AcquireState::Acquired,
     });
-    Ok(acquisition)
 }
 
 /// Releases the process's lock, at most once: stops the heartbeat, then

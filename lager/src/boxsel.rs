@@ -116,7 +116,7 @@ fn env_token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn target_of_entry(name: &str, entry: &BoxEntry) -> Result<Target, CliError> {
+pub(crate) fn target_of_entry(name: &str, entry: &BoxEntry) -> Result<Target, CliError> {
     if entry.ip.is_empty() {
         return Err(CliError::NoIp {
             name: name.to_string(),

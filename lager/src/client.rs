@@ -211,6 +211,26 @@ impl Client {
         self.send("POST", path, &[], Some(body.to_string()), connect, timeout)
     }
 
+    /// POST a binary body (`lager install-wheel`'s multipart upload).
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
+        let connect = self.connect_within(timeout);
+        self.send_body(
+            "POST",
+            path,
+            headers,
+            Some((content_type, body)),
+            connect,
+            timeout,
+        )
+    }
+
     /// GET whose body is streamed by the caller (downloads): `connect`
     /// bounds the connection, `read` every wait for bytes, not the total.
     pub fn get_stream(
@@ -253,6 +273,19 @@ impl Client {
         connect: Duration,
         timeout: Duration,
     ) -> Result<Reply, TransportError> {
+        let body = body.as_ref().map(|b| ("application/json", b.as_bytes()));
+        self.send_body(method, path, headers, body, connect, timeout)
+    }
+
+    fn send_body(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+        connect: Duration,
+        timeout: Duration,
+    ) -> Result<Reply, TransportError> {
         // A fresh agent per request: its connect timeout must not exceed
         // this request's budget (ureq's default connect timeout is 30 s).
         let agent = ureq::AgentBuilder::new()
@@ -270,9 +303,9 @@ impl Client {
         }
         log::debug!("{method} {url} (timeout {timeout:?})");
         let result = match body {
-            Some(body) => request
-                .set("Content-Type", "application/json")
-                .send_string(&body),
+            Some((content_type, body)) => {
+                request.set("Content-Type", content_type).send_bytes(body)
+            }
             None => request.call(),
         };
         let response = match result {

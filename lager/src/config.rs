@@ -101,17 +101,20 @@ pub struct Config {
     pub boxes: BTreeMap<String, BoxEntry>,
 }
 
+/// Largest config file read: thousands of boxes fit in far less.
+const CONFIG_MAX: usize = 4 << 20;
+
 /// Reads one config file: missing ⇒ `None`; not a JSON object ⇒ error.
 fn read_object(path: &Path) -> Result<Option<Map<String, Value>>, CliError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+    let text = match crate::readcap::read_file(path, CONFIG_MAX).map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => {
             return Err(CliError::ConfigInvalid {
                 path: path.to_path_buf(),
                 reason: "it is not UTF-8 text".to_string(),
             })
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(CliError::ConfigRead {
                 path: path.to_path_buf(),

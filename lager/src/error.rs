@@ -56,6 +56,19 @@ pub enum CliError {
         /// Seconds waited before giving up, when a wait was requested.
         waited_secs: Option<u64>,
     },
+    /// `--any` / `any:PATTERN` (fleet.md §3): no saved box matches the pool.
+    NoCandidate {
+        pool: String,
+    },
+    /// `--any` / `any:PATTERN`: every matching box was held, unfit or dead.
+    NoFreeBox {
+        pool: String,
+        busy: usize,
+        unfit: usize,
+        unreachable: usize,
+        /// Seconds waited in the queues, when a wait was asked for.
+        waited_secs: Option<u64>,
+    },
     /// `lager boxes lock` got 409 (locking.md B.9).
     AlreadyLocked {
         display: String,
@@ -168,6 +181,11 @@ pub enum CliError {
     },
     /// `lager install|update|uninstall` failed at the ssh or box boundary.
     Deploy(crate::cmd::deploy::DeployError),
+    /// A file given to `lager install-wheel` cannot be uploaded as a wheel.
+    Wheel {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -250,6 +268,29 @@ impl fmt::Display for CliError {
                     writeln!(f, "Gave up after waiting {secs}s.")?;
                 }
                 write!(f, "{}", force_hint(display))
+            }
+            CliError::NoCandidate { pool } => write!(
+                f,
+                "Error: No saved box matches '{pool}'. See them with: lager boxes"
+            ),
+            CliError::NoFreeBox {
+                pool,
+                busy,
+                unfit,
+                unreachable,
+                waited_secs,
+            } => {
+                write!(
+                    f,
+                    "Error: No free box matches '{pool}' ({busy} busy, {unfit} without the nets asked for, {unreachable} unreachable)"
+                )?;
+                match waited_secs {
+                    Some(secs) => write!(f, "\nGave up after waiting {secs}s."),
+                    None => write!(
+                        f,
+                        "\nWait for one with --wait SECONDS, or see who holds them: lager boxes"
+                    ),
+                }
             }
             CliError::AlreadyLocked {
                 display,
@@ -374,6 +415,9 @@ impl fmt::Display for CliError {
                 "Error: box returned a non-JSON response (HTTP {status})."
             ),
             CliError::BoxRefused(error) => write!(f, "Error: {error}"),
+            CliError::Wheel { path, reason } => {
+                write!(f, "Error: {}: {reason}; nothing was uploaded", path.display())
+            }
             CliError::Deploy(error) => write!(f, "{error}"),
             CliError::OverLimit { what, value, max, unit } => write!(
                 f,

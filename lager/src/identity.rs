@@ -34,6 +34,7 @@ pub fn lager_user(global_default_user: Option<&str>) -> String {
 /// The passwd entry's name for our uid, if there is one.
 fn passwd_name() -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid value of this plain C struct (null pointers, zero ids); getpwuid_r fills it.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: getpwuid_r writes only into `pwd` and `buf`, both sized as passed.

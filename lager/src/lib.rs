@@ -3,6 +3,8 @@
 //! integration tests drive [`autolock`] against a real `lagerd` before any
 //! command uses it.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod args;
 pub mod autolock;
 pub mod boxsel;
@@ -13,6 +15,8 @@ pub mod errmap;
 pub mod error;
 pub mod identity;
 pub mod output;
+pub mod pick;
+pub mod readcap;
 pub mod signals;
 pub mod skew;
 
@@ -50,6 +54,18 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
             user,
             json,
         } => cmd::boxes::lock(&box_name, user.as_deref(), json),
+        Command::BoxesLockAny {
+            pool,
+            nets,
+            wait_secs,
+            user,
+            json,
+        } => cmd::boxes::lock_any(
+            pick::Want { pool, nets },
+            std::time::Duration::from_secs(wait_secs),
+            user.as_deref(),
+            json,
+        ),
         Command::BoxesUnlock {
             box_name,
             force,
@@ -65,6 +81,7 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Instrument(opts) => cmd::instrument::run(&opts),
         Command::Watch(opts) => cmd::watch::run(&opts),
         Command::Deploy(opts) => cmd::deploy::run(&opts),
+        Command::InstallWheel(opts) => cmd::wheel::run(&opts),
         Command::NetsList {
             box_name,
             json,

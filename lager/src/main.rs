@@ -1,6 +1,8 @@
 //! `lager`: parse arguments, start logging, run, turn the result into an
 //! exit code (0 ok, 1 failure, 2 usage error).
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 
 use lager::args::{self, EarlyExit};

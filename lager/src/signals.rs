@@ -26,6 +26,9 @@ pub fn reset_on_delivery(on: bool) {
 }
 
 extern "C" fn on_signal(signo: libc::c_int) {
+    // The interrupted code may be between a failing call and its read of
+    // errno; nothing below may change what it reads.
+    let _errno = SavedErrno::save();
     if RESET_ON_DELIVERY.load(Ordering::SeqCst) {
         for signo in HANDLED {
             // SAFETY: sigaction is async-signal-safe; a zeroed struct with
@@ -43,6 +46,25 @@ extern "C" fn on_signal(signo: libc::c_int) {
         let byte = signo as u8;
         // SAFETY: write(2) is async-signal-safe; the buffer is one local byte.
         unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+/// The thread's `errno`, put back on drop: a signal handler must leave it
+/// as it found it.
+struct SavedErrno(libc::c_int);
+
+impl SavedErrno {
+    fn save() -> SavedErrno {
+        // SAFETY: __errno_location returns the calling thread's errno slot,
+        // valid for the thread's lifetime; reading it is async-signal-safe.
+        SavedErrno(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for SavedErrno {
+    fn drop(&mut self) {
+        // SAFETY: as in `save`: the same thread's own errno slot.
+        unsafe { *libc::__errno_location() = self.0 };
     }
 }
 
@@ -93,4 +115,24 @@ pub fn install(action: fn(i32)) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue12_the_signal_handler_leaves_errno_as_it_found_it() {
+        // SAFETY: this thread's own errno slot.
+        unsafe { *libc::__errno_location() = libc::EAGAIN };
+        // A descriptor that is not open: the handler's write fails with
+        // EBADF, which must not leak into the interrupted code's errno.
+        let installed = PIPE_WRITE.swap(1 << 20, Ordering::SeqCst);
+        on_signal(libc::SIGUSR2);
+        PIPE_WRITE.store(installed, Ordering::SeqCst);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN)
+        );
+    }
 }

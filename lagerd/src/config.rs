@@ -5,12 +5,17 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use argh::FromArgs;
+use common::bounded::{OutOfRange, Range};
 
 use crate::server::Limits;
 
 /// lagerd: the lager box daemon. Serves box locks, status and (later) the
 /// script runner and instruments on every --listen address.
 #[derive(FromArgs)]
+#[argh(
+    note = "`lagerd python-path [--state-dir DIR]` prints the PYTHONPATH that gives a box\n\
+            shell the lager package test scripts import, and the installed wheels."
+)]
 pub struct Args {
     /// address to serve, host:port, repeatable; port 0 picks a free one
     /// (default: 0.0.0.0:9000 and 0.0.0.0:5000)
@@ -24,9 +29,15 @@ pub struct Args {
     #[argh(switch)]
     pub sim: bool,
     /// require "Authorization: Bearer <token>" (token read from this file) on
-    /// every request that is not a GET
+    /// every request that changes state or touches an instrument: all but
+    /// GET, the supply/battery monitors, and /diagnose/visa of an address
+    /// that is no saved net's
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// require "Authorization: Bearer <token>" on GET /metrics, the token
+    /// read from this file (kept out of the process list, like --token-file)
+    #[argh(option)]
+    pub metrics_token: Option<PathBuf>,
     /// refuse runner and instrument requests from anyone but the lock holder
     #[argh(switch)]
     pub enforce_locks: bool,
@@ -47,9 +58,20 @@ pub struct Args {
     #[argh(option)]
     pub dev_root: Option<PathBuf>,
     /// seconds between background health checks of every net (default 60;
-    /// 0 turns them off)
+    /// 0 turns them off). A check is passive: sysfs, drivers, holders and
+    /// open sessions; it opens no instrument unless --health-probe
     #[argh(option)]
     pub health_interval_secs: Option<u64>,
+    /// let the health check open each net's instrument for a fresh *IDN?
+    /// when lagerd has no session open on it (off by default: the probe
+    /// collides with a user's own program holding the instrument)
+    #[argh(switch)]
+    pub health_probe: bool,
+    /// most script jobs at once, attached runs plus detached ones still
+    /// running; one more is answered 503 (default 8, sized for a Pi: each
+    /// job costs 2-4 threads and a python3)
+    #[argh(option)]
+    pub max_jobs: Option<u64>,
     /// milliseconds an instrument may take to answer (default 10000)
     #[argh(option)]
     pub instrument_timeout_ms: Option<u64>,
@@ -68,9 +90,12 @@ pub struct Config {
     pub sys_root: PathBuf,
     pub dev_root: PathBuf,
     pub health_interval: std::time::Duration,
+    pub health_probe: bool,
+    pub max_jobs: usize,
     pub instrument_timeout: std::time::Duration,
     pub sim: bool,
     pub token: Option<String>,
+    pub metrics_token: Option<String>,
     pub enforce_locks: bool,
     pub limits: Limits,
 }
@@ -78,6 +103,12 @@ pub struct Config {
 #[derive(Debug)]
 pub enum StartError {
     BadListen(String),
+    /// A numeric flag outside the range lagerd can work with.
+    BadNumber {
+        flag: &'static str,
+        value: u64,
+        range: OutOfRange,
+    },
     TokenFile {
         path: PathBuf,
         why: String,
@@ -97,7 +128,9 @@ impl StartError {
     /// Exit status: 2 for configuration mistakes (A.9a), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::BadListen(_) | StartError::TokenFile { .. } => 2,
+            StartError::BadListen(_)
+            | StartError::BadNumber { .. }
+            | StartError::TokenFile { .. } => 2,
             _ => 1,
         }
     }
@@ -109,9 +142,12 @@ impl std::fmt::Display for StartError {
             StartError::BadListen(text) => {
                 write!(f, "invalid --listen {text:?}: expected host:port, e.g. 0.0.0.0:9000 or 127.0.0.1:0")
             }
+            StartError::BadNumber { flag, value, range } => {
+                write!(f, "invalid --{flag} {value}: {range}")
+            }
             StartError::TokenFile { path, why } => write!(
                 f,
-                "token file {}: {why}; put the bearer token in it or drop --token-file",
+                "token file {}: {why}; put the bearer token in it, or drop the option that names it",
                 path.display()
             ),
             StartError::StateDir { path, err } => write!(
@@ -144,45 +180,97 @@ impl Config {
                     .ok_or_else(|| StartError::BadListen(text.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let state_dir = args
-            .state_dir
-            .or_else(|| {
-                std::env::var_os("LAGERD_STATE_DIR")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from)
-            })
-            .unwrap_or_else(|| PathBuf::from("/etc/lager"));
+        let state_dir = args.state_dir.unwrap_or_else(default_state_dir);
         let token = args.token_file.map(read_token).transpose()?;
-        let mut limits = Limits::default();
+        let mut limits = Limits {
+            // Large uploads are spooled next to the state, on disk (not
+            // /tmp, which is RAM on many boxes).
+            spool_dir: Some(state_dir.clone()),
+            ..Limits::default()
+        };
+        let metrics_token = args.metrics_token.map(read_token).transpose()?;
         if let Some(max) = args.max_connections {
-            limits.max_connections = max.max(1);
+            limits.max_connections = checked("max-connections", max as u64, CONNECTIONS)? as usize;
         }
         if let Some(millis) = args.head_timeout_ms {
-            limits.head_timeout = std::time::Duration::from_millis(millis.max(1));
-            limits.read_timeout = limits.read_timeout.min(limits.head_timeout);
+            limits.head_timeout = checked_millis("head-timeout-ms", millis, TIMEOUT_MS)?;
+            limits.body_timeout = limits.body_timeout.min(limits.head_timeout);
         }
+        let health_interval = match args.health_interval_secs {
+            None => std::time::Duration::from_secs(60),
+            Some(secs) => std::time::Duration::from_secs(checked(
+                "health-interval-secs",
+                secs,
+                HEALTH_INTERVAL_SECS,
+            )?),
+        };
+        let instrument_timeout = match args.instrument_timeout_ms {
+            None => std::time::Duration::from_secs(10),
+            Some(millis) => checked_millis("instrument-timeout-ms", millis, TIMEOUT_MS)?,
+        };
+        let max_jobs = match args.max_jobs {
+            None => DEFAULT_MAX_JOBS,
+            Some(jobs) => checked("max-jobs", jobs, JOBS)? as usize,
+        };
         Ok(Config {
             listen,
             state_dir,
             proc_root: args.proc_root.unwrap_or_else(|| PathBuf::from("/proc")),
             sys_root: args.sys_root.unwrap_or_else(|| PathBuf::from("/sys")),
             dev_root: args.dev_root.unwrap_or_else(|| PathBuf::from("/dev")),
-            health_interval: std::time::Duration::from_secs(
-                args.health_interval_secs.unwrap_or(60),
-            ),
-            instrument_timeout: std::time::Duration::from_millis(
-                args.instrument_timeout_ms.unwrap_or(10_000).max(1),
-            ),
+            health_interval,
+            health_probe: args.health_probe,
+            max_jobs,
+            instrument_timeout,
             sim: args.sim,
             token,
+            metrics_token,
             enforce_locks: args.enforce_locks,
             limits,
         })
     }
 }
 
+/// `$LAGERD_STATE_DIR`, else `/etc/lager` (locking.md A.1).
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("LAGERD_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/lager"), PathBuf::from)
+}
+
+/// Flag ranges (issue 12): every number a flag (or `lagerd.conf`, which
+/// only holds flags) gives is checked before it becomes a count or a
+/// deadline, so no setting can overflow one later.
+const CONNECTIONS: Range = Range::new(1.0, 65_536.0, "connections");
+const TIMEOUT_MS: Range = Range::new(1.0, 600_000.0, "milliseconds");
+const HEALTH_INTERVAL_SECS: Range = Range::new(0.0, 86_400.0, "seconds");
+const JOBS: Range = Range::new(1.0, 1024.0, "jobs");
+/// Running plus detached jobs on a Pi: each is a python3 and 2-4 threads.
+pub const DEFAULT_MAX_JOBS: usize = 8;
+
+fn checked(flag: &'static str, value: u64, range: Range) -> Result<u64, StartError> {
+    range
+        .count(value as f64)
+        .map_err(|range| StartError::BadNumber { flag, value, range })
+}
+
+fn checked_millis(
+    flag: &'static str,
+    value: u64,
+    range: Range,
+) -> Result<std::time::Duration, StartError> {
+    range
+        .millis(value as f64)
+        .map_err(|range| StartError::BadNumber { flag, value, range })
+}
+
 fn read_token(path: PathBuf) -> Result<String, StartError> {
-    match std::fs::read_to_string(&path) {
+    // A token is a line of text; /dev/zero or a log file by mistake must
+    // not fill memory before the error.
+    let read = crate::fsutil::read_limited(&path, 4096).and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not text"))
+    });
+    match read {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
         Ok(_) => Err(StartError::TokenFile {
             path,

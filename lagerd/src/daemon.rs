@@ -22,6 +22,7 @@ use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
 use crate::nets::Nets;
 use crate::runner::{Runner, RunnerConfig};
+use crate::scriptenv::ScriptEnv;
 use crate::server::Server;
 use crate::signals::Signals;
 use crate::sim::rigol::RigolDp832;
@@ -32,6 +33,7 @@ use crate::sim::{Kind, Simulator};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(config: Config) -> Result<(), StartError> {
+    crate::metrics::mark_start();
     raise_fd_limit();
     let lock_box = LockBox::open(&config.state_dir, Arc::new(SystemClock))
         .map(Arc::new)
@@ -84,11 +86,24 @@ pub fn run(config: Config) -> Result<(), StartError> {
         serial,
         enforce_locks: config.enforce_locks,
         token: config.token,
+        metrics_token: config.metrics_token,
     };
-    let runner = Arc::new(Runner::new(RunnerConfig::from_env(
-        &config.state_dir,
-        &config.proc_root,
-    )));
+    let runner_config = RunnerConfig {
+        max_jobs: config.max_jobs,
+        ..RunnerConfig::from_env(&config.state_dir, &config.proc_root)
+    };
+    // The `lager` package for scripts, on every job's path (scripts.md §1).
+    let bound: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let script_env = ScriptEnv::open(&config.state_dir, &runner_config.python, &bound)
+        .map(Arc::new)
+        .map_err(|err| StartError::StateDir {
+            path: config.state_dir.join("python"),
+            err,
+        })?;
+    let runner = Arc::new(Runner::new(runner_config, script_env));
     // One device-lock manager per process (diagnose.md §1): the sessions and
     // diagnose's fresh probe must see each other's locks.
     let device_locks = Arc::new(DeviceLocks::new(
@@ -120,6 +135,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         diagnose.clone(),
         nets.clone(),
         config.health_interval,
+        config.health_probe,
         stop_background.clone(),
     );
     let instruments = Arc::new(Instruments::new(sessions, nets.clone()));
@@ -132,7 +148,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         instruments,
     };
     let api = Arc::new(Api::new(parts, info));
-    let server = Server::start(listeners, api, config.limits).map_err(StartError::Io)?;
+    let server = Server::start(listeners, api.clone(), config.limits).map_err(StartError::Io)?;
+    api.count_connections(server.connections());
     info!(
         "lagerd {} serving state dir {}",
         common::VERSION,
@@ -175,6 +192,7 @@ fn raise_fd_limit() {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit/setrlimit only read and write the local `limit` struct passed by reference.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
         {

@@ -108,6 +108,7 @@ impl DeviceLocks {
         };
         let started = Instant::now();
         loop {
+            // SAFETY: flock on a descriptor `file` owns; no memory is passed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return self.record(address, file);
             }
@@ -142,6 +143,7 @@ impl DeviceLocks {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(address);
         if let Some(file) = file {
+            // SAFETY: flock on a descriptor `file` owns; no memory is passed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) } != 0 {
                 warn!(
                     "releasing the device lock of {address}: {}",
@@ -244,6 +246,7 @@ fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
+    // SAFETY: kill with signal 0 only checks for existence; no memory is passed.
     let signalled = unsafe { libc::kill(pid, 0) } == 0;
     signalled || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
@@ -355,6 +358,7 @@ time.sleep(60)
         assert!(err.to_string().contains(&format!(
             "an orphaned child of pid {locker_pid} -- that process has exited but left the lock fd open in a descendant"
         )));
+        // SAFETY: kill takes plain integers; the orphan is our test child.
         unsafe { libc::kill(orphan_pid, libc::SIGKILL) };
         fs::remove_dir_all(dir).unwrap();
     }

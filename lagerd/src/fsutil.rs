@@ -1,8 +1,10 @@
 //! Replacing a small file whole: a temp file beside it, then a rename, so
-//! a reader sees the old content or the new, never half of either.
+//! a reader sees the old content or the new, never half of either. And
+//! reading one with a bound: a state file, a script's breakpoint file or a
+//! `/proc` entry never becomes a buffer as large as whatever is there.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,40 @@ pub enum Durability {
     Atomic,
     /// Also fsync the file before, and the directory after, the rename.
     Durable,
+}
+
+/// The whole of `path` if it has at most `max` bytes; a longer file is an
+/// `InvalidData` error that says so.
+pub fn read_limited(path: &Path, max: usize) -> io::Result<Vec<u8>> {
+    read_all_limited(File::open(path)?, max).map_err(|e| {
+        if e.kind() == io::ErrorKind::InvalidData {
+            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        } else {
+            e
+        }
+    })
+}
+
+/// Everything `reader` gives if it is at most `max` bytes, else an
+/// `InvalidData` error; never more than `max + 1` bytes are read.
+pub fn read_all_limited(reader: impl Read, max: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The first `max` bytes of `path` (for text shown to people, such as a
+/// `/proc` command line, where the start is enough).
+pub fn read_head(path: &Path, max: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)?.take(max as u64).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Replaces `path` with `bytes` (mode 0644); on failure the old file stays
@@ -75,5 +111,21 @@ mod tests {
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        assert_eq!(read_all_limited(&b"12345"[..], 5).unwrap(), b"12345");
+        let err = read_all_limited(&b"123456"[..], 5).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // An endless source is not read to its end.
+        let err = read_all_limited(io::repeat(b'x'), 1 << 20).unwrap_err();
+        assert_eq!(err.to_string(), "longer than 1048576 bytes");
+        let err = read_limited(Path::new("/dev/zero"), 4096).unwrap_err();
+        assert!(
+            err.to_string().starts_with("/dev/zero: longer than"),
+            "{err}"
+        );
+        assert_eq!(read_head(Path::new("/dev/zero"), 3).unwrap(), [0, 0, 0]);
     }
 }

@@ -3,19 +3,24 @@
 //! two-implementation drift of the Python system cannot recur.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
-use common::holder::lock_scope;
+use common::holder::{format_lock_user, lock_scope};
 use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::diagnose::Diagnose;
+use crate::fsutil::read_limited;
 use crate::health::Health;
 use crate::instruments::Instruments;
 use crate::lockbox::{LockBox, LockError};
+use crate::metrics;
 use crate::multipart;
 use crate::nets::Nets;
+use crate::runner::callers::{constant_time_eq, Caller};
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::server::{Body, Client, Request, Response, Service};
@@ -35,6 +40,8 @@ pub struct BoxInfo {
     pub serial: Option<crate::sim::serial::SerialSimulator>,
     pub enforce_locks: bool,
     pub token: Option<String>,
+    /// `--metrics-token`: the bearer token `GET /metrics` requires.
+    pub metrics_token: Option<String>,
 }
 
 pub struct Api {
@@ -45,6 +52,8 @@ pub struct Api {
     health: Arc<Health>,
     instruments: Arc<Instruments>,
     info: BoxInfo,
+    /// The server's open-connection count, once it runs (`/metrics`).
+    connections: OnceLock<Arc<AtomicUsize>>,
 }
 
 /// The parts behind the routes, each owning its own state.
@@ -171,109 +180,229 @@ impl Api {
             health,
             instruments,
             info,
+            connections: OnceLock::new(),
         }
     }
 
+    /// Gives `/metrics` the server's open-connection count.
+    pub fn count_connections(&self, open: Arc<AtomicUsize>) {
+        let _ = self.connections.set(open);
+    }
+
+    /// The route table's answer to `request`: 404 for an unknown path, 405
+    /// for a known path with another method, 401 when token mode wants the
+    /// token, else the handler's reply.
     fn route(&self, request: &Request, client: &Client) -> Result<Response, ApiError> {
-        let get = matches!(request.method.as_str(), "GET" | "HEAD");
-        let post = request.method == "POST";
-        let ok = |value: Value| Ok(json_response(200, &value));
-        match request.path.as_str() {
-            "/lock" if get => ok(self.lock_box.status()?),
-            "/lock" if post => ok(self
-                .lock_box
-                .acquire(&json_object(&request.body)?, &|| client.gone())?),
-            "/lock/heartbeat" if post => {
-                ok(self.lock_box.heartbeat(&json_object(&request.body)?)?)
-            }
-            "/unlock" if post => ok(self.lock_box.release(&json_object(&request.body)?)?),
-            "/status" if get => ok(self.status()),
-            "/health" if get => ok(json!({
-                "status": "healthy",
-                "service": "lager-python-box",
-                "version": self.version(),
-            })),
-            "/version" if get => Ok(Response {
-                status: 200,
-                headers: vec![("Content-Type", "text/plain".into())],
-                body: Body::Full(format!("lager-python-box {}\n", self.version()).into_bytes()),
-            }),
-            "/hello" if get => ok(json!({
-                "message": "Hello from Lager Python Box!",
-                "service": "lager-python-box",
-            })),
-            "/python" if post => self.run_python(request),
-            "/python/kill" if post => ok(self.runner.kill(&runner_body(&request.body)?)?),
-            "/python/attach" if post => {
-                let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
-                Ok(framed_stream(Box::new(move |out, client| {
-                    manage::follow(&run_dir, out, client)
-                })))
-            }
-            "/python/continue" if post => ok(self.runner.resume(&runner_body(&request.body)?)?),
-            "/python/breakpoint" if post => {
-                ok(self.runner.breakpoint(&runner_body(&request.body)?)?)
-            }
-            "/download-file" if get => {
-                let filename = request.query_param("filename").unwrap_or_default();
-                let roots: Vec<PathBuf> = DOWNLOAD_ROOTS.iter().map(PathBuf::from).collect();
-                let bytes = manage::download(&filename, &roots).map_err(ApiError::Download)?;
-                Ok(Response {
-                    status: 200,
-                    headers: vec![("Content-Type", "application/octet-stream".into())],
-                    body: Body::Full(bytes),
-                })
-            }
-            "/diagnose/usb" if get => Ok(answer(self.diagnose.usb(&address_param(request)))),
-            "/diagnose/visa" if get => Ok(answer(self.diagnose.visa(&address_param(request)))),
-            "/diagnose/dispatcher" if get => {
-                Ok(answer(self.diagnose.dispatcher(&address_param(request))))
-            }
-            "/nets/list" if get => ok(Value::Array(self.nets.list())),
-            "/nets" if post => {
-                let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
-                    return Ok(json_response(
-                        400,
-                        &json!({"success": false, "error": "Invalid JSON"}),
-                    ));
-                };
-                Ok(match self.nets.change(&body) {
-                    Ok(message) => {
-                        json_response(200, &json!({"success": true, "message": message}))
-                    }
-                    Err((status, error)) => {
-                        json_response(status, &json!({"success": false, "error": error}))
-                    }
-                })
-            }
-            "/cache/clear" if post => ok(self.instruments.clear_cache(false)),
-            "/cache/clear_all" if post => ok(self.instruments.clear_cache(true)),
-            "/cache/stats" if get => ok(self.instruments.cache_stats()),
-            "/supply/monitor" if get => self.monitor(request, false),
-            "/battery/monitor" if get => self.monitor(request, true),
-            "/supply/command" if post => self.instrument_command(request, false),
-            "/battery/command" if post => self.instrument_command(request, true),
-            "/test-stream" if get => Ok(Response {
-                status: 200,
-                headers: vec![
-                    ("Content-Type", "text/plain".into()),
-                    (OUTPUT_VERSION_HEADER, "1".into()),
-                ],
-                body: Body::Full(b"1 12 Hello world\n- 1 0".to_vec()),
-            }),
-            "/cli-version" if get => {
-                let text = std::fs::read(self.info.state_dir.join("cli_version.json"))
-                    .map_err(|_| ApiError::NoVersionFile)?;
-                ok(serde_json::from_slice(&text).map_err(|_| ApiError::NoVersionFile)?)
-            }
-            "/lock" | "/lock/heartbeat" | "/unlock" | "/status" | "/health" | "/version"
-            | "/hello" | "/cli-version" => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound),
+        let route = Route::find(&request.method, &request.path)?;
+        if !self.authorized(request, route) {
+            return Err(ApiError::Unauthorized);
         }
+        (route.handler)(self, request, client)
+    }
+
+    fn lock_status(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.lock_box.status()?)
+    }
+
+    fn lock(&self, request: &Request, client: &Client) -> Result<Response, ApiError> {
+        ok(self
+            .lock_box
+            .acquire(&json_object(&request.body)?, &|| client.gone())?)
+    }
+
+    fn heartbeat(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.lock_box.heartbeat(&json_object(&request.body)?)?)
+    }
+
+    fn unlock(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.lock_box.release(&json_object(&request.body)?)?)
+    }
+
+    fn status_route(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.status())
+    }
+
+    fn health(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(json!({
+            "status": "healthy",
+            "service": "lager-python-box",
+            "version": self.version(),
+        }))
+    }
+
+    fn version_route(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        Ok(Response {
+            status: 200,
+            headers: vec![("Content-Type", "text/plain".into())],
+            body: Body::Full(format!("lager-python-box {}\n", self.version()).into_bytes()),
+        })
+    }
+
+    fn hello(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(json!({
+            "message": "Hello from Lager Python Box!",
+            "service": "lager-python-box",
+        }))
+    }
+
+    fn python_kill(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.runner.kill(&runner_body(&request.body)?)?)
+    }
+
+    fn python_attach(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
+        Ok(framed_stream(Box::new(move |out, client| {
+            manage::follow(&run_dir, out, &|| client.gone())
+        })))
+    }
+
+    fn python_continue(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.runner.resume(&runner_body(&request.body)?)?)
+    }
+
+    fn python_breakpoint(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.runner.breakpoint(&runner_body(&request.body)?)?)
+    }
+
+    fn download(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        let filename = request.query_param("filename").unwrap_or_default();
+        let roots: Vec<PathBuf> = DOWNLOAD_ROOTS.iter().map(PathBuf::from).collect();
+        let file = manage::download(&filename, &roots).map_err(ApiError::Download)?;
+        Ok(Response {
+            status: 200,
+            headers: vec![("Content-Type", "application/octet-stream".into())],
+            body: Body::Stream(Box::new(move |out, client| {
+                manage::send_file(file, out, &|| client.gone())
+            })),
+        })
+    }
+
+    fn diagnose_usb(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        Ok(answer(self.diagnose.usb(&address_param(request))))
+    }
+
+    fn diagnose_visa(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        Ok(answer(self.diagnose.visa(&address_param(request))))
+    }
+
+    fn diagnose_dispatcher(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        Ok(answer(self.diagnose.dispatcher(&address_param(request))))
+    }
+
+    fn nets_list(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(Value::Array(
+            // `local`: the saved file only, without `--sim`'s nets.
+            if request.query_param("local").is_some() {
+                self.nets.saved()
+            } else {
+                self.nets.list()
+            },
+        ))
+    }
+
+    fn wheels_list(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        let wheels: Vec<Value> = self
+            .runner
+            .script_env
+            .list_wheels()
+            .iter()
+            .map(|w| w.json())
+            .collect();
+        let site = self.runner.script_env.site_dir().display().to_string();
+        ok(json!({"wheels": wheels, "site": site}))
+    }
+
+    fn wheels_install(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.install_wheels(request)
+    }
+
+    fn wheels_uninstall(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        let body = json_object(&request.body)?;
+        self.enforce_lock(self.holder(request, None).as_deref())?;
+        let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+        Ok(match self.runner.script_env.uninstall_wheel(name) {
+            Ok(gone) => json_response(
+                200,
+                &json!({"success": true, "name": gone.name, "version": gone.version}),
+            ),
+            Err(e) => wheel_failure(&e),
+        })
+    }
+
+    fn metrics_route(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.metrics(request)
+    }
+
+    fn page_route(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        Ok(self.page(request))
+    }
+
+    fn overview_route(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.overview())
+    }
+
+    fn nets_change(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&request.body) else {
+            return Ok(json_response(
+                400,
+                &json!({"success": false, "error": "Invalid JSON"}),
+            ));
+        };
+        Ok(match self.nets.change(&body) {
+            Ok(message) => json_response(200, &json!({"success": true, "message": message})),
+            Err((status, error)) => {
+                json_response(status, &json!({"success": false, "error": error}))
+            }
+        })
+    }
+
+    fn cache_clear(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.instruments.clear_cache(false))
+    }
+
+    fn cache_clear_all(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.instruments.clear_cache(true))
+    }
+
+    fn cache_stats(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        ok(self.instruments.cache_stats())
+    }
+
+    fn supply_monitor(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.monitor(request, false)
+    }
+
+    fn battery_monitor(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.monitor(request, true)
+    }
+
+    fn supply_command(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.instrument_command(request, false)
+    }
+
+    fn battery_command(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.instrument_command(request, true)
+    }
+
+    fn test_stream(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "text/plain".into()),
+                (OUTPUT_VERSION_HEADER, "1".into()),
+            ],
+            body: Body::Full(b"1 12 Hello world\n- 1 0".to_vec()),
+        })
+    }
+
+    fn cli_version(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
+        let text = read_limited(&self.info.state_dir.join("cli_version.json"), 64 * 1024)
+            .map_err(|_| ApiError::NoVersionFile)?;
+        ok(serde_json::from_slice(&text).map_err(|_| ApiError::NoVersionFile)?)
     }
 
     /// `POST /python`: parse the upload, enforce the lock, start the job.
-    fn run_python(&self, request: &Request) -> Result<Response, ApiError> {
+    fn run_python(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         let parse_failed =
             |why: String| RunError::BadRequest(format!("Failed to parse request: {why}"));
         let boundary = request.header("content-type").and_then(multipart::boundary);
@@ -284,9 +413,9 @@ impl Api {
             Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
                 .map_err(|e| parse_failed(e.to_string()))?,
         };
-        let run = RunRequest::from_parts(&parts)?;
-        let holder = request.header(HOLDER_HEADER).or(run.holder.as_deref());
-        self.enforce_lock(holder)?;
+        let mut run = RunRequest::from_parts(&parts)?;
+        run.holder = self.holder(request, run.holder.as_deref());
+        self.enforce_lock(run.holder.as_deref())?;
         match self.runner.start(run, &request.peer.ip().to_string())? {
             Started::Detached { pid, id } => Ok(json_response(
                 200,
@@ -295,10 +424,39 @@ impl Api {
             Started::Attached(job) => {
                 let runner = self.runner.clone();
                 Ok(framed_stream(Box::new(move |out, client| {
-                    job.stream(out, client, &runner.quiesce)
+                    job.stream(out, &|| client.gone(), &runner.quiesce)
                 })))
             }
         }
+    }
+
+    /// `POST /wheels` (scripts.md §3): multipart, one part named `wheel` per
+    /// file, its filename the wheel's; installed all or none. Lock-enforced:
+    /// it changes what every later job imports.
+    fn install_wheels(&self, request: &Request) -> Result<Response, ApiError> {
+        self.enforce_lock(self.holder(request, None).as_deref())?;
+        let bad = |why: String| Ok(json_response(400, &json!({"success": false, "error": why})));
+        let parts = match request.header("content-type").and_then(multipart::boundary) {
+            Some(Ok(boundary)) => match multipart::parse(&request.body, &boundary) {
+                Ok(parts) => parts,
+                Err(e) => return bad(format!("Failed to parse request: {e}")),
+            },
+            _ => return bad("send the wheels as multipart/form-data".into()),
+        };
+        let mut wheels = Vec::new();
+        for part in parts.iter().filter(|p| p.name == "wheel") {
+            let Some(file) = part.filename.clone() else {
+                return bad("a wheel part has no filename: the wheel's name comes from it".into());
+            };
+            wheels.push((file, part.data));
+        }
+        Ok(match self.runner.script_env.install_wheels(&wheels) {
+            Ok(installed) => {
+                let installed: Vec<Value> = installed.iter().map(|w| w.json()).collect();
+                json_response(200, &json!({"success": true, "installed": installed}))
+            }
+            Err(e) => wheel_failure(&e),
+        })
     }
 
     /// `GET /supply|battery/monitor`: an NDJSON stream of the net's state.
@@ -309,15 +467,21 @@ impl Api {
             .map(str::to_string)
             .unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
         let interval = request.query_param("interval");
+        let observe = request.query_param("observe").as_deref() == Some("1");
         match self
             .instruments
-            .monitor(battery, &name, interval.as_deref(), holder)
+            .monitor(battery, &name, interval.as_deref(), holder, observe)
         {
             Err(refused) => Ok(answer(refused)),
             Ok(stream) => Ok(Response {
                 status: 200,
                 headers: vec![("Content-Type", "application/x-ndjson".into())],
-                body: Body::Stream(Box::new(move |out, client| stream.run(out, client))),
+                body: Body::Stream(Box::new(move |out, client| {
+                    // The registry may ask from other threads; a `Client`
+                    // answers "gone" for good once its connection closed.
+                    let client = client.clone();
+                    stream.run(out, Arc::new(move || client.gone()))
+                })),
             }),
         }
     }
@@ -331,12 +495,149 @@ impl Api {
             ));
         };
         if Instruments::mutates(battery, &body) {
-            let holder = request
-                .header(HOLDER_HEADER)
-                .or(body.get("holder").and_then(Value::as_str));
-            self.enforce_lock(holder)?;
+            let holder = self.holder(request, body.get("holder").and_then(Value::as_str));
+            self.enforce_lock(holder.as_deref())?;
         }
         Ok(answer(self.instruments.command(battery, &body)))
+    }
+
+    /// Who a request acts for (A.10): its `Lager-Holder` header, else the
+    /// body's `holder`, else, for a request from a job, its run's holder.
+    fn holder(&self, request: &Request, body_holder: Option<&str>) -> Option<String> {
+        request
+            .header(HOLDER_HEADER)
+            .or(body_holder)
+            .map(str::to_string)
+            .or_else(|| self.caller(request).and_then(|job| job.holder))
+    }
+
+    /// The job a request comes from, by its job token (`runner::callers`).
+    fn caller(&self, request: &Request) -> Option<Caller> {
+        let token = request.header("authorization")?.strip_prefix("Bearer ")?;
+        self.runner.callers.find(token.trim())
+    }
+
+    /// `GET /metrics` (fleet.md §1): read from each part's cheap accessor;
+    /// nothing here touches an instrument, the lock file's flock or a job.
+    fn metrics(&self, request: &Request) -> Result<Response, ApiError> {
+        if let Some(token) = &self.info.metrics_token {
+            if !bearer_matches(request, token) {
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        let lock = self.lock_box.snapshot();
+        let health = self.health.report();
+        let sources = metrics::Sources {
+            version: self.version(),
+            lock: metrics::LockGauge {
+                held_by: lock.as_ref().map(|record| {
+                    metrics::holder_class(record.get("holder_type").and_then(Value::as_str))
+                }),
+                held_secs: lock
+                    .as_ref()
+                    .map_or(0.0, |record| self.lock_box.held_secs(record)),
+                queue_length: self.lock_box.queue_length(),
+            },
+            connections: self
+                .connections
+                .get()
+                .map_or(0, |open| open.load(Ordering::Relaxed)),
+            sessions: self.instruments.session_states(),
+            health: health["nets"]
+                .as_array()
+                .map(|nets| {
+                    nets.iter()
+                        .filter_map(|net| {
+                            Some((
+                                net["name"].as_str()?.to_string(),
+                                net["bucket"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(Response {
+            status: 200,
+            headers: vec![("Content-Type", metrics::CONTENT_TYPE.into())],
+            body: Body::Full(metrics::render(&sources).into_bytes()),
+        })
+    }
+
+    /// `GET /`: the status page, or with `?part=main` the part its script
+    /// refreshes.
+    fn page(&self, request: &Request) -> Response {
+        let overview = self.overview();
+        let (html, cache) = if request.query_param("part").as_deref() == Some("main") {
+            (crate::page::render_main(&overview), "no-store")
+        } else {
+            (crate::page::render_page(&overview), "no-cache")
+        };
+        Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "text/html; charset=utf-8".into()),
+                ("Cache-Control", cache.into()),
+                // Belt and braces for "no request to another host".
+                (
+                    "Content-Security-Policy",
+                    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:".into(),
+                ),
+                ("X-Content-Type-Options", "nosniff".into()),
+            ],
+            body: Body::Full(html.into_bytes()),
+        }
+    }
+
+    /// `GET /overview`: what the status page shows, as JSON.
+    fn overview(&self) -> Value {
+        let lock = self.lock_box.snapshot();
+        let held_secs = lock
+            .as_ref()
+            .map_or(0.0, |record| self.lock_box.held_secs(record));
+        let health = self.health.report();
+        let buckets = health["nets"].as_array().cloned().unwrap_or_default();
+        let nets: Vec<Value> = self
+            .nets
+            .list()
+            .iter()
+            .map(|net| {
+                let name = net.get("name").and_then(Value::as_str).unwrap_or_default();
+                let checked = buckets.iter().find(|b| b["name"] == name);
+                json!({
+                    "name": name,
+                    "role": net.get("role"),
+                    "instrument": net.get("instrument"),
+                    "address": net.get("address"),
+                    "bucket": checked.map(|b| b["bucket"].clone()),
+                    "ok": checked.map(|b| b["ok"].clone()),
+                })
+            })
+            .collect();
+        let box_id = std::fs::read_to_string(self.info.state_dir.join("box_id"))
+            .ok()
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty());
+        json!({
+            "box": {
+                "name": crate::runner::hostname(),
+                "box_id": box_id,
+                "version": self.version(),
+            },
+            "lock": crate::page::lock_json(lock.as_ref(), held_secs),
+            "queue": self
+                .lock_box
+                .waiters()
+                .iter()
+                .map(|user| format_lock_user(user))
+                .collect::<Vec<_>>(),
+            "health_state": health["state"],
+            "nets": nets,
+            "jobs": self.runner.board.json(),
+            // Issue 15 (serial consoles) fills this at merge: one
+            // `{"net", "status", "tail"}` per uart net.
+            "consoles": [],
+        })
     }
 
     /// A.10: with `--enforce-locks`, only the holder's scope may proceed.
@@ -360,25 +661,42 @@ impl Api {
         }
     }
 
-    /// A.9a: with a token configured, everything but GET/HEAD needs it.
-    fn authorized(&self, request: &Request) -> bool {
+    /// A.9a, extended by issue 12: with a token configured, every route that
+    /// changes state or touches hardware needs it, GETs included (the
+    /// monitors open instrument sessions). `/diagnose/visa` probes a saved
+    /// net's address without it, any other address only with it.
+    fn authorized(&self, request: &Request, route: &Route) -> bool {
         let Some(token) = &self.info.token else {
             return true;
         };
-        if matches!(request.method.as_str(), "GET" | "HEAD") {
-            return true;
-        }
-        request
-            .header("authorization")
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+        let needed = match route.effect {
+            Effect::Probe => !self.is_net_address(&address_param(request)),
+            _ => route.needs_token(),
+        };
+        // A job's own token stands for the box's (scripts.md §1).
+        !needed || bearer_matches(request, token) || self.caller(request).is_some()
+    }
+
+    /// Whether `address` is a saved net's instrument (compared canonically).
+    fn is_net_address(&self, address: &str) -> bool {
+        let Ok(wanted) = common::addr::Address::parse(address) else {
+            return false;
+        };
+        let wanted = wanted.canonical();
+        self.nets.list().iter().any(|net| {
+            net.get("address")
+                .and_then(Value::as_str)
+                .and_then(|a| common::addr::Address::parse(a).ok())
+                .is_some_and(|a| a.canonical() == wanted)
+        })
     }
 
     /// The build version, unless install/update stamped `<state-dir>/version`
     /// (its text up to the first `|`).
     fn version(&self) -> String {
-        std::fs::read_to_string(self.info.state_dir.join("version"))
+        read_limited(&self.info.state_dir.join("version"), 4096)
             .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .and_then(|text| {
                 let stamped = text.split('|').next().unwrap_or("").trim().to_string();
                 (!stamped.is_empty()).then_some(stamped)
@@ -424,9 +742,169 @@ impl Api {
     }
 }
 
+/// What a route does, which decides who may call it (A.9a, issue 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Reads the box's state and touches no instrument.
+    Read,
+    /// Changes the box's state: the lock, nets, jobs, session caches.
+    Change,
+    /// Opens or drives an instrument.
+    Hardware,
+    /// Opens the instrument at the request's `address` (`/diagnose/visa`):
+    /// a saved net's address is a read, any other one is hardware.
+    Probe,
+}
+
+type Handler = fn(&Api, &Request, &Client) -> Result<Response, ApiError>;
+
+/// One route: method, exact path and effect, and the handler that serves
+/// it. `GET` routes also answer `HEAD`.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub effect: Effect,
+    handler: Handler,
+}
+
+impl Route {
+    /// Whether token mode requires the bearer token: every method but GET
+    /// and HEAD (A.9a), and any route that changes state or touches
+    /// hardware (issue 12). `Probe` depends on the address (`Api::authorized`).
+    pub fn needs_token(&self) -> bool {
+        self.method != "GET" || matches!(self.effect, Effect::Change | Effect::Hardware)
+    }
+
+    /// The route for `method` and `path`: `NotFound` for an unknown path,
+    /// `MethodNotAllowed` for a known one with another method.
+    fn find(method: &str, path: &str) -> Result<&'static Route, ApiError> {
+        let method = if method == "HEAD" { "GET" } else { method };
+        let mut known_path = false;
+        for route in ROUTES {
+            if route.path == path {
+                if route.method == method {
+                    return Ok(route);
+                }
+                known_path = true;
+            }
+        }
+        Err(if known_path {
+            ApiError::MethodNotAllowed
+        } else {
+            ApiError::NotFound
+        })
+    }
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    effect: Effect,
+    handler: Handler,
+) -> Route {
+    Route {
+        method,
+        path,
+        effect,
+        handler,
+    }
+}
+
+/// Every route lagerd serves, on every listener (locking.md A.1). The one
+/// place that says what a route does: the router dispatches from it, token
+/// mode authorizes from its `effect`, and `lagerd/tests/it/tokens.rs` walks
+/// it, so a route added here is guarded and tested without more code.
+/// Add a route as one line; classify it by what it does, not by its method.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/lock", Effect::Read, Api::lock_status),
+    route("POST", "/lock", Effect::Change, Api::lock),
+    route("POST", "/lock/heartbeat", Effect::Change, Api::heartbeat),
+    route("POST", "/unlock", Effect::Change, Api::unlock),
+    route("GET", "/status", Effect::Read, Api::status_route),
+    route("GET", "/health", Effect::Read, Api::health),
+    route("GET", "/version", Effect::Read, Api::version_route),
+    route("GET", "/hello", Effect::Read, Api::hello),
+    route("GET", "/cli-version", Effect::Read, Api::cli_version),
+    route("GET", "/test-stream", Effect::Read, Api::test_stream),
+    // Scripts drive instruments and run code on the box.
+    route("POST", "/python", Effect::Hardware, Api::run_python),
+    route("POST", "/python/kill", Effect::Change, Api::python_kill),
+    route("POST", "/python/attach", Effect::Read, Api::python_attach),
+    route(
+        "POST",
+        "/python/continue",
+        Effect::Change,
+        Api::python_continue,
+    ),
+    route(
+        "POST",
+        "/python/breakpoint",
+        Effect::Read,
+        Api::python_breakpoint,
+    ),
+    route("GET", "/download-file", Effect::Read, Api::download),
+    route("GET", "/diagnose/usb", Effect::Read, Api::diagnose_usb),
+    route("GET", "/diagnose/visa", Effect::Probe, Api::diagnose_visa),
+    route(
+        "GET",
+        "/diagnose/dispatcher",
+        Effect::Read,
+        Api::diagnose_dispatcher,
+    ),
+    route("GET", "/nets/list", Effect::Read, Api::nets_list),
+    route("POST", "/nets", Effect::Change, Api::nets_change),
+    // Wheels are code every later job imports.
+    route("GET", "/wheels", Effect::Read, Api::wheels_list),
+    route("POST", "/wheels", Effect::Change, Api::wheels_install),
+    route(
+        "POST",
+        "/wheels/uninstall",
+        Effect::Change,
+        Api::wheels_uninstall,
+    ),
+    // The fleet view (fleet.md §1-2): reads that never touch an instrument;
+    // `/metrics` has its own optional token (`--metrics-token`).
+    route("GET", "/metrics", Effect::Read, Api::metrics_route),
+    route("GET", "/", Effect::Read, Api::page_route),
+    route("GET", "/overview", Effect::Read, Api::overview_route),
+    route("POST", "/cache/clear", Effect::Change, Api::cache_clear),
+    route(
+        "POST",
+        "/cache/clear_all",
+        Effect::Change,
+        Api::cache_clear_all,
+    ),
+    route("GET", "/cache/stats", Effect::Read, Api::cache_stats),
+    // Monitors open (and keep using) an instrument session.
+    route(
+        "GET",
+        "/supply/monitor",
+        Effect::Hardware,
+        Api::supply_monitor,
+    ),
+    route(
+        "GET",
+        "/battery/monitor",
+        Effect::Hardware,
+        Api::battery_monitor,
+    ),
+    route(
+        "POST",
+        "/supply/command",
+        Effect::Hardware,
+        Api::supply_command,
+    ),
+    route(
+        "POST",
+        "/battery/command",
+        Effect::Hardware,
+        Api::battery_command,
+    ),
+];
+
 impl Service for Api {
     fn body_limit(&self, method: &str, path: &str) -> usize {
-        if method == "POST" && path == "/python" {
+        if method == "POST" && (path == "/python" || path == "/wheels") {
             UPLOAD_LIMIT
         } else {
             LOCK_BODY_LIMIT
@@ -434,20 +912,21 @@ impl Service for Api {
     }
 
     fn handle(&self, request: Request, client: &Client) -> Response {
-        let outcome = if self.authorized(&request) {
-            self.route(&request, client)
-        } else {
-            Err(ApiError::Unauthorized)
-        };
-        let response = outcome.unwrap_or_else(ApiError::into_response);
+        let started = Instant::now();
+        let route = metrics::route_index(&request.path);
+        let response = self
+            .route(&request, client)
+            .unwrap_or_else(ApiError::into_response);
         debug!(
             "{} {} {} -> {}",
             request.peer, request.method, request.path, response.status
         );
+        metrics::request_done(route, response.status, started.elapsed());
         response
     }
 
     fn refusal(&self, status: u16, message: &str, path: Option<&str>) -> Response {
+        metrics::request_refused(metrics::route_index(path.unwrap_or("")), status);
         if path.is_some_and(|p| p.starts_with("/python")) {
             return json_response(status, &json!({ "error": message, "status": "error" }));
         }
@@ -475,6 +954,15 @@ fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+fn wheel_failure(error: &crate::scriptenv::wheels::WheelError) -> Response {
+    let mut body = json!({"success": false, "error": error.to_string()});
+    if let crate::scriptenv::wheels::WheelError::Pip { what, output } = error {
+        body["wheel"] = json!(what);
+        body["output"] = json!(output);
+    }
+    json_response(error.status(), &body)
+}
+
 fn simulator_json(sim: &Simulator) -> Value {
     json!({"address": sim.visa_address(), "control": sim.control.to_string()})
 }
@@ -482,6 +970,10 @@ fn simulator_json(sim: &Simulator) -> Value {
 /// The `address` query parameter of the diagnose routes, `""` when absent.
 fn address_param(request: &Request) -> String {
     request.query_param("address").unwrap_or_default()
+}
+
+fn ok(value: Value) -> Result<Response, ApiError> {
+    Ok(json_response(200, &value))
 }
 
 fn answer((status, body): (u16, Value)) -> Response {
@@ -509,11 +1001,12 @@ fn json_response(status: u16, value: &Value) -> Response {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// `Authorization: Bearer <token>`, compared in constant time.
+fn bearer_matches(request: &Request, token: &str) -> bool {
+    request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -537,6 +1030,31 @@ mod tests {
             );
         }
         assert_eq!(json_object(br#"{"user":"a"}"#).unwrap()["user"], "a");
+    }
+
+    #[test]
+    fn the_route_table_has_one_entry_per_method_and_path() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            assert!(a.path.starts_with('/'), "{}", a.path);
+            assert!(matches!(a.method, "GET" | "POST"), "{}", a.method);
+            assert!(
+                !ROUTES[..i]
+                    .iter()
+                    .any(|b| b.method == a.method && b.path == a.path),
+                "{} {} twice",
+                a.method,
+                a.path
+            );
+        }
+        assert!(matches!(Route::find("HEAD", "/status"), Ok(r) if r.path == "/status"));
+        assert!(matches!(
+            Route::find("DELETE", "/lock"),
+            Err(ApiError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            Route::find("GET", "/nope"),
+            Err(ApiError::NotFound)
+        ));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `daemon::run`; the fuzz targets (`fuzz/`) and benches reach the parsers
 //! and the router through here, against the same code the binary runs.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod clock;
 pub mod config;
 pub mod daemon;
@@ -12,10 +14,13 @@ pub mod health;
 pub mod http;
 pub mod instruments;
 pub mod lockbox;
+pub mod metrics;
 pub mod multipart;
 pub mod nets;
+pub mod page;
 pub mod procscan;
 pub mod runner;
+pub mod scriptenv;
 pub mod server;
 pub mod signals;
 pub mod sim;

@@ -227,6 +227,7 @@ impl LockBox {
         if wait.is_zero() {
             if let Some(Some(record)) = self.peek() {
                 if !user_is(&record, &grant.user) {
+                    crate::metrics::lock_refused();
                     return Err(LockError::Held {
                         status: 409,
                         record,
@@ -246,6 +247,7 @@ impl LockBox {
                 Ok(Ok(with_previous(record, Value::String(grant.user.clone()))))
             }
             Some(record) if wait.is_zero() || txn.queue.waiters.len() >= QUEUE_MAX => {
+                crate::metrics::lock_refused();
                 Err(LockError::Held {
                     status: 409,
                     record: record.clone(),
@@ -330,6 +332,39 @@ impl LockBox {
     /// this once a second, which also wakes the queue on a TTL expiry (A.7).
     pub fn reap(&self) -> Result<(), LockError> {
         self.transact(|_| Ok(()))
+    }
+
+    /// The lock for `/metrics` and the status page, without the critical
+    /// section: the cached parse of `lock.json` (a stat), never its flock.
+    /// An expired lock the reaper has not freed yet reads as free.
+    pub fn snapshot(&self) -> Option<Record> {
+        match self.on_disk() {
+            Disk::Held(record) if !is_expired(&record, self.clock.now()) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Requests in the wait queue, without its mutex.
+    pub fn queue_length(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Who waits for the lock, in queue order (the status page).
+    pub fn waiters(&self) -> Vec<String> {
+        self.lock_queue()
+            .waiters
+            .iter()
+            .map(|w| w.grant.user.clone())
+            .collect()
+    }
+
+    /// Seconds since `record` was locked, by the lock's clock.
+    pub fn held_secs(&self, record: &Record) -> f64 {
+        record
+            .get("locked_at")
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp)
+            .map_or(0.0, |since| (self.clock.now() - since).max(0.0))
     }
 
     /// Wakes every queued request so it can answer 503 and let the daemon stop.
@@ -636,6 +671,7 @@ impl Txn<'_> {
                 );
                 self.lock_box.remove_file().map_err(LockError::Persist)?;
                 self.current = None;
+                crate::metrics::lock_reaped();
             }
         }
         self.grant_to_head()
@@ -680,6 +716,7 @@ impl Txn<'_> {
             grant.ttl_secs.map_or(Value::Null, Value::from),
         );
         self.store(&record)?;
+        crate::metrics::lock_granted();
         Ok(record)
     }
 
@@ -767,6 +804,7 @@ struct Flock<'a>(&'a File);
 impl<'a> Flock<'a> {
     fn exclusive(file: &'a File) -> Result<Flock<'a>, io::Error> {
         loop {
+            // SAFETY: flock on the descriptor `file` owns; no memory is passed.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
                 return Ok(Flock(file));
             }
@@ -780,6 +818,7 @@ impl<'a> Flock<'a> {
 
 impl Drop for Flock<'_> {
     fn drop(&mut self) {
+        // SAFETY: unlocks the descriptor the guard borrowed, which outlives the guard.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }

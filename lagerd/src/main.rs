@@ -1,8 +1,10 @@
 //! `lagerd`, the box daemon: parse flags, start logging, run.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 
-use lagerd::{config, daemon, sim};
+use lagerd::{config, daemon, scriptenv, sim};
 
 fn main() -> ExitCode {
     // `lagerd sim-usbtmc <functionfs-dir>`: the simulated 2281S as a USB
@@ -17,6 +19,20 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    // `lagerd python-path [--state-dir DIR]`: the PYTHONPATH that gives a
+    // box shell the `lager` package and the installed wheels (scripts.md §1).
+    if argv.get(1).is_some_and(|a| a == "python-path") {
+        let state_dir = match &argv[2..] {
+            [] => config::default_state_dir(),
+            [flag, dir] if flag == "--state-dir" => dir.into(),
+            _ => {
+                eprintln!("usage: lagerd python-path [--state-dir DIR]");
+                return ExitCode::from(2);
+            }
+        };
+        println!("{}", scriptenv::shell_python_path(&state_dir));
+        return ExitCode::SUCCESS;
     }
     let args: config::Args = argh::from_env();
     if args.version {

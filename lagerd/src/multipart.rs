@@ -3,11 +3,13 @@
 //! intact. Written by hand: the crates for it are unmaintained or async
 //! (shared/notes/dependencies.md). Part bodies borrow from the request body.
 
-/// One form field. Filenames and content types are ignored on purpose: the
-/// Python client gives every part a filename (spec: never depend on them).
+/// One form field. Content types are ignored, and the runner never depends
+/// on filenames (the Python client gives every part one, runner.md §1);
+/// `/wheels` takes a wheel's name from its filename (scripts.md §3).
 #[derive(Debug, PartialEq)]
 pub struct Part<'a> {
     pub name: String,
+    pub filename: Option<String>,
     pub data: &'a [u8],
 }
 
@@ -80,7 +82,7 @@ pub fn parse<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, Multip
             let end = find(body, b"\r\n\r\n", headers_start).ok_or(MultipartError::Unterminated)?;
             (end, end + 4)
         };
-        let name = field_name(&body[headers_start..headers_end])?;
+        let (name, filename) = field_name(&body[headers_start..headers_end])?;
         let mut next_delimiter = Vec::with_capacity(delimiter.len() + 2);
         next_delimiter.extend_from_slice(b"\r\n");
         next_delimiter.extend_from_slice(delimiter);
@@ -88,27 +90,34 @@ pub fn parse<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, Multip
             find(body, &next_delimiter, data_start).ok_or(MultipartError::Unterminated)?;
         parts.push(Part {
             name,
+            filename,
             data: &body[data_start..data_end],
         });
         cursor = data_end + next_delimiter.len();
     }
 }
 
-/// The `name` of a part's `Content-Disposition: form-data; name="..."`.
-fn field_name(headers: &[u8]) -> Result<String, MultipartError> {
+/// The `name` and `filename` of a part's `Content-Disposition: form-data;
+/// name="..."; filename="..."`.
+fn field_name(headers: &[u8]) -> Result<(String, Option<String>), MultipartError> {
     let text = std::str::from_utf8(headers).map_err(|_| MultipartError::BadPartHeaders)?;
     for line in text.split("\r\n") {
         let (key, value) = line.split_once(':').ok_or(MultipartError::BadPartHeaders)?;
         if !key.trim().eq_ignore_ascii_case("content-disposition") {
             continue;
         }
+        let (mut name, mut filename) = (None, None);
         for param in value.split(';').skip(1) {
             if let Some((key, value)) = param.split_once('=') {
+                let value = value.trim().trim_matches('"').to_string();
                 if key.trim().eq_ignore_ascii_case("name") {
-                    return Ok(value.trim().trim_matches('"').to_string());
+                    name = name.or(Some(value));
+                } else if key.trim().eq_ignore_ascii_case("filename") {
+                    filename = filename.or(Some(value));
                 }
             }
         }
+        return name.map(|n| (n, filename)).ok_or(MultipartError::NoName);
     }
     Err(MultipartError::NoName)
 }
@@ -183,6 +192,7 @@ mod tests {
             .iter()
             .map(|(name, data)| Part {
                 name: name.to_string(),
+                filename: Some(name.to_string()),
                 data,
             })
             .collect();

@@ -28,6 +28,10 @@ const ROLES: &[&str] = &[
 /// A refused change: HTTP status and message.
 pub type Refusal = (u16, String);
 
+/// Largest `saved_nets.json` read: thousands of nets; a larger file is
+/// treated as unreadable (the last good list is kept).
+const NETS_FILE_MAX: usize = 4 << 20;
+
 pub struct Nets {
     state_dir: PathBuf,
     /// The simulator's address under `--sim`.
@@ -46,11 +50,81 @@ impl Nets {
         }
     }
 
-    /// `POST /nets`: `{"action":"add","net":{…}}` or `{"action":"delete","name"}`.
+    /// `POST /nets`: `{"action":"add","net":{…}}` or `{"action":"delete",
+    /// "name", "role"?}`, and for the `lager` package's net store (scripts.md
+    /// §2): `save` (add or replace by name, `nets: [...]`), `replace` (the
+    /// whole saved list), `rename` (`name`, `new_name`), `delete_all`.
     pub fn change(&self, body: &Map<String, Value>) -> Result<String, Refusal> {
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut saved = self.saved();
+        let text = |key: &str| {
+            body.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Every net of a list is checked before anything is written.
+        let listed = || -> Result<Vec<Value>, Refusal> {
+            let Some(Value::Array(nets)) = body.get("nets") else {
+                return Err((400, "nets must be a list of net objects".to_string()));
+            };
+            let nets = nets
+                .iter()
+                .map(|net| validate(Some(net)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut names: Vec<&str> = nets.iter().filter_map(|n| n["name"].as_str()).collect();
+            names.sort_unstable();
+            if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+                return Err((400, format!("Net '{}' is in the list twice", twice[0])));
+            }
+            Ok(nets)
+        };
         let message = match body.get("action").and_then(Value::as_str) {
+            Some("save") => {
+                let nets = listed()?;
+                for net in &nets {
+                    saved.retain(|n| n.get("name") != net.get("name"));
+                }
+                let count = nets.len();
+                saved.extend(nets);
+                format!("Saved {count} net(s)")
+            }
+            Some("replace") => {
+                saved = listed()?;
+                format!("Saved {} net(s), replacing the list", saved.len())
+            }
+            Some("delete_all") => {
+                let count = saved.len();
+                saved.clear();
+                format!("Deleted {count} net(s)")
+            }
+            Some("rename") => {
+                let (old, new) = (text("name"), text("new_name"));
+                if new.is_empty() || new.contains(char::is_whitespace) {
+                    return Err((
+                        400,
+                        "new_name is required and may not contain spaces".into(),
+                    ));
+                }
+                if self
+                    .list()
+                    .iter()
+                    .any(|n| n.get("name").and_then(Value::as_str) == Some(new.as_str()))
+                {
+                    return Err((
+                        400,
+                        format!("Net '{new}' already exists; pick another name"),
+                    ));
+                }
+                let Some(net) = saved
+                    .iter_mut()
+                    .find(|n| n.get("name").and_then(Value::as_str) == Some(old.as_str()))
+                else {
+                    return Err((404, format!("Net '{old}' not found in the saved nets")));
+                };
+                net["name"] = json!(new);
+                format!("Renamed net '{old}' to '{new}'")
+            }
             Some("add") => {
                 let net = validate(body.get("net"))?;
                 let name = net["name"].as_str().unwrap_or_default().to_string();
@@ -65,19 +139,25 @@ impl Nets {
                 format!("Added net '{name}'")
             }
             Some("delete") => {
-                let name = body
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let name = text("name");
+                let role = body.get("role").and_then(Value::as_str);
                 let before = saved.len();
-                saved.retain(|n| n.get("name").and_then(Value::as_str) != Some(name.as_str()));
+                saved.retain(|n| {
+                    n.get("name").and_then(Value::as_str) != Some(name.as_str())
+                        || role.is_some_and(|r| n.get("role").and_then(Value::as_str) != Some(r))
+                });
                 if saved.len() == before {
                     return Err((404, format!("Net '{name}' not found in the saved nets")));
                 }
                 format!("Deleted net '{name}'")
             }
-            _ => return Err((400, "action must be \"add\" or \"delete\"".to_string())),
+            _ => {
+                return Err((
+                    400,
+                    "action must be one of add, delete, save, replace, rename, delete_all"
+                        .to_string(),
+                ))
+            }
         };
         let bytes = serde_json::to_vec_pretty(&Value::Array(saved)).unwrap_or_default();
         fsutil::replace(
@@ -89,8 +169,9 @@ impl Nets {
         Ok(message)
     }
 
-    fn saved(&self) -> Vec<Value> {
-        std::fs::read(self.state_dir.join("saved_nets.json"))
+    /// The nets in `saved_nets.json` only (`GET /nets/list?local=1`).
+    pub fn saved(&self) -> Vec<Value> {
+        crate::fsutil::read_limited(&self.state_dir.join("saved_nets.json"), NETS_FILE_MAX)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Vec<Value>>(&bytes).ok())
             .unwrap_or_default()
@@ -245,6 +326,78 @@ mod tests {
         assert_eq!(delete("ghost").unwrap_err().0, 404);
         assert_eq!(delete("bat"), Ok("Deleted net 'bat'".into()));
         assert!(nets.list().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_script_store_saves_replaces_renames_and_deletes() {
+        let (nets, dir) = nets("store", Some("TCPIP0::127.0.0.1::5025::SOCKET"));
+        let net = |name: &str, role: &str| json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": "TCPIP0::h::1::SOCKET"});
+        let change = |body: Value| nets.change(body.as_object().unwrap());
+        change(json!({"action": "save", "nets": [net("a", "battery"), net("b", "power-supply")]}))
+            .unwrap();
+        // Saving a name again replaces that net.
+        change(json!({"action": "save", "nets": [net("a", "power-supply")]})).unwrap();
+        let names = |list: Vec<Value>| -> Vec<(String, String)> {
+            list.iter()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap().into(),
+                        n["role"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(nets.saved()),
+            [
+                ("b".into(), "power-supply".into()),
+                ("a".into(), "power-supply".into())
+            ]
+        );
+        assert_eq!(nets.list().len(), 4, "the simulated nets are listed too");
+        // One bad net refuses the whole list.
+        let (status, error) = change(
+            json!({"action": "replace", "nets": [net("c", "battery"), net("d", "toaster")]}),
+        )
+        .unwrap_err();
+        assert!(
+            status == 400 && error.starts_with("unknown role 'toaster'"),
+            "{error}"
+        );
+        assert_eq!(nets.saved().len(), 2);
+        assert_eq!(
+            change(json!({"action": "save", "nets": [net("x", "battery"), net("x", "battery")]}))
+                .unwrap_err(),
+            (400, "Net 'x' is in the list twice".into())
+        );
+        assert_eq!(
+            change(json!({"action": "rename", "name": "a", "new_name": "supply1"}))
+                .unwrap_err()
+                .0,
+            400,
+            "a simulated net's name is taken"
+        );
+        assert_eq!(
+            change(json!({"action": "rename", "name": "ghost", "new_name": "g2"}))
+                .unwrap_err()
+                .0,
+            404
+        );
+        change(json!({"action": "rename", "name": "a", "new_name": "vbus"})).unwrap();
+        assert_eq!(
+            change(json!({"action": "delete", "name": "vbus", "role": "battery"}))
+                .unwrap_err()
+                .0,
+            404,
+            "the role must match when given"
+        );
+        change(json!({"action": "delete", "name": "vbus", "role": "power-supply"})).unwrap();
+        change(json!({"action": "replace", "nets": [net("c", "battery")]})).unwrap();
+        assert_eq!(names(nets.saved()), [("c".into(), "battery".into())]);
+        change(json!({"action": "delete_all"})).unwrap();
+        assert!(nets.saved().is_empty());
+        assert_eq!(nets.list().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
+use crate::fsutil;
+
 /// Scanning splits across this many threads once there are enough PIDs.
 const SCAN_THREADS: usize = 2;
 const PIDS_PER_THREAD_MIN: usize = 64;
@@ -138,7 +140,8 @@ fn describe(
     own_ns: Option<&Path>,
 ) -> Holder {
     let dir = proc_root.join(pid.to_string());
-    let read = |name: &str| fs::read(dir.join(name)).unwrap_or_default();
+    // Shown to people: the start is enough (a command line can be 2 MiB).
+    let read = |name: &str| fsutil::read_head(&dir.join(name), 64 * 1024).unwrap_or_default();
     let comm = String::from_utf8_lossy(&read("comm")).trim().to_string();
     let cmdline = String::from_utf8_lossy(&read("cmdline"))
         .replace('\0', " ")
@@ -188,8 +191,8 @@ fn container_id(cgroup: &str) -> Option<String> {
 
 /// uid → name from a passwd file; an unreadable file gives no names.
 fn passwd_names(path: &Path) -> HashMap<u32, String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
+    let bytes = fsutil::read_limited(path, 16 << 20).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
         .lines()
         .filter_map(|line| {
             let mut fields = line.split(':');

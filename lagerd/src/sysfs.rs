@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::fsutil;
+
 /// USB-TMC: interface class 0xFE (application specific), subclass 0x03.
 const USBTMC_CLASS: u8 = 0xfe;
 const USBTMC_SUBCLASS: u8 = 0x03;
@@ -125,7 +127,8 @@ fn device(base: &Path, name: &str, all_names: &[String]) -> Option<UsbDevice> {
 
 /// A sysfs attribute, trimmed; `None` when missing, unreadable or not text.
 fn attr(dir: &Path, name: &str) -> Option<String> {
-    let bytes = fs::read(dir.join(name)).ok()?;
+    // A sysfs attribute is at most a page; a fixture tree may hold anything.
+    let bytes = fsutil::read_limited(&dir.join(name), 64 * 1024).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     Some(text.trim().to_string())
 }
@@ -154,15 +157,19 @@ pub fn find(sys_root: &Path, vid: u16, pid: u16, serial: &str) -> Option<UsbDevi
 
 /// `usbtmc` is in `<proc-root>/modules` (§2.5).
 pub fn usbtmc_loaded(proc_root: &Path) -> bool {
-    fs::read_to_string(proc_root.join("modules"))
-        .is_ok_and(|text| text.lines().any(|l| l.starts_with("usbtmc ")))
+    fsutil::read_limited(&proc_root.join("modules"), 4 << 20).is_ok_and(|text| {
+        text.split(|b| *b == b'\n')
+            .any(|l| l.starts_with(b"usbtmc "))
+    })
 }
 
 /// `blacklist usbtmc` in `<etc>/modprobe.d/blacklist-usbtmc.conf`, ignoring
 /// comments (§2.5; lagerd's addition).
 pub fn blacklist_installed(etc: &Path) -> bool {
-    fs::read_to_string(etc.join("modprobe.d/blacklist-usbtmc.conf")).is_ok_and(|text| {
-        text.lines()
+    let file = fsutil::read_limited(&etc.join("modprobe.d/blacklist-usbtmc.conf"), 1 << 20);
+    file.is_ok_and(|bytes| {
+        String::from_utf8_lossy(&bytes)
+            .lines()
             .map(str::trim)
             .any(|line| line.split_whitespace().collect::<Vec<_>>() == ["blacklist", "usbtmc"])
     })
@@ -188,10 +195,10 @@ pub fn dmesg_tail() -> String {
     let stdout = child.stdout.take();
     let (sender, receiver) = mpsc::channel();
     let reader = thread::Builder::new().name("dmesg".into()).spawn(move || {
-        let mut out = Vec::new();
-        if let Some(mut stdout) = stdout {
-            let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
-        }
+        // Only the tail is used; a huge ring buffer is read through, not kept.
+        let out = stdout
+            .map(|out| read_tail(out, DMESG_KEEP))
+            .unwrap_or_default();
         let _ = sender.send(out);
     });
     let output = match reader {
@@ -205,6 +212,29 @@ pub fn dmesg_tail() -> String {
     match (status, output) {
         (Some(status), Some(out)) if status.success() => usb_lines(&String::from_utf8_lossy(&out)),
         _ => DMESG_UNREADABLE.to_string(),
+    }
+}
+
+/// Most of `dmesg` kept: far more than its last 200 lines need.
+const DMESG_KEEP: usize = 1 << 20;
+
+/// The last `keep` bytes (at least) of everything `reader` gives, reading
+/// it to its end without holding more than twice that.
+fn read_tail(mut reader: impl std::io::Read, keep: usize) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let mut block = [0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut block) {
+            Ok(0) => return tail,
+            Ok(n) => {
+                tail.extend_from_slice(&block[..n]);
+                if tail.len() > 2 * keep {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return tail,
+        }
     }
 }
 

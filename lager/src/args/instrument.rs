@@ -97,12 +97,27 @@ impl InstrumentOpts {
     /// Whether the command changes the instrument, so it locks the box
     /// (locking.md B.8): everything but `state` and a bare read.
     pub fn mutates(&self) -> bool {
+        // A setter without a value reads (instruments.md §8).
+        let bare_read = self.value.is_none()
+            && matches!(
+                self.action,
+                "voltage"
+                    | "current"
+                    | "ovp"
+                    | "ocp"
+                    | "set_soc"
+                    | "set_voc"
+                    | "set_volt_full"
+                    | "set_volt_empty"
+                    | "set_capacity"
+                    | "set_current_limit"
+                    | "set_ovp"
+                    | "set_ocp"
+                    | "set_mode"
+            );
         (self.value.is_some() && self.value_key == "value")
             || !self.extra.is_empty()
-            || !matches!(
-                self.action,
-                "state" | "voltage" | "current" | "ovp" | "ocp" | "list_models" | "export_model"
-            )
+            || !(bare_read || matches!(self.action, "state" | "list_models" | "export_model"))
     }
 
     /// The question asked before the change unless `--yes` (as the Python
@@ -311,32 +326,32 @@ leaf!(
 leaf!(
     BatterySoc,
     "soc",
-    "Set the simulated state of charge.",
-    value = "state of charge in percent (0-100)"
+    "Set the simulated state of charge, or show it.",
+    value = "state of charge in percent (0-100); omit to show"
 );
 leaf!(
     BatteryVoc,
     "voc",
-    "Set the open-circuit voltage.",
-    value = "volts"
+    "Set the open-circuit voltage, or show it.",
+    value = "volts; omit to show"
 );
 leaf!(
     BatteryCapacity,
     "capacity",
-    "Set the capacity.",
-    value = "amp-hours"
+    "Set the capacity, or show it.",
+    value = "amp-hours; omit to show"
 );
 leaf!(
     BatteryCurrentLimit,
     "current-limit",
-    "Set the current limit.",
-    value = "amps"
+    "Set the current limit, or show it.",
+    value = "amps; omit to show"
 );
 leaf!(
     BatteryMode,
     "mode",
-    "Set the simulation method.",
-    value = "static or dynamic"
+    "Set the simulation method, or show it.",
+    value = "static or dynamic; omit to show"
 );
 leaf!(BatteryEnable, "enable", "Turn the battery output on.");
 leaf!(BatteryDisable, "disable", "Turn the battery output off.");
@@ -350,26 +365,26 @@ leaf!(
 leaf!(
     BatteryFull,
     "batt-full",
-    "Set the open-circuit voltage of a full battery.",
-    value = "volts"
+    "Set the open-circuit voltage of a full battery, or show it.",
+    value = "volts; omit to show"
 );
 leaf!(
     BatteryEmpty,
     "batt-empty",
-    "Set the open-circuit voltage of an empty battery.",
-    value = "volts"
+    "Set the open-circuit voltage of an empty battery, or show it.",
+    value = "volts; omit to show"
 );
 leaf!(
     BatteryOvp,
     "ovp",
-    "Set the over-voltage protection level.",
-    value = "volts"
+    "Set the over-voltage protection level, or show it.",
+    value = "volts; omit to show"
 );
 leaf!(
     BatteryOcp,
     "ocp",
-    "Set the over-current protection level.",
-    value = "amps"
+    "Set the over-current protection level, or show it.",
+    value = "amps; omit to show"
 );
 leaf!(
     BatteryModelRecall,
@@ -702,9 +717,7 @@ enum Rule {
     Nothing,
     /// Optional number: absent reads the setting. `(what, unit word)`.
     ReadOrSet(&'static str, &'static str),
-    /// Required number: the box has no read for it. `(what, unit word)`.
-    Set(&'static str, &'static str),
-    /// Required `static|dynamic`.
+    /// Optional `static|dynamic`: absent reads the mode.
     Mode,
     /// Optional model: a slot 1-9 or a built-in name, checked by the box.
     Model,
@@ -748,15 +761,7 @@ fn value_of(
     match (rule, given) {
         (Rule::Nothing, _) | (Rule::ReadOrSet(..), None) => Ok(None),
         (Rule::ReadOrSet(what, unit), Some(text)) => number(text, what, unit).map(Some),
-        (Rule::Set(what, unit), None) => Err(usage(format!(
-            "lager {noun} {subcommand} needs a value: lager {noun} [NET] {subcommand} <{unit}>. \
-             To read the {what}, run: lager {noun} [NET] state"
-        ))),
-        (Rule::Set(what, unit), Some(text)) => number(text, what, unit).map(Some),
-        (Rule::Mode, None) => Err(usage(format!(
-            "lager {noun} mode needs static or dynamic: lager {noun} [NET] mode static|dynamic. \
-             To read the mode, run: lager {noun} [NET] state"
-        ))),
+        (Rule::Mode, None) => Ok(None),
         (Rule::Model, None) => Ok(None),
         (Rule::Model, Some(text)) => Ok(Some(Value::String(text.trim().to_string()))),
         (Rule::Slot, text) => match text.map(|t| t.trim().parse::<u8>()) {
@@ -835,12 +840,9 @@ fn watch(
     if net.as_deref().is_some_and(|n| n.trim().is_empty()) {
         return Err(empty_net(role));
     }
-    if !leaf.interval.is_finite() || leaf.interval < 0.1 {
-        return Err(usage(format!(
-            "Invalid --interval {}: use a number of seconds, at least 0.1",
-            leaf.interval
-        )));
-    }
+    let interval = common::wire::MONITOR_INTERVAL
+        .secs(leaf.interval)
+        .map_err(|e| usage(format!("Invalid --interval {}: {e}", leaf.interval)))?;
     if leaf.count == Some(0) {
         return Err(usage(
             "--count 0 would read nothing: give at least 1, or leave it out to run until Ctrl-C"
@@ -852,7 +854,7 @@ fn watch(
         net,
         box_name: leaf.box_name.or(group_box),
         json: leaf.json || group_json,
-        interval: std::time::Duration::from_secs_f64(leaf.interval),
+        interval,
         count: leaf.count,
     }))
 }
@@ -916,18 +918,26 @@ pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
     let (what, leaf): ((&'static str, &'static str, Rule), Leaf) = match args.command {
         None => return listing(role, args.net, args.box_name, args.json),
         Some(BatteryCommand::Soc(l)) => (
-            ("soc", "set_soc", Rule::Set("state of charge", "percent")),
+            (
+                "soc",
+                "set_soc",
+                Rule::ReadOrSet("state of charge", "percent"),
+            ),
             l.into(),
         ),
         Some(BatteryCommand::Voc(l)) => (
-            ("voc", "set_voc", Rule::Set("open-circuit voltage", "volts")),
+            (
+                "voc",
+                "set_voc",
+                Rule::ReadOrSet("open-circuit voltage", "volts"),
+            ),
             l.into(),
         ),
         Some(BatteryCommand::Capacity(l)) => (
             (
                 "capacity",
                 "set_capacity",
-                Rule::Set("capacity", "amp-hours"),
+                Rule::ReadOrSet("capacity", "amp-hours"),
             ),
             l.into(),
         ),
@@ -935,7 +945,7 @@ pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
             (
                 "current-limit",
                 "set_current_limit",
-                Rule::Set("current limit", "amps"),
+                Rule::ReadOrSet("current limit", "amps"),
             ),
             l.into(),
         ),
@@ -952,7 +962,7 @@ pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
             (
                 "batt-full",
                 "set_volt_full",
-                Rule::Set("full-battery voltage", "volts"),
+                Rule::ReadOrSet("full-battery voltage", "volts"),
             ),
             l.into(),
         ),
@@ -960,17 +970,18 @@ pub(super) fn battery(args: BatteryArgs) -> Result<Command, EarlyExit> {
             (
                 "batt-empty",
                 "set_volt_empty",
-                Rule::Set("empty-battery voltage", "volts"),
+                Rule::ReadOrSet("empty-battery voltage", "volts"),
             ),
             l.into(),
         ),
         Some(BatteryCommand::Ovp(l)) => (
-            ("ovp", "set_ovp", Rule::Set("OVP level", "volts")),
+            ("ovp", "set_ovp", Rule::ReadOrSet("OVP level", "volts")),
             l.into(),
         ),
-        Some(BatteryCommand::Ocp(l)) => {
-            (("ocp", "set_ocp", Rule::Set("OCP level", "amps")), l.into())
-        }
+        Some(BatteryCommand::Ocp(l)) => (
+            ("ocp", "set_ocp", Rule::ReadOrSet("OCP level", "amps")),
+            l.into(),
+        ),
         Some(BatteryCommand::Model(l)) => (("model", "set_model", Rule::Model), l.into()),
         Some(BatteryCommand::Models(l)) => (("models", "list_models", Rule::Nothing), l.into()),
         Some(BatteryCommand::ModelCreate(l)) => {
@@ -1151,9 +1162,27 @@ mod tests {
             "Invalid current 'lots': expected a number of amps, e.g. 3.3"
         );
         assert!(usage(&["supply", "s", "voltage", "inf"]).starts_with("Invalid voltage 'inf'"));
-        assert!(usage(&["battery", "b", "voc"]).starts_with("lager battery voc needs a value"));
-        assert!(usage(&["battery", "b", "mode"])
-            .starts_with("lager battery mode needs static or dynamic"));
+        // Without a value a battery setter reads (§8), and takes no lock.
+        for (setter, action) in [
+            ("soc", "set_soc"),
+            ("voc", "set_voc"),
+            ("batt-full", "set_volt_full"),
+            ("batt-empty", "set_volt_empty"),
+            ("capacity", "set_capacity"),
+            ("current-limit", "set_current_limit"),
+            ("ovp", "set_ovp"),
+            ("ocp", "set_ocp"),
+            ("mode", "set_mode"),
+        ] {
+            let read = instrument(&["battery", "b", setter]);
+            assert_eq!((read.action, &read.value), (action, &None), "{setter}");
+            assert!(!read.mutates(), "{setter}");
+            let value = if setter == "mode" { "static" } else { "1" };
+            assert!(
+                instrument(&["battery", "b", setter, value]).mutates(),
+                "{setter}"
+            );
+        }
         // Ranges are the box's: 250 V parses.
         assert_eq!(
             instrument(&["supply", "s", "voltage", "250"]).value,

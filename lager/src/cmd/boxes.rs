@@ -526,13 +526,11 @@ fn lock_user_of(reply: &Reply) -> String {
     format_lock_user(&user)
 }
 
-pub fn lock(box_name: &str, user: Option<&str>, json: bool) -> Result<ExitCode, CliError> {
+/// The user `boxes lock` locks as (B.9), with the root warning.
+fn lock_user(config: &Config, user: Option<&str>, display: &str) -> Result<String, CliError> {
     if user == Some("") {
         return Err(CliError::Usage("--user cannot be empty".into()));
     }
-    let config = Config::load()?;
-    let target = resolve(&config, Some(box_name))?;
-    let display = target.display.clone();
     let user = match user {
         Some(user) => user.to_string(),
         None => lager_user(config.default_str("user").as_deref()),
@@ -544,6 +542,62 @@ pub fn lock(box_name: &str, user: Option<&str>, json: bool) -> Result<ExitCode, 
              Or set permanently: lager defaults add --user [USERNAME]\n"
         ));
     }
+    Ok(user)
+}
+
+/// `lager boxes lock --any` (fleet.md §3): reserve the first free box of
+/// the pool as `boxes lock` would, print its name (`--json`: its entry).
+pub fn lock_any(
+    want: crate::pick::Want,
+    wait: Duration,
+    user: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let config = Config::load()?;
+    let user = lock_user(&config, user, "NAME")?;
+    let holder = crate::pick::Holder {
+        user,
+        holder_type: "user".into(),
+        ttl_secs: None,
+    };
+    crate::signals::install(crate::pick::on_signal);
+    let picked = crate::pick::pick(&config, &want, &holder, wait)?;
+    if json {
+        let entry = json!({
+            "name": picked.name,
+            "ip": picked.target.host,
+            "port": picked.target.port,
+            "already_ours": picked.already_ours,
+            "lock": picked.record,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entry).unwrap_or_default()
+        );
+    } else {
+        println!("{}", picked.name);
+        let holder = picked
+            .record
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or(&holder.user);
+        output::tell(
+            Color::Green,
+            &format!(
+                "Box '{}' is locked by {}",
+                picked.name,
+                format_lock_user(holder)
+            ),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn lock(box_name: &str, user: Option<&str>, json: bool) -> Result<ExitCode, CliError> {
+    let config = Config::load()?;
+    let target = resolve(&config, Some(box_name))?;
+    let display = target.display.clone();
+    let user = lock_user(&config, user, &display)?;
     let body = json!({"user": user, "holder_type": "user", "ttl_seconds": null});
     let reply = match post_lock_route(&target, "/lock", &body, json)? {
         Posted::Printed(code) => return Ok(code),

@@ -281,19 +281,35 @@ pub fn endpoint_result(result: Result<Reply, TransportError>) -> Value {
     }
 }
 
-/// The three views, fetched at the same time, one connection each.
+/// The USB view of an instrument that is not on USB (issue 12: the box's
+/// 400 for a TCPIP address was printed raw as a transport error).
+pub fn usb_not_applicable(address: &str) -> Option<Value> {
+    let kind = match common::addr::Address::parse(address).ok()? {
+        common::addr::Address::Usb { .. } => return None,
+        common::addr::Address::Socket { .. } => "a TCPIP instrument (reached over the network)",
+        common::addr::Address::Serial { .. } => "a serial (ASRL) instrument",
+    };
+    Some(json!({ "not_applicable": format!("USB checks do not apply to {kind}") }))
+}
+
+/// The three views, fetched at the same time, one connection each; the
+/// USB view only for a USB instrument.
 fn fetch_all(client: &Client, address: &str) -> [Value; 3] {
     let query = query_encode(address);
     let timeout = capped(ENDPOINT_TIMEOUT);
+    let usb_applies = usb_not_applicable(address).is_none();
     let paths = [
-        format!("/diagnose/usb?address={query}"),
-        format!("/diagnose/visa?address={query}"),
-        format!("/diagnose/dispatcher?address={query}"),
+        usb_applies.then(|| format!("/diagnose/usb?address={query}")),
+        Some(format!("/diagnose/visa?address={query}")),
+        Some(format!("/diagnose/dispatcher?address={query}")),
     ];
     std::thread::scope(|scope| {
-        let handles = paths
-            .each_ref()
-            .map(|path| scope.spawn(move || endpoint_result(client.get(path, timeout))));
+        let handles = paths.each_ref().map(|path| {
+            scope.spawn(move || match path {
+                Some(path) => endpoint_result(client.get(path, timeout)),
+                None => usb_not_applicable(address).unwrap_or(Value::Null),
+            })
+        });
         handles.map(|handle| {
             handle.join().unwrap_or_else(|_| {
                 json!({ "transport_error": "the request thread panicked; rerun with -vv and report it" })
@@ -420,6 +436,8 @@ pub fn section(title: &str, body: &Value, lines: fn(&Value) -> Vec<String>) -> V
     let mut out = vec![plain(String::new()), plain(format!("== {title} =="))];
     if let Some(text) = body.get("unavailable") {
         out.push((Some(Color::Yellow), format!("   {}", value_text(text))));
+    } else if let Some(text) = body.get("not_applicable") {
+        out.push(plain(format!("   {}", value_text(text))));
     } else if let Some(text) = body.get("transport_error") {
         out.push((
             Some(Color::Red),
@@ -761,6 +779,28 @@ mod tests {
              \x20  shared_pool:     0 entries"
         );
         assert!(lines.iter().all(|(c, _)| c.is_none()));
+    }
+
+    #[test]
+    fn usb_checks_apply_only_to_usb_addresses() {
+        assert_eq!(
+            usb_not_applicable("USB0::0x05E6::0x2281::4587429::INSTR"),
+            None
+        );
+        assert_eq!(
+            usb_not_applicable("not an address"),
+            None,
+            "the box says why"
+        );
+        let serial = usb_not_applicable("ASRL/dev/ttyUSB0::INSTR").unwrap();
+        assert_eq!(
+            texts(&section("USB (host-side)", &serial, usb_lines)),
+            [
+                "",
+                "== USB (host-side) ==",
+                "   USB checks do not apply to a serial (ASRL) instrument"
+            ]
+        );
     }
 
     #[test]

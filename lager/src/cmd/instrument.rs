@@ -128,7 +128,14 @@ fn model_error(path: &std::path::Path, reason: String) -> CliError {
 
 /// `model-create --csv`: the file's VOC and ESR columns.
 fn read_model(path: &std::path::Path) -> Result<(Vec<f64>, Vec<f64>), CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| model_error(path, e.to_string()))?;
+    // 101 rows of three numbers: a few KiB; 1 MiB is plenty of slack.
+    let text = crate::readcap::read_file(path, 1 << 20)
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text")
+            })
+        })
+        .map_err(|e| model_error(path, e.to_string()))?;
     super::model_csv::parse(&text).map_err(|reason| model_error(path, reason))
 }
 

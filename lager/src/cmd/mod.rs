@@ -11,8 +11,9 @@ pub mod model_csv;
 pub mod nets;
 pub mod python;
 pub mod watch;
+pub mod wheel;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::error::CliError;
@@ -29,7 +30,7 @@ pub fn confirm(question: &str, retry_hint: &str) -> Result<bool, CliError> {
     print!("{question} [y/N]: ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
-    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+    if crate::readcap::read_line(&mut std::io::stdin().lock(), &mut answer, 4096).is_err() {
         return Ok(false);
     }
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))

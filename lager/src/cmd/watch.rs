@@ -79,7 +79,10 @@ pub fn run(opts: &WatchOpts) -> Result<ExitCode, CliError> {
         ),
         started: Instant::now(),
     };
-    follow(&mut response, &mut view, opts.count, &target, &net)
+    let outcome = follow(&mut response, &mut view, opts.count, &target, &net);
+    // The box frees the instrument's role as soon as it sees the reset.
+    response.abort();
+    outcome
 }
 
 /// Reads lines until `count` readings arrived or the stream stops.

@@ -438,7 +438,8 @@ fn odd_status_answers_map_to_statuses() {
 
 #[test]
 fn a_box_with_a_stuck_instrument_shows_as_degraded() {
-    let daemon = Box_::start_with(&["--sim", "--health-interval-secs", "1"]);
+    // The active probe finds a muted instrument; passive checks cannot.
+    let daemon = Box_::start_with(&["--sim", "--health-interval-secs", "1", "--health-probe"]);
     let status: Value = serde_json::from_str(
         &lager_testsupport::request(daemon.addr(), "GET", "/status", None).text(),
     )

@@ -469,3 +469,41 @@ fn an_ssh_that_reads_nothing_is_an_error_not_a_sigpipe() {
         );
     }
 }
+
+/// Issue 12 defect 3: lager read ssh's output with `read_to_end`, so a box
+/// (or anything named by LAGER_SSH) that prints without end filled this
+/// machine's memory. Under a 256 MiB address-space limit, 320 MiB on each
+/// of stdout and stderr now ends in the usual error, not an abort.
+#[test]
+fn issue12_ssh_output_is_read_with_a_bound() {
+    let cli = Cli::new("deploy-flood");
+    let ssh = cli.dir.path().join("flooding-ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\nhead -c 335544320 /dev/zero\nhead -c 335544320 /dev/zero >&2\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut command = cli.command(&[
+        "-c",
+        "ulimit -v 262144 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_lager"),
+        "install",
+        "--box",
+        "127.0.0.1:9",
+    ]);
+    command.env("LAGER_SSH", &ssh);
+    let mut sh = std::process::Command::new("/bin/sh");
+    sh.args(command.get_args());
+    sh.env_clear()
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(cli.work_dir())
+        .stdin(std::process::Stdio::null());
+    let out = sh.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not answer the probe as expected"),
+        "{stderr}"
+    );
+}

@@ -662,3 +662,37 @@ fn a_device_node_lagerd_may_not_open_is_the_permission_bucket() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// Issue 12 defect 9: on a TCPIP net the USB section printed the box's
+/// 400 raw (`transport error: HTTP 400: {"address":…,"error":"not a USB
+/// VISA address…"}`). It now says in one line that USB checks do not apply.
+#[test]
+fn issue12_diagnose_of_a_tcp_net_says_usb_checks_do_not_apply() {
+    let scpi = scpi_responder("SIM,Keithley2281S,0,1.0");
+    let address = format!("TCPIP0::127.0.0.1::{scpi}::SOCKET");
+    let daemon = box_with_nets(&json!([
+        {"name": "sim1", "role": "power-supply", "instrument": "Keithley_2281S", "address": address, "pin": 1}
+    ]));
+    let cli = cli_for("diag-tcp-usb", daemon.port());
+    let run = diagnose(&cli, &["sim1"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout.contains(
+            "\n== USB (host-side) ==\n   USB checks do not apply to a TCPIP instrument (reached over the network)\n\n== VISA (instrument-side) ==\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("transport error"), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains("not a USB VISA address"),
+        "{}",
+        run.stdout
+    );
+    let run = diagnose(&cli, &["sim1", "--json"]);
+    let report: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        report["usb"]["not_applicable"],
+        "USB checks do not apply to a TCPIP instrument (reached over the network)"
+    );
+}

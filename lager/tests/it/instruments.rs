@@ -193,13 +193,15 @@ fn battery_on_the_dual_role_address() {
     let b = Bench::start("battery", &[]);
     b.lager(&["supply", "supply1", "--box", "b1", "voltage", "4", "--yes"])
         .expect_code(0);
-    ok(
-        &b.lager(&["battery", "battery1", "--box", "b1", "soc", "80"]),
-        "[OK] SOC set to 80%\n",
-    );
+    // SOC and VOC are one state (the model ties them): VOC last would
+    // move the SOC.
     ok(
         &b.lager(&["battery", "battery1", "--box", "b1", "voc", "4.2"]),
         "[OK] VOC set to 4.2V\n",
+    );
+    ok(
+        &b.lager(&["battery", "battery1", "--box", "b1", "soc", "80"]),
+        "[OK] SOC set to 80%\n",
     );
     ok(
         &b.lager(&["battery", "battery1", "--box", "b1", "mode", "Dynamic"]),
@@ -219,25 +221,73 @@ fn battery_on_the_dual_role_address() {
     let run = b.lager(&["battery", "battery1", "--box", "b1", "state", "--json"]);
     let reply: Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(reply["state"]["soc"], 80.0);
-    assert_eq!(reply["state"]["voc"], 4.2);
+    assert_eq!(
+        reply["state"]["voc"], 3.96,
+        "80 % of the way from 3 V to 4.2 V"
+    );
     // Back to the supply role on the same instrument.
     let run = b.lager(&["supply", "supply1", "--box", "b1", "state"]);
     run.expect_code(0);
     assert!(run.stdout.starts_with("[OK] Channel 1: "), "{}", run.stdout);
 }
 
+/// Issue 12 defect 8: `lager battery NET soc` without a value was a usage
+/// error; instruments.md §8 gives `soc [V]`, `voc [V]` and the other `[V]`
+/// forms: without a value they read, and a read takes no lock.
 #[test]
-fn battery_setters_need_a_value() {
-    let b = Bench::start("battery-usage", &[]);
-    let run = b.lager(&["battery", "battery1", "--box", "b1", "soc"]);
-    run.expect_code(2);
+fn issue12_battery_setters_without_a_value_read_the_setting() {
+    let b = Bench::start("battery-reads", &[]);
+    // VOC first: the simulator ties SOC to VOC through the battery model,
+    // so the SOC set last is the one read back.
+    for (setter, value) in [
+        ("voc", "3.9"),
+        ("soc", "42"),
+        ("batt-full", "4.1"),
+        ("batt-empty", "3.1"),
+        ("capacity", "2.5"),
+        ("current-limit", "1.5"),
+        ("ovp", "4.5"),
+        ("ocp", "2"),
+        ("mode", "dynamic"),
+    ] {
+        b.lager(&["battery", "battery1", "--box", "b1", setter, value, "--yes"])
+            .expect_code(0);
+    }
+    // Someone else holds the box: a change would be refused, a read is not.
+    b.daemon.lock_as("someone-else");
+    for (setter, said) in [
+        ("soc", "[OK] SOC: 42%\n"),
+        ("batt-full", "[OK] Full voltage: 4.1V\n"),
+        ("batt-empty", "[OK] Empty voltage: 3.1V\n"),
+        ("capacity", "[OK] Capacity: 2.5Ah\n"),
+        ("current-limit", "[OK] Current limit: 1.5A\n"),
+        ("ovp", "[OK] OVP: 4.5V\n"),
+        ("ocp", "[OK] OCP: 2A\n"),
+        ("mode", "[OK] Mode: dynamic\n"),
+    ] {
+        ok(
+            &b.lager(&["battery", "battery1", "--box", "b1", setter]),
+            said,
+        );
+    }
+    // VOC follows SOC through the model: the read shows the instrument's VOC.
+    let voc = b.lager(&["battery", "battery1", "--box", "b1", "voc"]);
+    voc.expect_code(0);
     assert!(
-        run.stderr.starts_with(
-            "lager battery soc needs a value: lager battery [NET] soc <percent>. To read the state of charge, run: lager battery [NET] state"
-        ),
+        voc.stdout.starts_with("[OK] VOC: ") && voc.stdout.ends_with("V\n"),
         "{}",
-        run.stderr
+        voc.stdout
     );
+    let run = b.lager(&["battery", "battery1", "--box", "b1", "soc", "--json"]);
+    run.expect_code(0);
+    let reply: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(reply["state"]["soc"], 42.0, "{reply}");
+    assert_eq!(b.daemon.lock()["user"], "someone-else");
+}
+
+#[test]
+fn battery_setters_check_the_form_of_their_value() {
+    let b = Bench::start("battery-usage", &[]);
     let run = b.lager(&["battery", "battery1", "--box", "b1", "mode", "fast"]);
     run.expect_code(2);
     assert!(
@@ -1086,4 +1136,116 @@ fn a_serial_instrument_works_and_reports_its_loss_as_enodev() {
         "{}",
         run.stderr
     );
+}
+
+/// Issue 12 defect 1: numbers from flags and variables are range-checked
+/// before they become durations. `--interval 1e20` panicked the CLI in
+/// `Duration::from_secs_f64`; huge `LAGER_LOCK_WAIT`/`LAGER_LOCK_HEARTBEAT`
+/// overflowed the deadline they became.
+#[test]
+fn issue12_huge_numbers_from_flags_and_variables_never_panic_the_cli() {
+    let b = Bench::start("huge-numbers", &[]);
+    for interval in ["1e20", "inf", "NaN", "0.01"] {
+        let run = b.lager(&[
+            "supply",
+            "supply1",
+            "watch",
+            "--box",
+            "b1",
+            "--interval",
+            interval,
+        ]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("Invalid --interval")
+                && run
+                    .stderr
+                    .contains("use a number of seconds from 0.1 to 3600")
+                && !run.stderr.contains("panicked"),
+            "{interval}: {}",
+            run.stderr
+        );
+    }
+    let huge = "9223372036854775807";
+    let run = b.lager_with(
+        &["supply", "supply1", "--box", "b1", "voltage", "2", "--yes"],
+        &[("LAGER_LOCK_WAIT", huge), ("LAGER_LOCK_HEARTBEAT", huge)],
+    );
+    run.expect_code(0);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(run.stdout, "[OK] Voltage set to 2V\n");
+}
+
+/// Issue 12 defect 7: an instrument that stops listening (connection
+/// refused) is ENODEV, so `lager supply` prints diagnose.md §6's ENODEV
+/// block, never the EBUSY one that sends users hunting for a holder.
+#[test]
+fn issue12_a_refusing_instrument_prints_the_enodev_block() {
+    let b = Bench::start("supply-refused", &[]);
+    let address = format!("TCPIP0::127.0.0.1::{}::SOCKET", crate::refused_port());
+    b.lager(&[
+        "nets",
+        "add",
+        "offpsu",
+        "--box",
+        "b1",
+        "--role",
+        "supply",
+        "--instrument",
+        "Keithley_2281S",
+        "--address",
+        &address,
+    ])
+    .expect_code(0);
+    let run = b.lager(&["supply", "offpsu", "--box", "b1", "voltage"]);
+    run.expect_code(1);
+    assert_eq!(
+        run.stderr,
+        "Error: Instrument disappeared from USB (re-enumeration).\n\
+         \n  Try:\n\
+         \x20   → The hardware service should auto-recover on the next call (0.20.0+).\n\
+         \x20   → If it does not, `lager ssh b1` then `sudo docker restart lager`.\n\
+         \x20 Run with --debug (or LAGER_DEBUG=1) for the full technical details.\n"
+    );
+    let run = b.lager_with(
+        &["supply", "offpsu", "--box", "b1", "voltage"],
+        &[("LAGER_DEBUG", "1")],
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "[Errno 19] No such device: {address} refused the connection"
+        )) && !run.stderr.contains("held by another client"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Issue 12 defect 4: in token mode a monitor opens an instrument session,
+/// so it needs the token; `lager … watch` sends it (the entry's `token` or
+/// `LAGER_BOX_TOKEN`), and without one says how to set it.
+#[test]
+fn issue12_watch_sends_the_token_a_token_mode_box_requires() {
+    let state = lager_testsupport::TempDir::new("watch-token");
+    let token_file = state.path().join("token");
+    std::fs::write(&token_file, "w4tch\n").unwrap();
+    let b = Bench::start(
+        "watch-token",
+        &["--token-file", token_file.to_str().unwrap()],
+    );
+    let watch = ["supply", "supply1", "watch", "--box", "b1", "--count", "1"];
+    let refused = b.lager(&watch);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("requires a token") && refused.stderr.contains("LAGER_BOX_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(b.sim("connections?"), "0", "a refused watch opened nothing");
+    let run = b.lager_with(&watch, &[("LAGER_BOX_TOKEN", "w4tch")]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("voltage_set="), "{}", run.stdout);
+    let mut entry = entry(b.daemon.port());
+    entry["token"] = json!("w4tch");
+    b.cli.write_config(&json!({"BOXES": {"b1": entry}}));
+    b.lager(&watch).expect_code(0);
 }

@@ -10,10 +10,13 @@ mod boxes;
 mod defaults;
 mod deploy;
 mod diagnose;
+mod fleet;
 mod hello;
 mod instruments;
 mod lock;
+mod page;
 mod python;
+mod scripts;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
@@ -182,34 +185,7 @@ pub fn entry(port: u16) -> Value {
     serde_json::json!({"ip": "127.0.0.1", "port": port, "user": "pi"})
 }
 
-/// A loopback port that refuses connections for the rest of the test run:
-/// a socket bound to it but never listening. A port merely bound and
-/// released can be taken by a parallel test, or a client can connect to
-/// itself through it, and the "dead" box comes alive (seen in CI).
-pub fn refused_port() -> u16 {
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(
-            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
-            0,
-            "bind"
-        );
-        let mut bound: libc::sockaddr_in = std::mem::zeroed();
-        let mut bound_len = len;
-        libc::getsockname(
-            fd,
-            (&mut bound as *mut libc::sockaddr_in).cast(),
-            &mut bound_len,
-        );
-        // The fd stays open (deliberately leaked) until the test binary exits.
-        u16::from_be(bound.sin_port)
-    }
-}
+pub use lager_testsupport::refused_port;
 
 /// A listener that accepts TCP connections (via the kernel backlog) but
 /// never answers; keep it alive for the test's duration.

@@ -33,6 +33,8 @@ pub enum Action {
     Disable,
     ClearProtection,
     SupplyState,
+    /// The instrument's (or channel's) ceilings; nothing is sent.
+    Limits,
     Soc(f64),
     Voc(f64),
     Capacity(f64),
@@ -41,6 +43,9 @@ pub enum Action {
     BatteryOn,
     BatteryOff,
     BatteryState,
+    /// A battery setter without a value reads the setting (instruments.md
+    /// §8: `soc [V]`, `voc [V]`, ...).
+    BatteryRead(BatteryQuantity),
     /// `voltage`/`current` with `ovp`/`ocp` params: the protections are
     /// set together with the value, in an order that never trips them.
     Protected {
@@ -62,6 +67,20 @@ pub enum Action {
     ListModels,
     ExportModel(u8),
     CreateModel(Box<BatteryModel>),
+}
+
+/// A battery-simulator setting that `BatteryRead` reads back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatteryQuantity {
+    Soc,
+    Voc,
+    VoltFull,
+    VoltEmpty,
+    Capacity,
+    CurrentLimit,
+    Ovp,
+    Ocp,
+    Mode,
 }
 
 /// The 2281S's built-in battery models (`:BATT:MOD:RCL <name>`).
@@ -160,8 +179,12 @@ pub fn parse(
         Ok(Some(v))
     };
     let value = |quantity, range, unit| param("value", quantity, range, unit);
-    let required =
-        |quantity, range, unit| value(quantity, range, unit)?.ok_or(ActionError::Missing(quantity));
+    // A battery setter with a value sets it; without one it reads it (§8).
+    use BatteryQuantity::*;
+    let read_or = |value: Option<f64>, set: fn(f64) -> Action, quantity| match value {
+        Some(v) => set(v),
+        None => Action::BatteryRead(quantity),
+    };
     let action = match (battery, action) {
         (false, "voltage" | "current") => {
             let base = if action == "voltage" {
@@ -194,10 +217,16 @@ pub fn parse(
         (false, "set_mode") => Action::SupplyMode,
         (true, "set_to_battery_mode") => Action::BatteryMode,
         // Full and empty are VOCs: §10.3 names the quantity VOC.
-        (true, "set_volt_full") => Action::VoltFull(required("VOC", (0.0, 60.0), "V")?),
-        (true, "set_volt_empty") => Action::VoltEmpty(required("VOC", (0.0, 60.0), "V")?),
-        (true, "set_ovp") => Action::BatteryOvp(required("OVP", (0.0, 61.0), "V")?),
-        (true, "set_ocp") => Action::BatteryOcp(required("OCP", (0.001, 6.1), "A")?),
+        (true, "set_volt_full") => {
+            read_or(value("VOC", (0.0, 60.0), "V")?, Action::VoltFull, VoltFull)
+        }
+        (true, "set_volt_empty") => read_or(
+            value("VOC", (0.0, 60.0), "V")?,
+            Action::VoltEmpty,
+            VoltEmpty,
+        ),
+        (true, "set_ovp") => read_or(value("OVP", (0.0, 61.0), "V")?, Action::BatteryOvp, Ovp),
+        (true, "set_ocp") => read_or(value("OCP", (0.001, 6.1), "A")?, Action::BatteryOcp, Ocp),
         (true, "set_model") => Action::Model(model_name(given)?),
         (true, "list_models" | "models") => Action::ListModels,
         (true, "export_model") => Action::ExportModel(slot(params)?),
@@ -210,12 +239,19 @@ pub fn parse(
             Action::ClearProtection
         }
         (false, "state") => Action::SupplyState,
-        (true, "set_soc") => Action::Soc(required("SOC", (0.0, 100.0), "%")?),
-        (true, "set_voc") => Action::Voc(required("VOC", (0.0, 60.0), "V")?),
-        (true, "set_capacity") => Action::Capacity(required("Capacity", (0.001, 1000.0), "Ah")?),
-        (true, "set_current_limit") => {
-            Action::CurrentLimit(required("Current limit", (0.001, 6.0), "A")?)
-        }
+        (false, "limits") => Action::Limits,
+        (true, "set_soc") => read_or(value("SOC", (0.0, 100.0), "%")?, Action::Soc, Soc),
+        (true, "set_voc") => read_or(value("VOC", (0.0, 60.0), "V")?, Action::Voc, Voc),
+        (true, "set_capacity") => read_or(
+            value("Capacity", (0.001, 1000.0), "Ah")?,
+            Action::Capacity,
+            Capacity,
+        ),
+        (true, "set_current_limit") => read_or(
+            value("Current limit", (0.001, 6.0), "A")?,
+            Action::CurrentLimit,
+            CurrentLimit,
+        ),
         (true, "set_mode") => match given
             .and_then(Value::as_str)
             .map(str::to_ascii_lowercase)
@@ -223,6 +259,7 @@ pub fn parse(
         {
             Some("static") => Action::Dynamic(false),
             Some("dynamic") => Action::Dynamic(true),
+            None if given.is_none() => Action::BatteryRead(BatteryQuantity::Mode),
             _ => return Err(ActionError::Missing("Mode (static or dynamic)")),
         },
         (true, "enable_battery") => Action::BatteryOn,
@@ -388,7 +425,8 @@ mod tests {
         );
         assert_eq!(
             parse(true, "set_soc", &Map::new(), &LIMITS_2281S),
-            Err(ActionError::Missing("SOC"))
+            Ok(Action::BatteryRead(BatteryQuantity::Soc)),
+            "without a value a setter reads (§8)"
         );
         assert_eq!(
             parse(true, "set_mode", &params(json!("Dynamic")), &LIMITS_2281S),
@@ -397,6 +435,10 @@ mod tests {
         assert_eq!(
             parse(true, "print_state", &Map::new(), &LIMITS_2281S),
             Ok(Action::BatteryState)
+        );
+        assert_eq!(
+            parse(false, "limits", &Map::new(), &LIMITS_2281S),
+            Ok(Action::Limits)
         );
         assert_eq!(
             parse(false, "set_soc", &Map::new(), &LIMITS_2281S)

@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use super::actions::{number, Action, BatteryModel, BUILTIN_MODELS, LIMITS_2281S as LIMITS};
+use super::actions::{
+    number, Action, BatteryModel, BatteryQuantity, BUILTIN_MODELS, LIMITS_2281S as LIMITS,
+};
 use super::session::{Function, Session, SessionError};
 
 /// Why a valid command failed at the instrument (HTTP 502).
@@ -49,6 +51,36 @@ pub struct Outcome {
     pub state: Option<Value>,
 }
 
+impl Outcome {
+    /// A message with the values read or written (§10.2: every reply
+    /// carries `state` when it is cheap).
+    pub fn with(message: String, state: Value) -> Outcome {
+        Outcome {
+            message,
+            state: Some(state),
+        }
+    }
+
+    /// A read's answer: `<label>: <reply><unit>`, and the value under
+    /// `key` (null when the reply is not a number).
+    pub fn read(label: &str, reply: &str, unit: &str, key: &str) -> Outcome {
+        Outcome::with(
+            format!("{label}: {reply}{unit}"),
+            json!({ key: reading(reply) }),
+        )
+    }
+}
+
+/// The `limits` action: a model's (or channel's) ceilings, from the driver's
+/// own table, without asking the instrument.
+pub(super) fn limits_outcome(limits: super::actions::Limits) -> Outcome {
+    let (volts, amps) = (limits.volts.1, limits.amps.1);
+    Outcome::with(
+        format!("Limits: {}V, {}A", number(volts), number(amps)),
+        json!({ "voltage_max": volts, "current_max": amps }),
+    )
+}
+
 /// Runs `action` on the instrument behind `session`.
 pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverError> {
     let done = |message: String| {
@@ -61,23 +93,30 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         Action::Voltage(Some(v)) => {
             ensure(session, Function::PowerSupply)?;
             checked(session, &format!(":SOUR1:VOLT {}", number(*v)))?;
-            done(format!("Voltage set to {}V", number(*v)))
+            Ok(Outcome::with(
+                format!("Voltage set to {}V", number(*v)),
+                json!({ "voltage_set": v }),
+            ))
         }
         Action::Voltage(None) => {
             let on = session.query(":OUTP?")? == "1";
             let v = session.query(if on { ":MEAS:VOLT?" } else { ":SOUR1:VOLT?" })?;
-            done(format!("Voltage: {v}V"))
+            Ok(Outcome::read("Voltage", &v, "V", "voltage"))
         }
         Action::Current(Some(a)) => {
             ensure(session, Function::PowerSupply)?;
             checked(session, &format!(":SOUR1:CURR {}", number(*a)))?;
-            done(format!("Current limit set to {}A", number(*a)))
+            Ok(Outcome::with(
+                format!("Current limit set to {}A", number(*a)),
+                json!({ "current_set": a }),
+            ))
         }
         Action::Current(None) => {
             let on = session.query(":OUTP?")? == "1";
             let a = session.query(if on { ":MEAS:CURR?" } else { ":SOUR1:CURR?" })?;
-            done(format!("Current: {a}A"))
+            Ok(Outcome::read("Current", &a, "A", "current"))
         }
+        Action::Limits => Ok(limits_outcome(LIMITS)),
         Action::Ovp(Some(v)) => {
             ensure(session, Function::PowerSupply)?;
             let setpoint = float(&session.query(":SOUR1:VOLT?")?);
@@ -89,15 +128,27 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
                 )));
             }
             checked(session, &format!(":SOUR1:VOLT:PROT {}", number(*v)))?;
-            done(format!("OVP set to {}V", number(*v)))
+            Ok(Outcome::with(
+                format!("OVP set to {}V", number(*v)),
+                json!({ "ovp_limit": v }),
+            ))
         }
-        Action::Ovp(None) => done(format!("OVP: {}V", session.query(":SOUR1:VOLT:PROT?")?)),
+        Action::Ovp(None) => {
+            let v = session.query(":SOUR1:VOLT:PROT?")?;
+            Ok(Outcome::read("OVP", &v, "V", "ovp_limit"))
+        }
         Action::Ocp(Some(a)) => {
             ensure(session, Function::PowerSupply)?;
             checked(session, &format!(":SOUR1:CURR:PROT {}", number(*a)))?;
-            done(format!("OCP set to {}A", number(*a)))
+            Ok(Outcome::with(
+                format!("OCP set to {}A", number(*a)),
+                json!({ "ocp_limit": a }),
+            ))
         }
-        Action::Ocp(None) => done(format!("OCP: {}A", session.query(":SOUR1:CURR:PROT?")?)),
+        Action::Ocp(None) => {
+            let a = session.query(":SOUR1:CURR:PROT?")?;
+            Ok(Outcome::read("OCP", &a, "A", "ocp_limit"))
+        }
         Action::Enable => {
             ensure(session, Function::PowerSupply)?;
             session.write(":OUTP:PROT:CLE")?;
@@ -213,6 +264,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
             })
         }
         Action::CreateModel(model) => create_model(session, model),
+        Action::BatteryRead(quantity) => battery_read(session, *quantity),
         Action::BatteryState => {
             ensure(session, Function::Battery)?;
             let state = battery_state(session)?;
@@ -386,6 +438,40 @@ fn battery_setting(
     })
 }
 
+/// One battery-simulator setting read back: `soc`, `voc`, ... without a
+/// value (§8), answered like the supply's reads (`SOC: 42%`) with the value
+/// under its state key.
+fn battery_read(session: &mut Session, quantity: BatteryQuantity) -> Result<Outcome, DriverError> {
+    ensure(session, Function::Battery)?;
+    let setting = match quantity {
+        BatteryQuantity::Soc => &SOC,
+        BatteryQuantity::Voc => &VOC,
+        BatteryQuantity::VoltFull => &VOLT_FULL,
+        BatteryQuantity::VoltEmpty => &VOLT_EMPTY,
+        BatteryQuantity::Capacity => &CAPACITY,
+        BatteryQuantity::CurrentLimit => &CURRENT_LIMIT,
+        BatteryQuantity::Ovp => &BATTERY_OVP,
+        BatteryQuantity::Ocp => &BATTERY_OCP,
+        BatteryQuantity::Mode => {
+            let method = session.query(":BATT:SIM:METH?")?;
+            let mode = if method.to_ascii_uppercase().starts_with("DYN") {
+                "dynamic"
+            } else {
+                "static"
+            };
+            return Ok(Outcome {
+                message: format!("Mode: {mode}"),
+                state: Some(json!({ "mode": mode })),
+            });
+        }
+    };
+    let value = float(&session.query(&format!("{}?", setting.header))?);
+    Ok(Outcome {
+        message: format!("{}: {}{}", setting.what, number(value), setting.unit),
+        state: Some(json!({ setting.key: value })),
+    })
+}
+
 /// A value set with its protections (§6.1): OCP first (it cannot trip on
 /// a setting), then OVP and voltage in the order that keeps OVP at or above
 /// the setpoint throughout.
@@ -514,30 +600,31 @@ fn create_model(session: &mut Session, model: &BatteryModel) -> Result<Outcome, 
 fn supply_state(session: &mut Session) -> Result<Value, DriverError> {
     session.query("*IDN?")?; // probe first: a stale session fails here and recovers
     let on = session.query(":OUTP?")? == "1";
-    let voltage_set = float(&session.query(":SOUR1:VOLT?")?);
-    let current_set = float(&session.query(":SOUR1:CURR?")?);
+    let voltage_set = reading(&session.query(":SOUR1:VOLT?")?);
+    let current_set = reading(&session.query(":SOUR1:CURR?")?);
+    // An output that is off measures nothing: 0, not a failed reading.
     let (voltage, current) = if on {
         (
-            float(&session.query(":MEAS:VOLT?")?),
-            float(&session.query(":MEAS:CURR?")?),
+            reading(&session.query(":MEAS:VOLT?")?),
+            reading(&session.query(":MEAS:CURR?")?),
         )
     } else {
-        (0.0, 0.0)
+        (Some(0.0), Some(0.0))
     };
     let bits = session
         .query(":STAT:QUES:INST:ISUM:COND?")?
         .trim()
         .parse::<u32>()
-        .unwrap_or(0);
-    let ocp_limit = float(&session.query(":SOUR1:CURR:PROT?")?);
-    let ovp_limit = float(&session.query(":SOUR1:VOLT:PROT?")?);
+        .ok();
+    let ocp_limit = reading(&session.query(":SOUR1:CURR:PROT?")?);
+    let ovp_limit = reading(&session.query(":SOUR1:VOLT:PROT?")?);
     let trip = session.query(":OUTP:PROT:TRIP?")?;
     Ok(json!({
         "voltage": voltage,
         "current": current,
-        "power": voltage * current,
+        "power": voltage.zip(current).map(|(v, a)| v * a),
         "enabled": on,
-        "mode": if bits & 1 != 0 { "CC" } else { "CV" },
+        "mode": bits.map(|bits| if bits & 1 != 0 { "CC" } else { "CV" }),
         "voltage_set": voltage_set,
         "current_set": current_set,
         "voltage_max": LIMITS.volts.1,
@@ -551,28 +638,34 @@ fn supply_state(session: &mut Session) -> Result<Value, DriverError> {
     }))
 }
 
-/// The `state` action's message for any supply, from its state object.
+/// The `state` action's message for any supply, from its state object;
+/// a field that could not be read shows as `n/a` (§7).
 pub(super) fn supply_message(state: &Value) -> String {
+    let field = |key: &str| match &state[key] {
+        Value::Null => "n/a".to_string(),
+        value => value.to_string(),
+    };
     format!(
         "Channel {}: {}, Set: {}V/{}A, Measured: {}V/{}A, OCP: {}A, OVP: {}V",
-        state["channel"],
+        field("channel"),
         if state["enabled"] == true {
             "ON"
         } else {
             "OFF"
         },
-        state["voltage_set"],
-        state["current_set"],
-        state["voltage"],
-        state["current"],
-        state["ocp_limit"],
-        state["ovp_limit"]
+        field("voltage_set"),
+        field("current_set"),
+        field("voltage"),
+        field("current"),
+        field("ocp_limit"),
+        field("ovp_limit")
     )
 }
 
 fn battery_state(session: &mut Session) -> Result<Value, DriverError> {
     session.query("*IDN?")?;
-    let mut q = |header: &str| -> Result<f64, DriverError> { Ok(float(&session.query(header)?)) };
+    let mut q =
+        |header: &str| -> Result<Option<f64>, DriverError> { Ok(reading(&session.query(header)?)) };
     let state = json!({
         "terminal_voltage": q(":BATT:SIM:TVOL?")?,
         "current": q(":BATT:SIM:CURR?")?,
@@ -603,22 +696,25 @@ fn battery_state(session: &mut Session) -> Result<Value, DriverError> {
     Ok(state)
 }
 
-/// The first comma field as a number, units stripped (§6.2); 0 if none.
-fn float(reply: &str) -> f64 {
+/// A reading for a state object: the first comma field as a number, units
+/// stripped (§6.2); `None` (JSON null) when the reply is not a number, so a
+/// failed field never reads as 0 (scripts.md §2).
+pub(super) fn reading(reply: &str) -> Option<f64> {
     let first = reply.split(',').next().unwrap_or("");
-    finite(
-        first
-            .trim()
-            .trim_end_matches(['V', 'A', 'W', 's', '%', 'Ω']),
-    )
-    .unwrap_or(0.0)
+    first
+        .trim()
+        .trim_end_matches(['V', 'A', 'W', 's', '%', 'Ω'])
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite())
 }
 
-/// A reading as a finite number. Rust parses `nan`, `inf` and `1e999`, but
-/// they have no JSON form: a state would carry `null` where clients expect
-/// a number (found by the `scpi_replies` fuzz target).
-pub(super) fn finite(text: &str) -> Option<f64> {
-    text.trim().parse().ok().filter(|v: &f64| v.is_finite())
+/// The first comma field as a number, units stripped (§6.2); 0 if none.
+/// `nan`, `inf` and `1e999` are none either: found by the `scpi_replies`
+/// fuzz target, which saw them compared against and written back.
+fn float(reply: &str) -> f64 {
+    reading(reply).unwrap_or(0.0)
 }
 
 #[cfg(test)]
@@ -634,6 +730,9 @@ mod tests {
             assert_eq!(float(not_a_reading), 0.0, "{not_a_reading}");
         }
         assert_eq!(float("9.91E37"), 9.91e37, "SCPI's NaN is a finite number");
+        assert_eq!(reading("5.000V"), Some(5.0));
+        assert_eq!(reading("garbage"), None);
+        assert_eq!(reading("nan"), None);
         assert_eq!(function_of("POW"), Some(Function::PowerSupply));
         assert_eq!(function_of("\"BATT\""), Some(Function::Battery));
         assert_eq!(function_of("???"), None);

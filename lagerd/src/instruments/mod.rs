@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::addr::Address;
+use common::wire::MONITOR_INTERVAL;
 use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
-use crate::server::Client;
 use actions::{Action, Limits};
 use keithley::DriverError;
 use session::Sessions;
@@ -43,10 +43,14 @@ struct Monitor {
     battery: bool,
     net: String,
     holder: String,
-    /// Set when the stream starts; the entry is removed before the stream's
-    /// connection is closed, so the descriptor behind it stays this client's.
-    client: Option<Client>,
+    /// Whether the watcher's client left; set when the stream starts. It
+    /// answers "gone" for good once its connection closed, so asking it
+    /// from another request's thread is safe even as that happens.
+    client_gone: Option<ClientGone>,
 }
+
+/// Asks whether a monitor's client left, from any thread.
+pub type ClientGone = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// A resolved net: its name, instrument address and driver.
 struct Target {
@@ -71,6 +75,17 @@ impl Driver {
             Driver::Keithley2281S => actions::LIMITS_2281S,
             Driver::RigolDp800 { channel } => rigol::limits(channel),
         }
+    }
+
+    /// Whether the instrument is known to be in the role other than
+    /// `battery`'s (only a 2281S has two).
+    fn in_other_role(self, function: Option<session::Function>, battery: bool) -> bool {
+        let wanted = if battery {
+            session::Function::Battery
+        } else {
+            session::Function::PowerSupply
+        };
+        matches!(self, Driver::Keithley2281S) && function.is_some_and(|f| f != wanted)
     }
 
     fn run(
@@ -180,7 +195,9 @@ impl Instruments {
         // A watcher that just left (`--count` reached, Ctrl-C) has not been
         // noticed by its stream yet; it holds nothing.
         let other = monitors.iter().find(|m| {
-            m.address == key && m.battery != battery && !m.client.as_ref().is_some_and(Client::gone)
+            m.address == key
+                && m.battery != battery
+                && !m.client_gone.as_ref().is_some_and(|gone| gone())
         })?;
         let other_role = role_name(other.battery);
         Some(format!(
@@ -191,19 +208,25 @@ impl Instruments {
 
     /// `GET /supply|battery/monitor?netname=N&interval=S` (§7, §10): after
     /// the checks, an NDJSON stream of state lines until the client leaves.
+    ///
+    /// An `observe` watch (the status page's) reads without taking the
+    /// role: it is not registered for the cross-role check, so it never
+    /// refuses anyone, and it skips reads while the instrument is known to
+    /// be in the other role, so it never switches or disturbs it.
     pub fn monitor(
         self: &Arc<Self>,
         battery: bool,
         name: &str,
         interval: Option<&str>,
         holder: String,
+        observe: bool,
     ) -> Result<MonitorStream, Answer> {
         let target = self.resolve(name, battery)?;
-        let interval = interval
-            .and_then(|i| i.trim().parse::<f64>().ok())
-            .filter(|i| i.is_finite())
-            .map_or(1.0, |i| i.max(0.1));
-        let id = {
+        let interval = monitor_interval(interval)?;
+        let id = if observe {
+            // Never registered: the stream's drop finds nothing to remove.
+            u64::MAX
+        } else {
             let mut monitors = self.monitors.lock().unwrap_or_else(PoisonError::into_inner);
             // Checked and registered under one lock: two opposite watches
             // started together cannot both pass (the older system's race).
@@ -217,7 +240,7 @@ impl Instruments {
                 battery,
                 net: name.to_string(),
                 holder,
-                client: None,
+                client_gone: None,
             });
             id
         };
@@ -226,7 +249,8 @@ impl Instruments {
             id,
             battery,
             target,
-            interval: Duration::from_secs_f64(interval),
+            interval,
+            observe,
         })
     }
 
@@ -239,6 +263,19 @@ impl Instruments {
             "shared_retained"
         };
         json!({"status": "success", "cleared": cleared, "closed": if close { open } else { 0 }, "errors": [], kept: open})
+    }
+
+    /// Every instrument with a session thread and whether its session is
+    /// open (`lagerd_instrument_session_open`).
+    pub fn session_states(&self) -> Vec<(String, bool)> {
+        self.sessions
+            .addresses()
+            .into_iter()
+            .map(|address| {
+                let open = self.sessions.is_open(&address);
+                (address, open)
+            })
+            .collect()
     }
 
     /// `GET /cache/stats` (§5; lagerd reports addresses, never a 500).
@@ -273,7 +310,9 @@ impl Instruments {
         match actions::parse(battery, action, &params, &any_range) {
             Ok(
                 Action::SupplyState
+                | Action::Limits
                 | Action::BatteryState
+                | Action::BatteryRead(_)
                 | Action::ListModels
                 | Action::ExportModel(_),
             ) => false,
@@ -300,12 +339,14 @@ impl Instruments {
             Ok(target) => target,
             Err(answer) => return answer,
         };
-        let monitors = self
-            .monitors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(conflict) = Self::conflict(&monitors, &target, battery) {
+        // Checked under the registry lock, like registration, so a watch
+        // that ends meanwhile is never asked about after it unregistered.
+        let conflict = Self::conflict(
+            &self.monitors.lock().unwrap_or_else(PoisonError::into_inner),
+            &target,
+            battery,
+        );
+        if let Some(conflict) = conflict {
             return (200, json!({"success": false, "error": conflict}));
         }
         let (address, driver) = (target.address, target.driver);
@@ -316,6 +357,7 @@ impl Instruments {
         let outcome: Result<_, DriverError> = self
             .sessions
             .run(&address, move |session| driver.run(session, &parsed));
+        crate::metrics::instrument_command(name, command_outcome(&outcome));
         match outcome {
             Ok(done) => {
                 let mut reply = json!({"success": true, "action": action, "message": done.message});
@@ -333,16 +375,50 @@ impl Instruments {
     }
 }
 
+/// `lagerd_instrument_commands_total`'s outcome label for a command.
+fn command_outcome<T>(outcome: &Result<T, DriverError>) -> crate::metrics::CommandOutcome {
+    use crate::metrics::CommandOutcome;
+    use session::SessionError;
+    use transport::TransportError;
+    match outcome {
+        Ok(_) => CommandOutcome::Ok,
+        Err(DriverError::Session(SessionError::Transport(e))) => match e {
+            TransportError::Busy { .. } => CommandOutcome::Busy,
+            TransportError::NoDevice { .. } => CommandOutcome::Nodev,
+            TransportError::Timeout { .. } => CommandOutcome::Timeout,
+            _ => CommandOutcome::Error,
+        },
+        Err(DriverError::Session(SessionError::Locked(_))) => CommandOutcome::Busy,
+        Err(DriverError::Session(SessionError::Deadline { .. })) => CommandOutcome::Timeout,
+        Err(_) => CommandOutcome::Error,
+    }
+}
+
+/// A monitor's `interval` (§7.1: default 1.0, garbage 1.0, at least 0.1);
+/// a number above the hour, or not finite, is refused with 400.
+fn monitor_interval(given: Option<&str>) -> Result<Duration, Answer> {
+    let Some(text) = given else {
+        return Ok(Duration::from_secs(1));
+    };
+    let Some(value) = text.trim().parse::<f64>().ok().filter(|v| !v.is_nan()) else {
+        return Ok(Duration::from_secs(1));
+    };
+    MONITOR_INTERVAL
+        .secs(value.max(MONITOR_INTERVAL.min))
+        .map_err(|e| failure(400, format!("interval {text} is out of range: {e}")))
+}
+
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.
-/// Its registration lives exactly as long as it does: a stream the server
-/// never runs (the answer to a HEAD, a client gone before the head was
-/// written) must not hold the instrument's other role until a restart.
+/// It is registered from `Instruments::monitor` until it is dropped,
+/// however that happens: its stream ended, or never ran (a `HEAD`, a
+/// client gone before the reply).
 pub struct MonitorStream {
     instruments: Arc<Instruments>,
     id: u64,
     battery: bool,
     target: Target,
     interval: Duration,
+    observe: bool,
 }
 
 impl Drop for MonitorStream {
@@ -356,7 +432,7 @@ impl Drop for MonitorStream {
 }
 
 impl MonitorStream {
-    pub fn run(self, out: &mut dyn Write, client: &Client) -> io::Result<()> {
+    pub fn run(self, out: &mut dyn Write, client_gone: ClientGone) -> io::Result<()> {
         if let Some(me) = self
             .instruments
             .monitors
@@ -365,7 +441,7 @@ impl MonitorStream {
             .iter_mut()
             .find(|m| m.id == self.id)
         {
-            me.client = Some(client.clone());
+            me.client_gone = Some(client_gone.clone());
         }
         let name = &self.target.name;
         let line = |out: &mut dyn Write, value: Value| -> io::Result<()> {
@@ -387,20 +463,28 @@ impl MonitorStream {
             let tick = Instant::now();
             let action = state.clone();
             let driver = self.target.driver;
-            let outcome: Result<_, DriverError> = self
-                .instruments
-                .sessions
-                .run(&self.target.address, move |session| {
-                    driver.run(session, &action)
-                });
+            let (observe, battery) = (self.observe, self.battery);
+            let outcome: Result<_, DriverError> =
+                self.instruments
+                    .sessions
+                    .run(&self.target.address, move |session| {
+                        if observe && driver.in_other_role(session.function, battery) {
+                            return Ok(None);
+                        }
+                        driver.run(session, &action).map(Some)
+                    });
             let event = match outcome {
-                Ok(done) => json!({"event": "state", "state": done.state}),
+                Ok(Some(done)) => json!({"event": "state", "state": done.state}),
+                Ok(None) => json!({
+                    "event": "idle",
+                    "message": format!("in use as {}", role_name(!battery)),
+                }),
                 Err(e) => json!({"event": "error", "message": e.to_string()}),
             };
             line(out, event)?;
             // Wait out the interval, noticing a client that left (§10.10).
             while tick.elapsed() < self.interval {
-                if client.gone() {
+                if client_gone() {
                     return Ok(());
                 }
                 std::thread::sleep(Duration::from_millis(50).min(self.interval));

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::actions::{number, Action, Limits};
-use super::keithley::{checked, finite, supply_message, DriverError, Outcome};
+use super::keithley::{checked, limits_outcome, reading, supply_message, DriverError, Outcome};
 use super::session::Session;
 
 /// DP832 channels: 1 and 2 are 30 V/3 A, 3 is 5 V/3 A.
@@ -39,7 +39,10 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 session,
                 &format!(":APPL {ch},{},{}", number(*v), number(amps)),
             )?;
-            done(format!("Voltage set to {}V", number(*v)))
+            Ok(Outcome::with(
+                format!("Voltage set to {}V", number(*v)),
+                json!({ "voltage_set": v }),
+            ))
         }
         Action::Current(Some(a)) => {
             let (volts, _) = setpoints(session, &ch)?;
@@ -47,11 +50,14 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 session,
                 &format!(":APPL {ch},{},{}", number(volts), number(*a)),
             )?;
-            done(format!("Current limit set to {}A", number(*a)))
+            Ok(Outcome::with(
+                format!("Current limit set to {}A", number(*a)),
+                json!({ "current_set": a }),
+            ))
         }
         Action::Voltage(None) | Action::Current(None) => {
             let volts = matches!(action, Action::Voltage(_));
-            let reading = if session.query(&format!(":OUTP? {ch}"))? == "ON" {
+            let text = if session.query(&format!(":OUTP? {ch}"))? == "ON" {
                 session.query(&format!(
                     ":MEAS:{}? {ch}",
                     if volts { "VOLT" } else { "CURR" }
@@ -60,12 +66,13 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 let (v, a) = setpoints(session, &ch)?;
                 number(if volts { v } else { a })
             };
-            done(if volts {
-                format!("Voltage: {reading}V")
+            Ok(if volts {
+                Outcome::read("Voltage", &text, "V", "voltage")
             } else {
-                format!("Current: {reading}A")
+                Outcome::read("Current", &text, "A", "current")
             })
         }
+        Action::Limits => Ok(limits_outcome(limits(channel))),
         Action::Ovp(Some(v)) | Action::Ocp(Some(v)) => {
             let kind = if matches!(action, Action::Ovp(_)) {
                 "OVP"
@@ -74,22 +81,40 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
             };
             checked(session, &format!(":OUTP:{kind}:VAL {ch},{}", number(*v)))?;
             checked(session, &format!(":OUTP:{kind} {ch},ON"))?;
-            done(format!(
-                "{kind} set to {}{}",
-                number(*v),
-                if kind == "OVP" { "V" } else { "A" }
+            let key = if kind == "OVP" {
+                "ovp_limit"
+            } else {
+                "ocp_limit"
+            };
+            Ok(Outcome::with(
+                format!(
+                    "{kind} set to {}{}",
+                    number(*v),
+                    if kind == "OVP" { "V" } else { "A" }
+                ),
+                json!({ key: v }),
             ))
         }
-        Action::Ovp(None) => done(format!(
-            "OVP: {}V",
-            session.query(&format!(":OUTP:OVP:VAL? {ch}"))?
-        )),
-        Action::Ocp(None) => done(format!(
-            "OCP: {}A",
-            session.query(&format!(":OUTP:OCP:VAL? {ch}"))?
-        )),
+        Action::Ovp(None) => {
+            let v = session.query(&format!(":OUTP:OVP:VAL? {ch}"))?;
+            Ok(Outcome::read("OVP", &v, "V", "ovp_limit"))
+        }
+        Action::Ocp(None) => {
+            let a = session.query(&format!(":OUTP:OCP:VAL? {ch}"))?;
+            Ok(Outcome::read("OCP", &a, "A", "ocp_limit"))
+        }
         Action::Enable => {
             checked(session, &format!(":OUTP {ch},ON"))?;
+            // A protection below the output trips as it turns on (as on
+            // the Keithley): say so instead of reporting success.
+            for kind in ["OVP", "OCP"] {
+                if session.query(&format!(":OUTP:{kind}:QUES? {ch}"))? == "YES" {
+                    return Err(DriverError::Refused {
+                        command: format!(":OUTP {ch},ON"),
+                        error: format!("protection tripped ({kind})"),
+                    });
+                }
+            }
             done(format!("Channel {channel} output enabled"))
         }
         Action::Disable => {
@@ -145,9 +170,11 @@ fn setpoints(session: &mut Session, ch: &str) -> Result<(f64, f64), DriverError>
     })
 }
 
-/// The volts and amps fields of an `:APPL?` reply, both finite numbers.
+/// The volts and amps fields of an `:APPL?` reply, both finite numbers:
+/// they are written back with the other one changed, and `nan` is no
+/// setpoint (found by the `scpi_replies` fuzz target).
 fn setpoints_of(reply: &str) -> Option<(f64, f64)> {
-    let mut fields = reply.split(',').skip(1).map(finite);
+    let mut fields = reply.split(',').skip(1).map(reading);
     Some((fields.next()??, fields.next()??))
 }
 
@@ -157,20 +184,26 @@ fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
     let enabled = session.query(&format!(":OUTP? {ch}"))? == "ON";
     let (voltage_set, current_set) = setpoints(session, &ch)?;
     let all = session.query(&format!(":MEAS:ALL? {ch}"))?;
-    let measured: Vec<f64> = all.split(',').map(|f| finite(f).unwrap_or(0.0)).collect();
-    let value = |i: usize| measured.get(i).copied().unwrap_or(0.0);
+    let measured: Vec<Option<f64>> = all.split(',').map(reading).collect();
+    let value = |i: usize| measured.get(i).copied().flatten();
     let mut query = |header: &str| session.query(&format!("{header} {ch}"));
-    let ovp_limit = finite(&query(":OUTP:OVP:VAL?")?).unwrap_or(0.0);
-    let ocp_limit = finite(&query(":OUTP:OCP:VAL?")?).unwrap_or(0.0);
+    let ovp_limit = reading(&query(":OUTP:OVP:VAL?")?);
+    let ocp_limit = reading(&query(":OUTP:OCP:VAL?")?);
     let ovp_tripped = query(":OUTP:OVP:QUES?")? == "YES";
     let ocp_tripped = query(":OUTP:OCP:QUES?")? == "YES";
+    // `UR` (unregulated: the output is off) reads as CV, as on the Keithley.
+    let mode = match query(":OUTP:MODE?")?.as_str() {
+        "CC" => Some("CC"),
+        "CV" | "UR" => Some("CV"),
+        _ => None,
+    };
     let limits = limits(channel);
     Ok(json!({
         "voltage": value(0),
         "current": value(1),
         "power": value(2),
         "enabled": enabled,
-        "mode": if enabled && value(1) >= current_set && current_set > 0.0 { "CC" } else { "CV" },
+        "mode": mode,
         "voltage_set": voltage_set,
         "current_set": current_set,
         "voltage_max": limits.volts.1,
@@ -195,8 +228,6 @@ mod tests {
         assert_eq!(limits(2).amps, (0.0, 3.0));
     }
 
-    /// Found by the `scpi_replies` fuzz target: `nan` parsed as a setpoint
-    /// and reached the state as JSON `null`.
     #[test]
     fn setpoints_are_finite_numbers() {
         assert_eq!(setpoints_of("CH1:30V/3A,5.000,1.000"), Some((5.0, 1.0)));

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
-use super::transport::{BusyCause, TransportError};
+use super::transport::{BusyCause, TransportError, REPLY_MAX};
 
 pub struct SerialTransport {
     address: String,
@@ -53,12 +53,14 @@ impl SerialTransport {
                 cause: BusyCause::Unknown,
             });
         }
+        // SAFETY: TIOCEXCL takes no argument; `fd` is the port this function owns.
         unsafe { libc::ioctl(fd, libc::TIOCEXCL) };
         raw_9600(fd).map_err(|error| TransportError::Io {
             address: address.to_string(),
             error,
         })?;
         // Flush whatever an earlier user left in the buffers.
+        // SAFETY: tcflush on the descriptor owned by `port`; no memory is passed.
         unsafe { libc::tcflush(fd, libc::TCIOFLUSH) };
         Ok(SerialTransport {
             address: address.to_string(),
@@ -101,6 +103,15 @@ impl SerialTransport {
             match self.port.read(&mut buffer) {
                 // A pty whose far end closed reads as EOF or EIO: gone.
                 Ok(0) => return Err(self.gone()),
+                Ok(n) if self.pending.len() + n > REPLY_MAX => {
+                    self.pending.clear();
+                    return Err(TransportError::Io {
+                        address: self.address.clone(),
+                        error: io::Error::other(format!(
+                            "a reply to {command} longer than {REPLY_MAX} bytes without a line end"
+                        )),
+                    });
+                }
                 Ok(n) => self.pending.extend_from_slice(&buffer[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait(libc::POLLIN, deadline)?

@@ -104,14 +104,12 @@ pub struct Session {
 impl Session {
     /// Sends a command without a reply.
     pub fn write(&mut self, command: &str) -> Result<(), SessionError> {
-        let outcome = self.transport()?.write(command);
-        self.settle(outcome)
+        self.exchange(|transport| transport.write(command))
     }
 
     /// Sends a query and returns its reply line.
     pub fn query(&mut self, command: &str) -> Result<String, SessionError> {
-        let outcome = self.transport()?.query(command);
-        let reply = self.settle(outcome)?;
+        let reply = self.exchange(|transport| transport.query(command))?;
         // A reply that is not text is garbage from a confused instrument:
         // close, so nothing stale answers the next command.
         if reply.chars().any(|c| c.is_control() && c != '\t') {
@@ -146,36 +144,49 @@ impl Session {
         self.transport.is_some()
     }
 
-    /// The open transport, opening it first if needed (§2 open sequence).
-    fn transport(&mut self) -> Result<&mut Transport, SessionError> {
-        if self.transport.is_none() {
-            let transport = self.open()?;
-            info!("{}: session opened", self.key);
-            self.transport = Some(transport);
-        }
-        Ok(self.transport.as_mut().expect("opened just above"))
-    }
-
-    /// Device lock around the open; busy opens retried with backoff.
-    fn open(&mut self) -> Result<Transport, SessionError> {
+    /// Runs `op` on the open transport, opening it first if needed (§2
+    /// open sequence). A busy open is retried after the §4 backoff: a
+    /// refused claim, or a socket instrument that accepts the connection
+    /// and resets it before answering (§10.8), which shows only in the
+    /// first exchange on it.
+    fn exchange<T>(
+        &mut self,
+        op: impl Fn(&mut Transport) -> Result<T, TransportError>,
+    ) -> Result<T, SessionError> {
         let mut waits = BUSY_BACKOFF.iter();
         loop {
-            let attempt = self
-                .locks
-                .with(&self.key, || {
-                    Transport::open(&self.address, self.io_timeout)
-                })
-                .map_err(SessionError::Locked)?
-                .map_err(|e| name_holders(e, &self.roots));
-            match (attempt, waits.next()) {
-                (Ok(transport), _) => return Ok(transport),
-                (Err(e @ TransportError::Busy { .. }), Some(wait)) => {
+            let fresh = self.transport.is_none();
+            let outcome = match self.transport.as_mut() {
+                Some(transport) => op(transport),
+                None => self
+                    .open()
+                    .map_err(SessionError::Locked)?
+                    .and_then(|transport| {
+                        info!("{}: session opened", self.key);
+                        op(self.transport.insert(transport))
+                    }),
+            };
+            match (outcome, waits.next()) {
+                (Err(e @ TransportError::Busy { .. }), Some(wait)) if fresh => {
+                    // Never a session yet: dropped quietly, the retry says why.
+                    self.transport = None;
+                    self.function = None;
                     info!("{e}; retrying the open in {} ms", wait.as_millis());
                     thread::sleep(*wait);
                 }
-                (Err(e), _) => return Err(e.into()),
+                (outcome, _) => return self.settle(outcome),
             }
         }
+    }
+
+    /// One open under the device lock. Contention (the outer error) is not
+    /// retried here: the lock itself waited for its 2 s.
+    fn open(&self) -> Result<Result<Transport, TransportError>, crate::devlock::LockError> {
+        self.locks
+            .with(&self.key, || {
+                Transport::open(&self.address, self.io_timeout)
+            })
+            .map(|opened| opened.map_err(|e| name_holders(e, &self.roots)))
     }
 }
 

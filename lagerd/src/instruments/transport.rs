@@ -5,7 +5,7 @@
 //! device`, `[Errno 110] Operation timed out`). `Transport` opens whichever
 //! kind an address names: raw SCPI over TCP here, USB-TMC in `usbtmc.rs`.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -13,14 +13,21 @@ use common::addr::Address;
 
 use super::usbtmc::UsbTmcTransport;
 
+/// Longest reply accepted from an instrument: a 101-point battery model
+/// is a few KiB, so this only stops one that streams bytes without end.
+pub const REPLY_MAX: usize = 1 << 20;
+
 /// Why an instrument exchange failed.
 #[derive(Debug)]
 pub enum TransportError {
-    /// Someone else has the instrument (EBUSY; a refused connection for a
-    /// socket instrument, as instruments.md §10.8 maps it).
+    /// Someone else has the instrument (EBUSY; for a socket instrument, a
+    /// connection accepted and reset at once, as instruments.md §10.8 maps it).
     Busy { address: String, cause: BusyCause },
     /// The instrument is gone: unplugged, re-enumerated, connection reset.
     NoDevice { address: String },
+    /// Nothing accepts connections at a socket instrument's address: it is
+    /// off, rebooting or gone (ENODEV, §10.8; nobody holds it).
+    Refused { address: String },
     /// Opened, but no answer within the I/O timeout.
     Timeout { address: String, after: Duration },
     /// The OS refused us the device node (EACCES: udev rules missing).
@@ -32,8 +39,11 @@ pub enum TransportError {
 /// Who has a busy instrument, as far as the transport can tell.
 #[derive(Debug)]
 pub enum BusyCause {
-    /// Nothing more is known (a refused socket).
+    /// Nothing more is known.
     Unknown,
+    /// A socket instrument accepted the connection and reset it before
+    /// answering anything: it serves one client, and has one.
+    ResetOnOpen,
     /// A kernel driver (`usbtmc`) is bound to the USB-TMC interface.
     KernelDriver,
     /// Another process claimed the interface through its usbfs node; the
@@ -46,7 +56,7 @@ impl TransportError {
     pub fn class(&self) -> &'static str {
         match self {
             TransportError::Busy { .. } => "busy",
-            TransportError::NoDevice { .. } => "nodev",
+            TransportError::NoDevice { .. } | TransportError::Refused { .. } => "nodev",
             TransportError::Timeout { .. } => "timeout",
             TransportError::PermissionDenied { .. } | TransportError::Io { .. } => "other",
         }
@@ -62,6 +72,13 @@ impl std::fmt::Display for TransportError {
             } => {
                 write!(f, "[Errno 16] Resource busy: {address} is held by another client; retry when it is released")
             }
+            TransportError::Busy {
+                address,
+                cause: BusyCause::ResetOnOpen,
+            } => write!(
+                f,
+                "[Errno 16] Resource busy: {address} accepted the connection and reset it at once, as an instrument that serves one client does while another has it; retry when it is released"
+            ),
             TransportError::Busy {
                 address,
                 cause: BusyCause::KernelDriver,
@@ -91,6 +108,10 @@ TransportError::PermissionDenied { address, node } => write!(
             TransportError::NoDevice { address } => {
                 write!(f, "[Errno 19] No such device: {address} is not there (unplugged or re-enumerating); check power and cabling")
             }
+            TransportError::Refused { address } => write!(
+                f,
+                "[Errno 19] No such device: {address} refused the connection: nothing listens there (the instrument is off, rebooting or gone); check its power and network"
+            ),
             TransportError::Timeout { address, after } => write!(
                 f,
                 "[Errno 110] Operation timed out: {address} did not answer within {:.1}s",
@@ -149,6 +170,10 @@ pub struct TcpTransport {
     address: String,
     reader: BufReader<TcpStream>,
     timeout: Duration,
+    /// Whether the instrument has answered anything on this connection. A
+    /// reset before that is its refusal of the open (busy), not a device
+    /// that went away mid-session (§10.8).
+    answered: bool,
 }
 
 impl TcpTransport {
@@ -168,7 +193,7 @@ impl TcpTransport {
             .next()
             .ok_or_else(|| io_error(io::Error::other(format!("{host} has no address"))))?;
         let stream = TcpStream::connect_timeout(&target, timeout)
-            .map_err(|e| classify(address, timeout, e))?;
+            .map_err(|e| classify(address, timeout, false, e))?;
         stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
         stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
         stream.set_nodelay(true).map_err(io_error)?;
@@ -176,6 +201,7 @@ impl TcpTransport {
             address: address.to_string(),
             reader: BufReader::new(stream),
             timeout,
+            answered: false,
         })
     }
 
@@ -184,31 +210,58 @@ impl TcpTransport {
         let stream = self.reader.get_mut();
         stream
             .write_all(format!("{command}\n").as_bytes())
-            .map_err(|e| classify(&self.address, self.timeout, e))
+            .map_err(|e| classify(&self.address, self.timeout, !self.answered, e))
     }
 
     /// Sends `command` and reads one reply line, without its terminator.
     pub fn query(&mut self, command: &str) -> Result<String, TransportError> {
         self.write(command)?;
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(TransportError::NoDevice {
+        let read = (&mut self.reader)
+            .take(REPLY_MAX as u64 + 1)
+            .read_line(&mut line);
+        if line.len() > REPLY_MAX {
+            return Err(TransportError::Io {
                 address: self.address.clone(),
-            }),
-            Ok(_) => Ok(line.trim_end_matches(['\r', '\n']).to_string()),
-            Err(e) => Err(classify(&self.address, self.timeout, e)),
+                error: io::Error::other(format!(
+                    "a reply to {command} longer than {REPLY_MAX} bytes without a line end"
+                )),
+            });
+        }
+        match read {
+            Ok(0) => Err(classify(
+                &self.address,
+                self.timeout,
+                !self.answered,
+                io::ErrorKind::UnexpectedEof.into(),
+            )),
+            Ok(_) => {
+                self.answered = true;
+                Ok(line.trim_end_matches(['\r', '\n']).to_string())
+            }
+            Err(e) => Err(classify(&self.address, self.timeout, !self.answered, e)),
         }
     }
 }
 
-/// Socket errors as the USB stack would report them (instruments.md §10.8).
-fn classify(address: &str, timeout: Duration, error: io::Error) -> TransportError {
+/// Socket errors as the USB stack would report them (instruments.md §10.8):
+/// refused is ENODEV (nothing listens), a reset or hang-up before the first
+/// answer (`opening`) is EBUSY, one after it ENODEV.
+fn classify(address: &str, timeout: Duration, opening: bool, error: io::Error) -> TransportError {
     let address = address.to_string();
     match error.kind() {
-        io::ErrorKind::ConnectionRefused => TransportError::Busy {
-            address,
-            cause: BusyCause::Unknown,
-        },
+        io::ErrorKind::ConnectionRefused => TransportError::Refused { address },
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof
+            if opening =>
+        {
+            TransportError::Busy {
+                address,
+                cause: BusyCause::ResetOnOpen,
+            }
+        }
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe
@@ -254,6 +307,35 @@ mod tests {
     }
 
     #[test]
+    fn a_reply_without_end_is_refused_at_the_bound() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let block = vec![b'x'; 64 * 1024];
+            // Far more than the bound, never a line end.
+            for _ in 0..64 {
+                if stream.write_all(&block).is_err() {
+                    break;
+                }
+            }
+            // Open until the client is done: closing with its command
+            // unread would reset the connection under the test.
+            let mut sink = [0u8; 64];
+            while stream.read(&mut sink).is_ok_and(|n| n > 0) {}
+        });
+        let mut transport =
+            TcpTransport::open(ADDR, "127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        let err = transport.query("*IDN?").unwrap_err();
+        assert!(
+            err.to_string().contains("longer than 1048576 bytes"),
+            "{err}"
+        );
+        drop(transport);
+        server.join().unwrap();
+    }
+
+    #[test]
     fn busy_usb_instruments_say_who_holds_them_and_what_to_do() {
         let busy = |cause| TransportError::Busy {
             address: "USB0::0x05e6::0x2281::1::INSTR".into(),
@@ -293,8 +375,8 @@ mod tests {
 
     #[test]
     fn faults_become_errno_classes() {
-        // Refused: nothing listens on a port we hold bound but never accept on?
-        // A freshly closed listener's port refuses.
+        // Refused (§10.8): nothing listens there, so ENODEV; never worded
+        // as held by someone. A freshly closed listener's port refuses.
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -303,8 +385,27 @@ mod tests {
         let err = TcpTransport::open(ADDR, "127.0.0.1", port, Duration::from_secs(1))
             .err()
             .unwrap();
+        assert_eq!(err.class(), "nodev");
+        assert!(
+            err.to_string().starts_with("[Errno 19] No such device"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("held"), "{err}");
+
+        // Accepted, then reset before any answer: the instrument serves
+        // another client (EBUSY).
+        let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || drop(busy.accept().unwrap()));
+        let mut transport =
+            TcpTransport::open(ADDR, "127.0.0.1", port, Duration::from_secs(2)).unwrap();
+        server.join().unwrap();
+        let err = transport.query("*IDN?").unwrap_err();
         assert_eq!(err.class(), "busy");
-        assert!(err.to_string().starts_with("[Errno 16] Resource busy"));
+        assert!(
+            err.to_string().starts_with("[Errno 16] Resource busy"),
+            "{err}"
+        );
 
         // Silent: accepts, never answers.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -319,16 +420,21 @@ mod tests {
             "{err}"
         );
 
-        // Hangs up mid-exchange.
+        // Hangs up mid-session, after answering once.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            reader.get_mut().write_all(b"KEITHLEY\n").unwrap();
             let mut byte = [0u8; 1];
-            let _ = stream.read(&mut byte);
+            let _ = reader.get_mut().read(&mut byte);
         });
         let mut transport =
             TcpTransport::open(ADDR, "127.0.0.1", port, Duration::from_secs(2)).unwrap();
+        assert_eq!(transport.query("*IDN?").unwrap(), "KEITHLEY");
         let err = transport.query("*IDN?").unwrap_err();
         server.join().unwrap();
         assert_eq!(err.class(), "nodev");

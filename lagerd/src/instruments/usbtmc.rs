@@ -444,7 +444,7 @@ impl UsbTmcTransport {
             if part.eom {
                 break;
             }
-            if reply.len() > 1 << 20 {
+            if reply.len() > super::transport::REPLY_MAX {
                 return Err(self.garbled("a reply over 1 MiB without EOM"));
             }
         }

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use serde_json::json;
 
+use super::board::Entry;
 use super::Quiesce;
 use crate::fsutil::{self, Durability};
-use crate::server::Client;
+use crate::metrics::{self, JobOutcome};
 
 /// File name of the per-run FIFO behind `LAGER_OUTPUT_CHANNEL`.
 pub const OUTPUT_CHANNEL: &str = "lager_output_channel";
@@ -167,7 +168,15 @@ pub struct Job {
     started: Instant,
     term_sent: Option<Instant>,
     killed: bool,
+    /// lagerd stopped the job because its client left (§3.2).
+    reaped: bool,
     status: Option<ExitStatus>,
+    /// The job's token stays valid as long as the job (`callers.rs`).
+    caller: Option<super::callers::CallerGuard>,
+    /// Its line on the status page.
+    entry: Option<Arc<Entry>>,
+    /// Its place under `--max-jobs`, given back when the job is dropped.
+    slot: Option<super::Slot>,
 }
 
 impl Job {
@@ -196,6 +205,7 @@ impl Job {
         let child = child?;
         // Best effort, from the parent (never a pre-exec hook): scripts get
         // the CPU ahead of housekeeping on a small box.
+        // SAFETY: setpriority takes plain integers; a pid that already exited just fails.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, child.id(), -10) };
         let output = Arc::new(Output::default());
         {
@@ -222,8 +232,52 @@ impl Job {
             started: Instant::now(),
             term_sent: None,
             killed: false,
+            reaped: false,
             status: None,
+            caller: None,
+            entry: None,
+            slot: None,
         })
+        .inspect(|_| metrics::job_started())
+    }
+
+    /// Lists the job on the status page; its output tail goes there too.
+    pub fn track(&mut self, entry: Arc<Entry>) {
+        self.entry = Some(entry);
+    }
+
+    fn note(&self, chunks: &[(u8, Vec<u8>)]) {
+        if let Some(entry) = &self.entry {
+            entry.append(chunks);
+        }
+    }
+
+    /// How the job ended, for `/metrics` and the status page.
+    fn outcome(&self) -> JobOutcome {
+        if self.reaped || self.entry.as_ref().is_some_and(|e| e.killed()) {
+            return JobOutcome::Killed;
+        }
+        if self.term_sent.is_some() {
+            return JobOutcome::Timeout;
+        }
+        match self.status.map(|status| status.code()) {
+            Some(Some(0)) => JobOutcome::Exit0,
+            Some(Some(_)) => JobOutcome::ExitNonzero,
+            Some(None) => JobOutcome::Signal,
+            // Dropped while still running: lagerd kills it below.
+            None => JobOutcome::Killed,
+        }
+    }
+
+    /// Keeps the job's token alive until the job is gone.
+    pub fn hold(&mut self, caller: super::callers::CallerGuard) {
+        self.caller = Some(caller);
+    }
+
+    /// The job keeps `slot` (`--max-jobs`) until it is dropped.
+    pub fn holding(mut self, slot: super::Slot) -> Job {
+        self.slot = Some(slot);
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -238,7 +292,7 @@ impl Job {
     pub fn stream(
         mut self,
         out: &mut dyn Write,
-        client: &Client,
+        client_gone: &dyn Fn() -> bool,
         quiesce: &Quiesce,
     ) -> io::Result<()> {
         let mut frames = Vec::with_capacity(256 * 1024);
@@ -253,6 +307,7 @@ impl Job {
                 IDLE_WAIT
             };
             let (chunks, finished) = self.output.take(wait, 256 * 1024);
+            self.note(&chunks);
             encode_frames(&chunks, &mut frames);
             self.output.recycle(chunks);
             if !frames.is_empty() {
@@ -288,7 +343,7 @@ impl Job {
             }
             if last_probe.elapsed() >= PROBE_EVERY {
                 last_probe = Instant::now();
-                if client.gone() {
+                if client_gone() {
                     info!("run {}: client disconnected; reaping the job", self.id);
                     self.reap_abandoned(quiesce);
                     return Err(io::ErrorKind::ConnectionAborted.into());
@@ -359,6 +414,7 @@ impl Job {
     /// the tree time while it still makes progress, then SIGTERM, SIGKILL.
     fn reap_abandoned(&mut self, quiesce: &Quiesce) {
         let _reaping = quiesce.enter();
+        self.reaped = true;
         let pgid = self.pgid();
         signal_group(pgid, libc::SIGINT);
         let started = Instant::now();
@@ -393,6 +449,12 @@ impl Drop for Job {
     /// Never leak a process group: whatever path dropped the job, the group
     /// dies and the child is reaped. An attached job's work dir goes too.
     fn drop(&mut self) {
+        self.poll_exit();
+        let outcome = self.outcome();
+        metrics::job_finished(outcome);
+        if let Some(entry) = &self.entry {
+            entry.finish(outcome, self.return_code());
+        }
         if self.status.is_none() {
             if let Ok(None) = self.child.try_wait() {
                 signal_group(self.pgid(), libc::SIGKILL);
@@ -407,8 +469,9 @@ impl Drop for Job {
 }
 
 /// Runs a detached job to its end on its own thread: output into
-/// `output.log` (frames, no keepalives, capped), then `meta.json` finished.
-pub fn run_detached(mut job: Job, run_dir: PathBuf) {
+/// `output.log` (frames, no keepalives, capped), then `meta.json` finished;
+/// `recorded` runs once that record is written and the process reaped.
+pub fn run_detached(mut job: Job, run_dir: PathBuf, recorded: impl FnOnce() + Send + 'static) {
     // Kept until `--kill`, which finds it through meta.json.
     job.remove_work_dir = false;
     let meta = DetachedMeta {
@@ -445,6 +508,7 @@ pub fn run_detached(mut job: Job, run_dir: PathBuf) {
             let mut frames = Vec::new();
             loop {
                 let (chunks, finished) = job.output.take(Duration::from_millis(200), 256 * 1024);
+                job.note(&chunks);
                 encode_frames(&chunks, &mut frames);
                 job.output.recycle(chunks);
                 if written + (frames.len() as u64) <= LOG_MAX {
@@ -470,6 +534,9 @@ pub fn run_detached(mut job: Job, run_dir: PathBuf) {
             }
             info!("run {}: detached job finished with {code}", job.id);
             meta.write("finished", Some(code));
+            // Reaped (its status is in), and its --max-jobs slot given back.
+            drop(job);
+            recorded();
         });
     if let Err(e) = spawned {
         warn!("cannot start the thread of a detached run: {e}");
@@ -496,6 +563,15 @@ impl DetachedMeta {
             "work_dir": self.work_dir,
         });
         let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        if !self.run_dir.is_dir() {
+            // `--kill` removed the run (after waiting for this record, in
+            // all but a job that outlived its bound): nothing to keep.
+            info!(
+                "run {}: {status} (code {returncode:?}); its run dir was removed by a kill",
+                self.id
+            );
+            return;
+        }
         if let Err(e) = fsutil::replace(&self.run_dir.join("meta.json"), &bytes, Durability::Atomic)
         {
             warn!("run {}: cannot write meta.json: {e}", self.id);
@@ -516,6 +592,7 @@ pub fn encode_frames(chunks: &[(u8, Vec<u8>)], frames: &mut Vec<u8>) {
 
 fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) {
     // 1 MiB pipe buffers where allowed, so bursts never stall the script.
+    // SAFETY: F_SETPIPE_SZ on the pipe `pipe` owns; an integer argument, no memory.
     unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
     let spawned = thread::Builder::new()
         .name(format!("job-fd{fileno}"))
@@ -550,6 +627,7 @@ fn spawn_pipe_reader(mut pipe: io::PipeReader, fileno: u8, output: Arc<Output>) 
 /// opens it.
 fn open_channel(path: &Path) -> Option<(File, File)> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
     if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
         warn!(
             "cannot create the output channel {}: {}",
@@ -559,7 +637,9 @@ fn open_channel(path: &Path) -> Option<(File, File)> {
         return None;
     }
     let open = |flags: i32| {
+        // SAFETY: `c_path` is a NUL-terminated string that lives across the call.
         let fd = unsafe { libc::open(c_path.as_ptr(), flags | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        // SAFETY: `fd` was just opened by us and is owned by nothing else.
         (fd >= 0).then(|| File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
     };
     Some((open(libc::O_RDONLY)?, open(libc::O_WRONLY)?))
@@ -585,6 +665,7 @@ fn spawn_channel_reader(mut reader: File, output: Arc<Output>) {
                                 events: libc::POLLIN,
                                 revents: 0,
                             };
+                            // SAFETY: `pfd` is one valid pollfd on the stack, and the count says one.
                             unsafe { libc::poll(&mut pfd, 1, -1) };
                         }
                         Err(_) => break,
@@ -609,11 +690,13 @@ pub fn status_code(status: ExitStatus) -> i32 {
 
 fn signal_group(pgid: i32, signal: i32) {
     if pgid > 1 {
+        // SAFETY: killpg takes plain integers; `pgid > 1` never signals init or everyone.
         unsafe { libc::killpg(pgid, signal) };
     }
 }
 
 fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the group exists; `pgid > 1` was checked.
     pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -14,11 +15,14 @@ use serde_json::{json, Map, Value};
 
 use common::runid::is_uuid;
 
-use super::{RunError, Runner};
-use crate::server::Client;
+use super::{Recorded, RunError, Runner};
+use crate::fsutil;
 
 /// Shared wait for killed jobs before SIGKILL (§4).
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// After the kill, how long a detached run's thread may take to reap it and
+/// write its record (it polls every 200 ms; its pipes close with it).
+const RECORD_WAIT: Duration = Duration::from_secs(5);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(20);
 /// Where `--download` may read from, checked on the resolved path.
 pub const DOWNLOAD_ROOTS: [&str; 3] = [
@@ -26,6 +30,14 @@ pub const DOWNLOAD_ROOTS: [&str; 3] = [
     "/tmp/lager-results",
     "/tmp/lager-job-output",
 ];
+
+/// Largest run record read (`meta.json`, `breakpoint.json`): a script
+/// writes the latter, and may write anything there.
+const RECORD_MAX: usize = 1 << 20;
+
+fn read_record(path: &Path) -> io::Result<Vec<u8>> {
+    fsutil::read_limited(path, RECORD_MAX)
+}
 
 /// `lager_process_id` of a management body: `Some(id)` or `None` (`null`).
 fn process_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, RunError> {
@@ -62,6 +74,16 @@ impl Runner {
                 .ok_or_else(|| RunError::Unprocessable(format!("Invalid signal: {value}")))?,
         };
         let _reaping = self.quiesce.enter();
+        self.board.mark_killed(id.as_deref());
+        // This lagerd's own detached runs among them: their records are
+        // finished before their dirs go.
+        let records: Vec<Arc<Recorded>> = {
+            let detached = self.detached.lock().unwrap_or_else(PoisonError::into_inner);
+            match &id {
+                Some(id) => detached.get(id).cloned().into_iter().collect(),
+                None => detached.values().cloned().collect(),
+            }
+        };
         let pids = job_pids(&self.config.proc_root, id.as_deref());
         let what = id.as_deref().unwrap_or("every job");
         if pids.is_empty() {
@@ -72,12 +94,15 @@ impl Runner {
         // One signal per process group: a SIGINT reaches the script once.
         let mut signalled_groups = BTreeSet::new();
         for &pid in &pids {
+            // SAFETY: getpgid takes a plain pid; an exited pid just fails.
             let pgid = unsafe { libc::getpgid(pid) };
             if pgid > 1 && pids.contains(&pgid) {
                 if signalled_groups.insert(pgid) {
+                    // SAFETY: killpg takes plain integers; `pgid > 1` was checked above.
                     unsafe { libc::killpg(pgid, signal) };
                 }
             } else {
+                // SAFETY: kill takes plain integers; `pid` came from /proc and is not ours.
                 unsafe { libc::kill(pid, signal) };
             }
         }
@@ -96,7 +121,23 @@ impl Runner {
                     "kill {what}: pid {pid} survived {}s; sending SIGKILL",
                     KILL_WAIT.as_secs()
                 );
+                // SAFETY: kill takes plain integers; `pid` came from /proc and is not ours.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        // Issue 12 defect 10: a killed run is reaped and its record written
+        // (meta.json finished, the exit marker, the log line) before its
+        // dir is removed, so `--kill` returns with the process gone and the
+        // record never races the removal.
+        if signal != 0 {
+            let deadline = Instant::now() + RECORD_WAIT;
+            for record in &records {
+                if !record.wait(deadline.saturating_duration_since(Instant::now())) {
+                    warn!(
+                        "kill {what}: a detached run did not finish within {}s of its kill",
+                        RECORD_WAIT.as_secs()
+                    );
+                }
             }
         }
         match &id {
@@ -114,7 +155,7 @@ impl Runner {
 
     /// Removes a detached run's dir and the work dir its meta.json names.
     fn remove_run_dir(&self, run_dir: &Path) {
-        let work_dir = fs::read(run_dir.join("meta.json"))
+        let work_dir = read_record(&run_dir.join("meta.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .and_then(|meta| meta.get("work_dir")?.as_str().map(PathBuf::from));
@@ -147,7 +188,8 @@ impl Runner {
     /// `POST /python/breakpoint`: where a run is paused, if it is.
     pub fn breakpoint(&self, body: &Map<String, Value>) -> Result<Value, RunError> {
         let dir = self.config.run_dir.join(required_id(body)?);
-        Ok(fs::read(dir.join("breakpoint.json"))
+        // Written by the script: read with a bound.
+        Ok(read_record(&dir.join("breakpoint.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_else(|| json!({"paused": false})))
@@ -157,14 +199,14 @@ impl Runner {
 /// Replays a detached run's `output.log` from the start, then follows it
 /// until `meta.json` says finished and every byte is sent. A run dir that
 /// disappears (the job was killed) ends the stream with `- 2 -1`.
-pub fn follow(run_dir: &Path, out: &mut dyn Write, client: &Client) -> io::Result<()> {
+pub fn follow(run_dir: &Path, out: &mut dyn Write, gone: &dyn Fn() -> bool) -> io::Result<()> {
     let log_path = run_dir.join("output.log");
     let mut offset = 0u64;
     let mut last_write = Instant::now();
     let mut block = vec![0u8; 64 * 1024];
     loop {
         // Read "finished" before the bytes, so none written after it is missed.
-        let finished = fs::read(run_dir.join("meta.json"))
+        let finished = read_record(&run_dir.join("meta.json"))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
             .is_some_and(|meta| meta["status"] == "finished");
@@ -190,7 +232,7 @@ pub fn follow(run_dir: &Path, out: &mut dyn Write, client: &Client) -> io::Resul
         if !run_dir.is_dir() {
             return out.write_all(b"- 2 -1");
         }
-        if client.gone() {
+        if gone() {
             return Err(io::ErrorKind::ConnectionAborted.into());
         }
         if last_write.elapsed() >= KEEPALIVE_EVERY {
@@ -218,9 +260,10 @@ impl std::fmt::Display for DownloadError {
     }
 }
 
-/// `GET /download-file`: the file, if its resolved path is under an allowed
-/// dir (symlinks resolved first, so a link cannot point outside).
-pub fn download(requested: &str, roots: &[PathBuf]) -> Result<Vec<u8>, DownloadError> {
+/// `GET /download-file`: the file opened for streaming, if its resolved
+/// path is under an allowed dir (symlinks resolved first, so a link cannot
+/// point outside). It is sent from disk, never read into memory whole.
+pub fn download(requested: &str, roots: &[PathBuf]) -> Result<fs::File, DownloadError> {
     let roots: Vec<PathBuf> = roots
         .iter()
         .filter_map(|root| fs::canonicalize(root).ok())
@@ -248,7 +291,29 @@ pub fn download(requested: &str, roots: &[PathBuf]) -> Result<Vec<u8>, DownloadE
     if !resolved.is_file() {
         return Err(DownloadError::NotAFile);
     }
-    fs::read(&resolved).map_err(|_| DownloadError::NotFound(requested.into()))
+    fs::File::open(&resolved).map_err(|_| DownloadError::NotFound(requested.into()))
+}
+
+/// Copies a download to the client in blocks (one 64 KiB buffer, whatever
+/// the file's size), stopping if the client leaves.
+pub fn send_file(
+    mut file: fs::File,
+    out: &mut dyn Write,
+    gone: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut block) {
+            Ok(0) => return out.flush(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if gone() {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
+        out.write_all(&block[..n])?;
+    }
 }
 
 /// PIDs (other than ours) whose environment has `LAGER_PROCESS_ID=<id>`, or
@@ -265,7 +330,10 @@ fn job_pids(proc_root: &Path, id: Option<&str>) -> BTreeSet<i32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != own)
         .filter(|&pid| {
-            let Ok(environ) = fs::read(proc_root.join(pid.to_string()).join("environ")) else {
+            // The kernel caps a process's environment with its arguments (ARG_MAX).
+            let environ =
+                fsutil::read_head(&proc_root.join(pid.to_string()).join("environ"), 4 << 20);
+            let Ok(environ) = environ else {
                 return false;
             };
             environ.split(|b| *b == 0).any(|var| match &wanted {
@@ -278,12 +346,15 @@ fn job_pids(proc_root: &Path, id: Option<&str>) -> BTreeSet<i32> {
 
 /// Alive and not a zombie (a zombie has exited; its parent just hasn't reaped it).
 fn alive(proc_root: &Path, pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists; no memory is passed.
     if unsafe { libc::kill(pid, 0) } != 0
         && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
     {
         return false;
     }
-    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).unwrap_or_default();
+    let stat = fsutil::read_head(&proc_root.join(pid.to_string()).join("stat"), 4096)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     // Field 3, after the parenthesised command (which may contain spaces).
     let state = stat
         .rsplit_once(')')
@@ -329,10 +400,11 @@ mod tests {
         std::os::unix::fs::symlink(base.join("secret"), root.join("escape")).unwrap();
         let roots = [root.clone()];
         let path = |p: &Path| p.display().to_string();
-        assert_eq!(
-            download(&path(&root.join("result.txt")), &roots),
-            Ok(b"42".to_vec())
-        );
+        let mut opened = download(&path(&root.join("result.txt")), &roots).unwrap();
+        let mut text = String::new();
+        opened.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "42");
+        let download = |requested: &str, roots: &[PathBuf]| download(requested, roots).map(drop);
         assert_eq!(
             download(&path(&root.join("escape")), &roots),
             Err(DownloadError::Forbidden)

@@ -5,6 +5,8 @@
 //! `archive.rs` unpacks modules.
 
 pub mod archive;
+pub mod board;
+pub mod callers;
 pub mod job;
 pub mod manage;
 
@@ -16,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -25,6 +27,8 @@ use serde_json::Value;
 use common::runid::is_uuid;
 
 use crate::multipart::Part;
+use crate::scriptenv::ScriptEnv;
+use callers::{Caller, Callers};
 use job::Job;
 
 /// Attached runs are capped at five minutes (runner.md §2.1).
@@ -45,6 +49,9 @@ pub struct RunnerConfig {
     pub python: String,
     pub state_dir: PathBuf,
     pub proc_root: PathBuf,
+    /// Most jobs at once: attached runs plus detached ones still running
+    /// (`--max-jobs`).
+    pub max_jobs: usize,
 }
 
 impl RunnerConfig {
@@ -58,6 +65,7 @@ impl RunnerConfig {
                 .map_or_else(|| "python3".into(), |v| v.to_string_lossy().into_owned()),
             state_dir: state_dir.to_path_buf(),
             proc_root: proc_root.to_path_buf(),
+            max_jobs: crate::config::DEFAULT_MAX_JOBS,
         }
     }
 }
@@ -71,6 +79,8 @@ pub enum RunError {
     Unprocessable(String),
     /// 500
     Internal(String),
+    /// 503: `--max-jobs` jobs are running already.
+    Full { max: usize },
 }
 
 impl RunError {
@@ -79,6 +89,7 @@ impl RunError {
             RunError::BadRequest(_) => 400,
             RunError::Unprocessable(_) => 422,
             RunError::Internal(_) => 500,
+            RunError::Full { .. } => 503,
         }
     }
 }
@@ -88,6 +99,10 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::BadRequest(msg) | RunError::Unprocessable(msg) => f.write_str(msg),
             RunError::Internal(msg) => write!(f, "Internal server error: {msg}"),
+            RunError::Full { max } => write!(
+                f,
+                "lagerd is already running {max} jobs, its limit (--max-jobs {max}, attached and detached runs together): wait for one to finish, stop a detached one with lager python --kill ID (or --kill-all), or raise --max-jobs in /etc/lager/lagerd.conf"
+            ),
         }
     }
 }
@@ -234,6 +249,65 @@ impl Drop for QuiesceGuard<'_> {
     }
 }
 
+/// Jobs that hold a slot: attached runs until their stream ends, detached
+/// ones until they exit. Each costs a python3 and 2-4 threads, so a Pi
+/// must be able to say no (issue 12).
+struct Slots {
+    running: Mutex<usize>,
+    max: usize,
+}
+
+/// One job's place under `--max-jobs`, given back on drop (by whichever
+/// path drops the `Job` that holds it).
+pub struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn take(self: &Arc<Self>) -> Result<Slot, RunError> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if *running >= self.max {
+            return Err(RunError::Full { max: self.max });
+        }
+        *running += 1;
+        Ok(Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self
+            .0
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) -= 1;
+    }
+}
+
+/// Set by a detached job's thread once its record (`meta.json` finished,
+/// the exit marker) is written and the process reaped; `--kill` waits for
+/// it before it deletes the run dir.
+#[derive(Default)]
+pub struct Recorded {
+    done: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Recorded {
+    pub fn set(&self) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until set or `timeout` passed; true if set.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        let (done, _) = self
+            .changed
+            .wait_timeout_while(done, timeout, |done| !*done)
+            .unwrap_or_else(PoisonError::into_inner);
+        *done
+    }
+}
+
 /// What `start` made of a request.
 pub enum Started {
     /// Stream its output to the client (`job::stream`).
@@ -242,18 +316,39 @@ pub enum Started {
     Detached { pid: u32, id: String },
 }
 
+/// A job's token file, in its private work dir (`callers.rs`).
+const JOB_TOKEN_FILE: &str = ".lager_job_token";
+
 pub struct Runner {
     pub config: RunnerConfig,
     pub quiesce: Quiesce,
+    /// The live jobs' tokens: which job a request comes from.
+    pub callers: Arc<Callers>,
+    /// The `lager` package and the wheels' site dir on every job's path.
+    pub script_env: Arc<ScriptEnv>,
+    /// Jobs for the status page.
+    pub board: board::Board,
     work_seq: AtomicU64,
+    slots: Arc<Slots>,
+    /// Detached runs still running, by id, until their record is written.
+    detached: Arc<Mutex<HashMap<String, Arc<Recorded>>>>,
 }
 
 impl Runner {
-    pub fn new(config: RunnerConfig) -> Runner {
+    pub fn new(config: RunnerConfig, script_env: Arc<ScriptEnv>) -> Runner {
+        let slots = Arc::new(Slots {
+            running: Mutex::new(0),
+            max: config.max_jobs.max(1),
+        });
         Runner {
             config,
             quiesce: Quiesce::default(),
+            callers: Arc::new(Callers::default()),
+            script_env,
+            board: board::Board::default(),
             work_seq: AtomicU64::new(0),
+            slots,
+            detached: Arc::default(),
         }
     }
 
@@ -263,6 +358,8 @@ impl Runner {
             .payload
             .as_ref()
             .ok_or_else(|| RunError::Unprocessable("Could not find module folder".into()))?;
+        // Before anything is unpacked or installed: a full box says so at once.
+        let slot = self.slots.take()?;
         let (id, env) = with_process_id(&request.env);
         let work_dir = self.make_work_dir(&id)?;
         let prepared = self.prepare(payload, &work_dir);
@@ -282,6 +379,27 @@ impl Runner {
             .stdin(Stdio::null());
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command.envs(self.box_env(&request, &work_dir, client_ip));
+        let inherited = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PYTHONPATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PYTHONPATH").ok());
+        command.env(
+            "PYTHONPATH",
+            self.script_env.python_path(inherited.as_deref()),
+        );
+        let caller = Caller {
+            run_id: id.clone(),
+            holder: request.holder.clone(),
+        };
+        let caller = match self.job_token(&work_dir, &mut command, caller) {
+            Ok(guard) => guard,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&work_dir);
+                return Err(e.into());
+            }
+        };
         self.quiesce.wait();
         if request.detach {
             if let Some(secs @ 1..) = request.timeout_secs {
@@ -294,6 +412,7 @@ impl Runner {
                 .create(&run_dir)?;
             // A detached job gets its own session: it must outlive lagerd's
             // connection and never receive the terminal's signals.
+            // SAFETY: the hook runs in the forked child before exec and calls only setsid(2), which is async-signal-safe and touches no memory of the parent.
             unsafe {
                 command.pre_exec(|| {
                     if libc::setsid() < 0 {
@@ -302,10 +421,25 @@ impl Runner {
                     Ok(())
                 });
             }
-            let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?;
+            let mut job =
+                Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?.holding(slot);
+            job.hold(caller);
             let pid = job.pid();
+            job.track(self.board.add(&id, pid, true));
             info!("run {id}: detached as pid {pid}");
-            job::run_detached(job, run_dir);
+            let recorded = Arc::new(Recorded::default());
+            self.detached
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.clone(), recorded.clone());
+            let registry = self.detached.clone();
+            job::run_detached(job, run_dir, move || {
+                recorded.set();
+                registry
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, r| !Arc::ptr_eq(r, &recorded));
+            });
             return Ok(Started::Detached { pid, id });
         }
         command.process_group(0);
@@ -317,8 +451,11 @@ impl Runner {
             }
             secs => Some(Duration::from_secs(secs)),
         };
-        let job = Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?;
+        let mut job =
+            Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?.holding(slot);
+        job.hold(caller);
         info!("run {id}: started as pid {}", job.pid());
+        job.track(self.board.add(&id, job.pid(), false));
         Ok(Started::Attached(job))
     }
 
@@ -359,21 +496,38 @@ impl Runner {
         }
     }
 
+    /// A module's `requirements.txt` goes into the site dir every job sees
+    /// (scripts.md §3), not into the interpreter's own site-packages.
     fn pip_install(&self, work_dir: &Path) -> Result<(), RunError> {
-        let output = Command::new(&self.config.python)
-            .args(["-m", "pip", "install", "-r", "requirements.txt"])
-            .current_dir(work_dir)
-            .stdin(Stdio::null())
-            .output()?;
-        if output.status.success() {
-            return Ok(());
+        self.script_env
+            .install_requirements(work_dir)
+            .map_err(|e| RunError::Unprocessable(format!("Pip install failed: {e}")))
+    }
+
+    /// Gives the job its token (`callers.rs`) and where lagerd is: a file
+    /// only the job can read, named in its environment.
+    fn job_token(
+        &self,
+        work_dir: &Path,
+        command: &mut Command,
+        caller: Caller,
+    ) -> io::Result<callers::CallerGuard> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = format!("{}{}", random_hex(16), random_hex(16));
+        let path = work_dir.join(JOB_TOKEN_FILE);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(token.as_bytes())?;
+        command.env("LAGER_JOB_TOKEN_FILE", &path);
+        if let Some(url) = self.script_env.daemon_url() {
+            command.env("LAGER_DAEMON_URL", url);
         }
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        Err(RunError::Unprocessable(format!(
-            "Pip install failed: {}",
-            text.trim()
-        )))
+        Ok(self.callers.register(caller, token))
     }
 
     /// The box's own variables, which win over the client's (runner.md §2).
@@ -384,8 +538,8 @@ impl Runner {
         client_ip: &str,
     ) -> Vec<(String, String)> {
         let state = &self.config.state_dir;
-        let box_id = fs::read_to_string(state.join("box_id"))
-            .map(|t| t.trim().to_string())
+        let box_id = crate::fsutil::read_limited(&state.join("box_id"), 4096)
+            .map(|t| String::from_utf8_lossy(&t).trim().to_string())
             .ok();
         let mut env = vec![
             ("LAGER_HOST".to_string(), hostname()),
@@ -414,7 +568,7 @@ impl Runner {
             ),
             ("LAGER_CLIENT_IP".to_string(), client_ip.to_string()),
         ];
-        let secrets = fs::read(state.join("org_secrets.json"))
+        let secrets = crate::fsutil::read_limited(&state.join("org_secrets.json"), 1 << 20)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Map<String, Value>>(&bytes).ok())
             .unwrap_or_default();
@@ -485,8 +639,9 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         return "localhost".into();
     }
@@ -501,6 +656,7 @@ mod tests {
     fn part<'a>(name: &str, data: &'a [u8]) -> Part<'a> {
         Part {
             name: name.into(),
+            filename: None,
             data,
         }
     }

@@ -3,10 +3,12 @@
 //! function, supply setpoints and output, battery-simulator parameters,
 //! measurements that follow a simple load model, the error queue).
 //!
-//! Faults are injected at the socket, where a real USB stack would show
-//! them: a closed listener refuses opens (EBUSY), an unplugged instrument
-//! resets its sessions and every new one (ENODEV), a muted instrument never
-//! answers (ETIMEDOUT), garbled replies are garbage bytes. They are driven through a line-based control port.
+//! Faults are injected at the socket, as a LAN instrument shows them
+//! (instruments.md §10.8): a busy one accepts a connection and resets it at
+//! once (EBUSY), an unplugged one resets its sessions and refuses new ones
+//! (ENODEV), a muted one never answers (ETIMEDOUT), garbled replies are
+//! garbage bytes. They are driven through a line-based control port, which
+//! also counts the sessions opened (`connections?`).
 //! Nothing above the transport can tell this from an instrument.
 
 pub mod rigol;
@@ -14,14 +16,15 @@ pub mod serial;
 pub mod usbtmc;
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use common::bounded::Range;
+use log::debug;
 
 use crate::instruments::actions::{BUILTIN_MODELS, MODEL_POINTS};
 
@@ -29,6 +32,8 @@ pub const SERIAL: &str = "4587429";
 const MAX_VOLTS: f64 = 20.0;
 const MAX_AMPS: f64 = 6.0;
 const MODEL_RESISTANCE: f64 = 0.067;
+/// Commands kept for `log?`: enough for any test's sequence.
+const LOG_MAX: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Function {
@@ -84,6 +89,8 @@ struct Keithley {
     /// Amps the simulated load would draw.
     load: f64,
     errors: VecDeque<(i32, &'static str)>,
+    /// When the dynamic battery model last drained its charge.
+    drained_at: Instant,
 }
 
 impl Keithley {
@@ -111,6 +118,7 @@ impl Keithley {
             slots: Default::default(),
             load: 0.0,
             errors: VecDeque::new(),
+            drained_at: Instant::now(),
         }
     }
 
@@ -141,21 +149,101 @@ impl Keithley {
         }
     }
 
-    fn terminal_volts(&self) -> f64 {
-        self.voc - self.battery_amps() * (MODEL_RESISTANCE + self.resistance_offset)
+    /// The active model's VOC and resistance at each SOC percent: a stored
+    /// slot's tables, else a straight line from the empty to the full VOC
+    /// with the model's fixed resistance (`None`).
+    fn model_tables(&self) -> Option<&(Vec<f64>, Vec<f64>)> {
+        let slot = self.model.parse::<usize>().ok()?.checked_sub(1)?;
+        self.slots
+            .get(slot)
+            .filter(|(voc, res)| voc.len() == MODEL_POINTS && res.len() == MODEL_POINTS)
     }
 
-    /// Over-current protection: delivering more than the OCP level trips it
-    /// and turns the output off, as the real supply does.
+    /// VOC at `soc` %, by the model: SOC and VOC are one state.
+    fn voc_at(&self, soc: f64) -> f64 {
+        let soc = soc.clamp(0.0, 100.0);
+        match self.model_tables() {
+            Some((voc, _)) => interpolate(voc, soc),
+            None => self.voc_empty + (self.voc_full - self.voc_empty) * soc / 100.0,
+        }
+    }
+
+    /// SOC % at which the model has `voc` (clamped to 0–100).
+    fn soc_at(&self, voc: f64) -> f64 {
+        match self.model_tables() {
+            Some((table, _)) => {
+                // Tables are non-decreasing: the first point at or above voc.
+                match table.iter().position(|v| *v >= voc) {
+                    None => 100.0,
+                    Some(0) => 0.0,
+                    Some(i) => {
+                        let (low, high) = (table[i - 1], table[i]);
+                        let fraction = if high > low {
+                            (voc - low) / (high - low)
+                        } else {
+                            0.0
+                        };
+                        (i - 1) as f64 + fraction
+                    }
+                }
+            }
+            None if self.voc_full > self.voc_empty => (100.0 * (voc - self.voc_empty)
+                / (self.voc_full - self.voc_empty))
+                .clamp(0.0, 100.0),
+            None => 100.0,
+        }
+    }
+
+    /// Series resistance now: the model's at this SOC plus the offset.
+    fn resistance(&self) -> f64 {
+        let model = match self.model_tables() {
+            Some((_, res)) => interpolate(res, self.soc),
+            None => MODEL_RESISTANCE,
+        };
+        model + self.resistance_offset
+    }
+
+    fn terminal_volts(&self) -> f64 {
+        self.voc - self.battery_amps() * self.resistance()
+    }
+
+    /// In dynamic mode the charge follows the current drawn since the last
+    /// command (capacity in Ah), and VOC follows the charge.
+    fn drain(&mut self) {
+        let now = Instant::now();
+        let hours = now.duration_since(self.drained_at).as_secs_f64() / 3600.0;
+        self.drained_at = now;
+        if self.function == Function::Battery && self.battery_output && self.dynamic {
+            let used = 100.0 * self.battery_amps() * hours / self.capacity.max(0.001);
+            if used > 0.0 {
+                self.soc = (self.soc - used).max(0.0);
+                self.voc = self.voc_at(self.soc);
+            }
+        }
+    }
+
+    /// Protections, checked before every command as the instrument checks
+    /// them continuously: a supply delivering more than its OCP level, or a
+    /// simulated battery past its current or terminal-voltage protection,
+    /// trips and turns the output off.
     fn enforce_protection(&mut self) {
         if self.output && self.supply_amps() > self.ocp {
             self.trip = Trip::Ocp;
             self.output = false;
         }
+        if self.battery_output && self.battery_amps() > self.current_protection {
+            self.trip = Trip::Ocp;
+            self.battery_output = false;
+        }
+        if self.battery_output && self.terminal_volts() > self.voltage_protection {
+            self.trip = Trip::Ovp;
+            self.battery_output = false;
+        }
     }
 
     /// Handles one command line; `Some(reply)` for queries.
     fn handle(&mut self, line: &str) -> Option<String> {
+        self.drain();
         self.enforce_protection();
         let line = line.trim();
         let (header, argument) = match line.split_once(char::is_whitespace) {
@@ -285,6 +373,11 @@ impl Keithley {
             ("SOUR:VOLT:PROT", true) => Some(fmt(self.ovp)),
             ("SOUR:VOLT:PROT", false) => {
                 set_in_range!(self.ovp, 0.0, MAX_VOLTS + 1.0);
+                // A level under the live output trips at once.
+                if self.output && self.volts > self.ovp {
+                    self.trip = Trip::Ovp;
+                    self.output = false;
+                }
                 None
             }
             ("SOUR:CURR:PROT", true) => Some(fmt(self.ocp)),
@@ -321,7 +414,10 @@ impl Keithley {
                 }
                 None
             }
-            ("BATT:OUTP:PROT:CLE", false) | ("BATT:PROT:CLE", false) => None,
+            ("BATT:OUTP:PROT:CLE", false) | ("BATT:PROT:CLE", false) => {
+                self.trip = Trip::None;
+                None
+            }
             ("BATT:SIM:METH", true) => {
                 battery_only!();
                 Some(if self.dynamic { "DYN" } else { "STAT" }.into())
@@ -335,10 +431,28 @@ impl Keithley {
                 }
                 None
             }
-            ("BATT:SIM:SOC", _) => battery_param!(self.soc, 0.0, 100.0),
-            ("BATT:SIM:VOC", _) => battery_param!(self.voc, 0.0, 60.0),
-            ("BATT:SIM:VOC:FULL", _) => battery_param!(self.voc_full, 0.0, 60.0),
-            ("BATT:SIM:VOC:EMPT", _) => battery_param!(self.voc_empty, 0.0, 60.0),
+            // SOC and VOC are tied by the model: setting one moves the other;
+            // moving an end of the curve keeps the charge.
+            ("BATT:SIM:SOC", _) => {
+                let reply = battery_param!(self.soc, 0.0, 100.0);
+                self.voc = self.voc_at(self.soc);
+                reply
+            }
+            ("BATT:SIM:VOC", _) => {
+                let reply = battery_param!(self.voc, 0.0, 60.0);
+                self.soc = self.soc_at(self.voc);
+                reply
+            }
+            ("BATT:SIM:VOC:FULL", _) => {
+                let reply = battery_param!(self.voc_full, 0.0, 60.0);
+                self.voc = self.voc_at(self.soc);
+                reply
+            }
+            ("BATT:SIM:VOC:EMPT", _) => {
+                let reply = battery_param!(self.voc_empty, 0.0, 60.0);
+                self.voc = self.voc_at(self.soc);
+                reply
+            }
             ("BATT:SIM:RES:OFFS", _) => battery_param!(self.resistance_offset, -100.0, 100.0),
             ("BATT:SIM:CAP:LIM", _) => battery_param!(self.capacity, 0.001, 1000.0),
             ("BATT:SIM:CURR:LIM", _) => battery_param!(self.current_limit, 0.001, MAX_AMPS),
@@ -348,7 +462,7 @@ impl Keithley {
             ("BATT:SIM:TVOL:PROT", _) => battery_param!(self.voltage_protection, 0.0, 61.0),
             ("BATT:SIM:TVOL", true) => Some(fmt(self.terminal_volts())),
             ("BATT:SIM:CURR", true) => Some(fmt(self.battery_amps())),
-            ("BATT:SIM:RES", true) => Some(fmt(MODEL_RESISTANCE + self.resistance_offset)),
+            ("BATT:SIM:RES", true) => Some(fmt(self.resistance())),
             ("BATT:MOD:RCL", true) => Some(self.model.clone()),
             ("BATT:MOD:RCL", false) => {
                 battery_only!();
@@ -361,6 +475,8 @@ impl Keithley {
                     _ if BUILTIN_MODELS.contains(&name.as_str()) => self.model = name,
                     _ => self.push_error(-224, "Illegal parameter value"),
                 }
+                // The charge stays; the new model decides its VOC.
+                self.voc = self.voc_at(self.soc);
                 None
             }
             ("BATT:MOD:VOC" | "BATT:MOD:RES", _) => {
@@ -418,6 +534,18 @@ impl Model for Keithley {
 
     fn set_load(&mut self, amps: f64) {
         self.load = amps;
+    }
+}
+
+/// Linear interpolation in a 101-point table indexed by SOC percent.
+fn interpolate(table: &[f64], soc: f64) -> f64 {
+    let position = soc.clamp(0.0, 100.0);
+    let low = (position.floor() as usize).min(table.len().saturating_sub(1));
+    let high = (low + 1).min(table.len().saturating_sub(1));
+    let fraction = position - low as f64;
+    match (table.get(low), table.get(high)) {
+        (Some(a), Some(b)) => a + (b - a) * fraction,
+        _ => 0.0,
     }
 }
 
@@ -515,10 +643,8 @@ pub(super) fn format_number(value: f64) -> String {
 /// Injected faults, shared by the instrument and control threads.
 #[derive(Default)]
 struct Faults {
-    /// Refuse opens (listener closed) until this instant.
+    /// Accept opens and reset them at once until this instant.
     busy_until: Mutex<Option<Instant>>,
-    /// Reset every session and refuse opens until `replug`.
-    unplugged: AtomicBool,
     /// Take commands, answer nothing.
     muted: AtomicBool,
     /// Replies held back this long.
@@ -537,9 +663,15 @@ struct Shared {
     model: Mutex<Box<dyn Model>>,
     faults: Faults,
     connections: AtomicUsize,
-    /// Every command received, in order, for tests that check ordering.
-    log: Mutex<Vec<String>>,
+    /// The last `LOG_MAX` commands received, in order, for tests that
+    /// check ordering.
+    log: Mutex<VecDeque<String>>,
     sessions: Mutex<Vec<TcpStream>>,
+    /// The instrument's listener; `None` while unplugged. The control
+    /// thread closes and reopens it, so a fault is in place before its
+    /// `OK` is sent.
+    listener: Mutex<Option<TcpListener>>,
+    address: SocketAddr,
 }
 
 impl Simulator {
@@ -549,6 +681,7 @@ impl Simulator {
         let instrument = TcpListener::bind("127.0.0.1:0")?;
         let control = TcpListener::bind("127.0.0.1:0")?;
         let address = instrument.local_addr()?;
+        instrument.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             model: Mutex::new(match kind {
                 Kind::Keithley2281S => keithley_2281s(),
@@ -556,8 +689,10 @@ impl Simulator {
             }),
             faults: Faults::default(),
             connections: AtomicUsize::new(0),
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(VecDeque::new()),
             sessions: Mutex::new(Vec::new()),
+            listener: Mutex::new(Some(instrument)),
+            address,
         });
         let simulator = Simulator {
             address,
@@ -566,7 +701,7 @@ impl Simulator {
         let accept_shared = shared.clone();
         thread::Builder::new()
             .name("sim-2281s".into())
-            .spawn(move || accept_loop(instrument, address, accept_shared))?;
+            .spawn(move || accept_loop(accept_shared))?;
         thread::Builder::new()
             .name("sim-control".into())
             .spawn(move || {
@@ -594,29 +729,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Accepts instrument sessions; while busy or unplugged the listener is
-/// closed, so opens are refused as a claimed USB device refuses them.
-fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Shared>) {
+/// Accepts instrument sessions while the listener is there (`drop` closes
+/// it, so opens are refused: nothing listens); while busy each open is
+/// accepted and reset at once, as an instrument that serves one client does.
+fn accept_loop(shared: Arc<Shared>) {
+    let busy = || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
     loop {
-        let refusing =
-            || lock(&shared.faults.busy_until).is_some_and(|until| Instant::now() < until);
-        if refusing() {
-            drop(listener);
-            while refusing() {
-                thread::sleep(Duration::from_millis(5));
-            }
-            listener = match rebind(address) {
-                Ok(listener) => listener,
-                Err(e) => {
-                    warn!("simulator cannot listen on {address} again: {e}");
-                    return;
-                }
-            };
-        }
-        // Accept with a short timeout so a fault can close the listener.
-        let _ = listener.set_nonblocking(true);
-        match listener.accept() {
-            Ok((stream, _)) if shared.faults.unplugged.load(Ordering::SeqCst) => reset(stream),
+        let accepted = match lock(&shared.listener).as_ref() {
+            Some(listener) => listener.accept(),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        match accepted {
+            Ok((stream, _)) if busy() => reset(stream),
             Ok((stream, _)) => {
                 let _ = stream.set_nonblocking(false);
                 shared.connections.fetch_add(1, Ordering::SeqCst);
@@ -630,6 +754,7 @@ fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Share
                         let _ = instrument_session(stream, &session_shared);
                     });
             }
+            // Non-blocking, so a fault never waits for the next connection.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 thread::sleep(Duration::from_millis(2))
             }
@@ -638,15 +763,23 @@ fn accept_loop(mut listener: TcpListener, address: SocketAddr, shared: Arc<Share
     }
 }
 
+/// A non-blocking listener on the simulator's one address.
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = rebind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
 /// Closes with an RST (SO_LINGER 0): the peer's next read fails with
-/// ECONNRESET, which the transport reads as ENODEV, like a device that left
-/// the bus.
+/// ECONNRESET: EBUSY on a fresh session, ENODEV on one that was answering,
+/// like a device that left the bus.
 fn reset(stream: TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from the local `linger`, on the descriptor `stream` owns.
     unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
@@ -672,15 +805,46 @@ fn rebind(address: SocketAddr) -> io::Result<TcpListener> {
     }
 }
 
+/// Longest line the simulator takes (SCPI or control): a 101-point model
+/// list is a few KiB. A longer one ends the connection, so a client that
+/// streams bytes without a line end cannot fill lagerd's memory.
+pub(crate) const LINE_MAX: usize = 64 * 1024;
+
+/// The next `\n`-terminated line (without it), `None` at the end; a line
+/// longer than `LINE_MAX` is an `InvalidData` error.
+pub(crate) fn next_line(reader: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    Read::take(&mut *reader, LINE_MAX as u64 + 1).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > LINE_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a line longer than {LINE_MAX} bytes"),
+        ));
+    }
+    Ok(Some(line))
+}
+
 fn instrument_session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
-    let reader = BufReader::new(stream);
-    for line in reader.split(b'\n') {
-        let line = String::from_utf8_lossy(&line?).trim().to_string();
+    let mut reader = BufReader::new(stream);
+    while let Some(line) = next_line(&mut reader)? {
+        let line = String::from_utf8_lossy(&line).trim().to_string();
         if line.is_empty() {
             continue;
         }
-        lock(&shared.log).push(line.clone());
+        let mut log = lock(&shared.log);
+        // The newest commands only: a long-running `lagerd --sim` (a soak,
+        // a benchmark) must not grow without bound.
+        if log.len() == LOG_MAX {
+            log.pop_front();
+        }
+        log.push_back(line.clone());
+        drop(log);
         let reply = lock(&shared.model).execute(&line);
         let Some(reply) = reply else { continue };
         if shared.faults.muted.load(Ordering::SeqCst) {
@@ -710,13 +874,32 @@ fn control_session(stream: TcpStream, shared: &Shared) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
+    let mut reader = BufReader::new(stream);
+    while let Ok(Some(line)) = next_line(&mut reader) {
+        let line = String::from_utf8_lossy(&line).into_owned();
         let (command, value) = line
             .trim()
             .split_once(['=', ' '])
             .unwrap_or((line.trim(), ""));
-        let number = value.trim().parse::<f64>().ok();
+        // Values are checked before they become deadlines or counts: the
+        // control port is input too, and a panic here would abort lagerd.
+        let range = match command {
+            "busy_ms" => Some(Range::new(0.0, 3_600_000.0, "milliseconds")),
+            "delay_ms" => Some(Range::new(0.0, 600_000.0, "milliseconds")),
+            "garble" => Some(Range::new(0.0, 1_000_000.0, "replies")),
+            "set_load_current" => Some(Range::new(0.0, 1000.0, "amps")),
+            _ => None,
+        };
+        let number = match range.map(|range| range.parse(value)) {
+            Some(Err(e)) => {
+                if writeln!(writer, "ERR {command} {}: {e}", value.trim()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(number)) => Some(number),
+            None => None,
+        };
         let faults = &shared.faults;
         let reply = match (command, number) {
             ("busy_ms", Some(ms)) => {
@@ -724,7 +907,8 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("drop", _) => {
-                faults.unplugged.store(true, Ordering::SeqCst);
+                // Closed before the reply: from here on opens are refused.
+                lock(&shared.listener).take();
                 for session in lock(&shared.sessions).drain(..) {
                     let _ = session.shutdown(Shutdown::Both);
                     reset(session);
@@ -732,8 +916,18 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("replug", _) => {
-                faults.unplugged.store(false, Ordering::SeqCst);
-                "OK".to_string()
+                let mut listener = lock(&shared.listener);
+                if listener.is_some() {
+                    "OK".to_string()
+                } else {
+                    match listen(shared.address) {
+                        Ok(reopened) => {
+                            *listener = Some(reopened);
+                            "OK".to_string()
+                        }
+                        Err(e) => format!("ERR cannot listen on {} again: {e}", shared.address),
+                    }
+                }
             }
             ("mute", _) => {
                 faults.muted.store(true, Ordering::SeqCst);
@@ -756,7 +950,11 @@ fn control_session(stream: TcpStream, shared: &Shared) {
                 "OK".to_string()
             }
             ("connections?", _) => shared.connections.load(Ordering::SeqCst).to_string(),
-            ("log?", _) => lock(&shared.log).join(";"),
+            ("log?", _) => lock(&shared.log)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(";"),
             ("clear_log", _) => {
                 lock(&shared.log).clear();
                 "OK".to_string()
@@ -778,6 +976,19 @@ mod tests {
             .iter()
             .filter_map(|line| state.execute(line))
             .collect()
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut reader = BufReader::new(&b"*IDN?\nlast"[..]);
+        assert_eq!(next_line(&mut reader).unwrap(), Some(b"*IDN?".to_vec()));
+        assert_eq!(next_line(&mut reader).unwrap(), Some(b"last".to_vec()));
+        assert_eq!(next_line(&mut reader).unwrap(), None);
+        let mut endless = BufReader::new(io::repeat(b'x'));
+        assert_eq!(
+            next_line(&mut endless).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
@@ -898,6 +1109,77 @@ mod tests {
     }
 
     #[test]
+    fn soc_and_voc_are_tied_by_the_model() {
+        let mut s = Keithley::reset();
+        run(&mut s, &[":ENTR:FUNC BATT"]);
+        // The default model: a line from the empty (3 V) to the full (4.2 V) VOC.
+        run(&mut s, &[":BATT:SIM:SOC 50"]);
+        assert_eq!(run(&mut s, &[":BATT:SIM:VOC?"]), ["3.6"]);
+        run(&mut s, &[":BATT:SIM:VOC 3.9"]);
+        assert_eq!(run(&mut s, &[":BATT:SIM:SOC?"]), ["75"]);
+        run(&mut s, &[":BATT:SIM:VOC:FULL 4.4"]);
+        assert_eq!(
+            run(&mut s, &[":BATT:SIM:SOC?", ":BATT:SIM:VOC?"]),
+            ["75", "4.05"],
+            "a new end of the curve keeps the charge"
+        );
+        // A stored model decides VOC and ESR by its own tables.
+        let table = |f: &dyn Fn(usize) -> f64| {
+            (0..MODEL_POINTS)
+                .map(|i| format_number(f(i)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        run(
+            &mut s,
+            &[
+                &format!(":BATT:MOD4:VOC \"{}\"", table(&|i| 3.0 + i as f64 / 100.0)),
+                &format!(":BATT:MOD4:RES \"{}\"", table(&|i| 0.2 - i as f64 / 1000.0)),
+                ":BATT:MOD:RCL 4",
+            ],
+        );
+        assert_eq!(
+            run(&mut s, &[":BATT:SIM:VOC?", ":BATT:SIM:RES?"]),
+            ["3.75", "0.125"]
+        );
+        run(&mut s, &[":BATT:SIM:VOC 3.205"]);
+        assert_eq!(run(&mut s, &[":BATT:SIM:SOC?"]), ["20.5"]);
+        assert_eq!(run(&mut s, &[":SYST:ERR?"]), ["0,\"No error\""]);
+    }
+
+    #[test]
+    fn a_dynamic_battery_drains_and_protections_trip() {
+        let mut s = Keithley::reset();
+        run(
+            &mut s,
+            &[
+                ":ENTR:FUNC BATT",
+                ":BATT:SIM:METH DYN",
+                ":BATT:SIM:CAP:LIM 1",
+                ":BATT:SIM:CURR:LIM 3",
+                ":BATT:OUTP ON",
+            ],
+        );
+        s.load = 3.0;
+        // 3 A for 1.2 s from 1 Ah: 1 mAh, 0.1 % of the charge.
+        s.drained_at -= Duration::from_millis(1200);
+        run(&mut s, &["*IDN?"]);
+        assert!((s.soc - 99.9).abs() < 0.01, "soc {}", s.soc);
+        assert!((s.voc - s.voc_at(s.soc)).abs() < 1e-9);
+        // Drawing more than the OCP level trips the simulated battery.
+        run(
+            &mut s,
+            &[":BATT:OUTP OFF", ":BATT:SIM:CURR:PROT 2", ":BATT:OUTP ON"],
+        );
+        assert_eq!(
+            run(&mut s, &[":BATT:OUTP?", ":OUTP:PROT:TRIP?"]),
+            ["0", "OCP"]
+        );
+        run(&mut s, &[":BATT:OUTP:PROT:CLE"]);
+        assert_eq!(run(&mut s, &[":OUTP:PROT:TRIP?"]), ["NONE"]);
+    }
+
+    #[test]
     fn battery_commands_need_the_battery_entry_function() {
         let mut s = Keithley::reset();
         run(&mut s, &[":BATT:SIM:SOC 50"]);
@@ -913,25 +1195,16 @@ mod tests {
         );
         run(
             &mut s,
-            &[
-                ":BATT:SIM:SOC 50",
-                ":BATT:SIM:VOC 3.7",
-                ":BATT:SIM:CURR:LIM 2",
-                ":BATT:OUTP ON",
-            ],
+            &[":BATT:SIM:VOC 3.7", ":BATT:SIM:CURR:LIM 2", ":BATT:OUTP ON"],
         );
         s.load = 1.0;
         assert_eq!(
             run(
                 &mut s,
-                &[
-                    ":BATT:SIM:SOC?",
-                    ":BATT:SIM:TVOL?",
-                    ":BATT:SIM:CURR?",
-                    ":BATT:SIM:RES?"
-                ]
+                &[":BATT:SIM:TVOL?", ":BATT:SIM:CURR?", ":BATT:SIM:RES?"]
             ),
-            ["50", "3.633", "1", "0.067"]
+            ["3.633", "1", "0.067"],
+            "terminal voltage is VOC - I * ESR"
         );
         run(&mut s, &[":BATT:SIM:CAP:LIM 3"]);
         assert_eq!(
@@ -973,11 +1246,16 @@ mod tests {
         assert!(session.query("*IDN?").unwrap().starts_with("KEITHLEY"));
         assert_eq!(control(&sim, "connections?"), "1");
 
+        // Busy: the connection is accepted, then reset before any answer.
         assert_eq!(control(&sim, "busy_ms 300"), "OK");
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(open(1000).err().unwrap().class(), "busy");
+        let busy = open(1000).unwrap().query("*IDN?").unwrap_err();
+        assert_eq!(busy.class(), "busy");
+        assert!(busy.to_string().starts_with("[Errno 16] Resource busy"));
         std::thread::sleep(Duration::from_millis(400));
-        assert!(open(1000).is_ok(), "opens again once the claim is released");
+        assert!(
+            open(1000).unwrap().query("*IDN?").is_ok(),
+            "answers again once the claim is released"
+        );
 
         assert_eq!(control(&sim, "garble 1"), "OK");
         assert_ne!(
@@ -990,18 +1268,27 @@ mod tests {
         assert_eq!(short.query("*IDN?").unwrap_err().class(), "timeout");
         control(&sim, "unmute");
 
+        // Unplugged: the open session is reset, new opens are refused.
         assert_eq!(control(&sim, "drop"), "OK");
         assert_eq!(session.query("*IDN?").unwrap_err().class(), "nodev");
-        let mut reopened = open(300).unwrap();
-        assert_eq!(
-            reopened.query("*IDN?").unwrap_err().class(),
-            "nodev",
-            "gone until replugged"
+        let refused = open(300).err().unwrap();
+        assert_eq!(refused.class(), "nodev", "gone until replugged");
+        assert!(
+            refused.to_string().starts_with("[Errno 19] No such device"),
+            "{refused}"
         );
-        control(&sim, "replug");
-        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(control(&sim, "replug"), "OK");
         assert!(open(1000).unwrap().query("*IDN?").is_ok());
         assert!(control(&sim, "log?").starts_with("*IDN?;"));
         assert!(control(&sim, "bogus").starts_with("ERR unknown control command"));
+        assert_eq!(
+            control(&sim, "busy_ms 1e20"),
+            "ERR busy_ms 1e20: use a number of milliseconds from 0 to 3600000"
+        );
+        assert!(control(&sim, "delay_ms nan").starts_with("ERR delay_ms nan"));
+        assert!(
+            control(&sim, "connections?").parse::<u32>().is_ok(),
+            "the simulator lives on"
+        );
     }
 }

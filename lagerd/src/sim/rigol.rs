@@ -253,6 +253,15 @@ impl Model for RigolDp832 {
                 }
                 None
             }
+            // Constant voltage, constant current, or unregulated (off).
+            ("OUTP:MODE", true) => Some(
+                match (ch.output, ch.load > ch.amps && ch.load > 0.0) {
+                    (false, _) => "UR",
+                    (true, true) => "CC",
+                    (true, false) => "CV",
+                }
+                .into(),
+            ),
             ("OUTP:OVP:QUES", true) => Some(if ch.ovp_tripped { "YES" } else { "NO" }.into()),
             ("OUTP:OCP:QUES", true) => Some(if ch.ocp_tripped { "YES" } else { "NO" }.into()),
             ("OUTP:OVP:CLE", false) => {
@@ -346,5 +355,37 @@ mod tests {
         );
         run(&mut r, &[":OUTP:OCP:CLEAR CH2"]);
         assert_eq!(run(&mut r, &[":OUTP:OCP:QUES? CH2"]), ["NO"]);
+        // OVP under the setpoint trips as soon as the output is on.
+        run(
+            &mut r,
+            &[
+                ":APPL CH1,12,1",
+                ":OUTP:OVP:VAL CH1,10",
+                ":OUTP:OVP CH1,ON",
+                ":OUTP CH1,ON",
+            ],
+        );
+        assert_eq!(
+            run(&mut r, &[":OUTP? CH1", ":OUTP:OVP:QUES? CH1"]),
+            ["OFF", "YES"]
+        );
+    }
+
+    #[test]
+    fn modes_follow_the_load() {
+        let mut r = RigolDp832::new();
+        run(&mut r, &[":APPL CH1,5,1"]);
+        assert_eq!(run(&mut r, &[":OUTP:MODE? CH1"]), ["UR"]);
+        run(&mut r, &[":OUTP CH1,ON"]);
+        assert_eq!(
+            run(&mut r, &[":OUTP:MODE? CH1", ":MEAS:ALL? CH1"]),
+            ["CV", "5.000,0.000,0.000"]
+        );
+        r.set_load(2.0);
+        assert_eq!(
+            run(&mut r, &[":OUTP:MODE? CH1", ":MEAS:ALL? CH1"]),
+            ["CC", "2.500,1.000,2.500"],
+            "2 A asked of a 1 A limit: CC, power V x I"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! adapter is pulled. A dropped simulator stays gone.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +54,9 @@ impl SerialSimulator {
                     let Ok(mut writer) = stream.try_clone() else {
                         continue;
                     };
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut reader = BufReader::new(stream);
+                    while let Ok(Some(line)) = super::next_line(&mut reader) {
+                        let line = String::from_utf8_lossy(&line);
                         let reply = match line.trim() {
                             "drop" => {
                                 dropped.store(true, Ordering::SeqCst);
@@ -95,6 +97,10 @@ fn serve(mut master: File, model: &mut dyn Model, dropped: &AtomicBool) {
             _ => continue,
         };
         pending.extend_from_slice(&buffer[..n]);
+        if pending.len() > super::LINE_MAX && !pending.contains(&b'\n') {
+            // No line end in sight: what a real instrument would drop too.
+            pending.clear();
+        }
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line).trim().to_string();

@@ -185,7 +185,7 @@ fn http10_clients_and_keep_alive_both_work() {
     let body = r#"{"user":"kat"}"#;
     write!(
         stream,
-        "POST /lock HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}GET /lock HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: {}\r\n\r\n{body}GET /lock HTTP/1.1\r\nHost: lagerd\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -215,7 +215,7 @@ fn token_mode_guards_every_mutating_request() {
         (401, r#"{"error":"Authorization required"}"#)
     );
     assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
-    let wrong = format!("POST /lock HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{}", r#"{"user":"a"}"#);
+    let wrong = format!("POST /lock HTTP/1.1\r\nHost: lagerd\r\nAuthorization: Bearer nope\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{}", r#"{"user":"a"}"#);
     assert_eq!(raw_request(addr, wrong.as_bytes()).unwrap().status, 401);
     let right = wrong.replace("Bearer nope", "Bearer s3cret");
     assert_eq!(raw_request(addr, right.as_bytes()).unwrap().status, 200);

@@ -46,7 +46,7 @@ fn malformed_bodies_get_the_spec_messages() {
             "{path} {body:?}"
         );
     }
-    let invalid_utf8 = b"POST /lock HTTP/1.1\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"user\":\"\xff\"}";
+    let invalid_utf8 = b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"user\":\"\xff\"}";
     assert_eq!(
         raw_request(b.addr(), invalid_utf8).unwrap().text(),
         r#"{"error":"Invalid JSON"}"#
@@ -64,7 +64,7 @@ fn oversized_bodies_are_refused_before_they_are_read() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream
-        .write_all(b"POST /lock HTTP/1.1\r\nContent-Length: 10485760\r\n\r\n")
+        .write_all(b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: 10485760\r\n\r\n")
         .unwrap();
     let reply = read_reply(&mut stream).unwrap();
     assert_eq!(
@@ -80,7 +80,7 @@ fn oversized_bodies_are_refused_before_they_are_read() {
         .unwrap();
     write!(
         stream,
-        "POST /unlock HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /unlock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: {}\r\n\r\n",
         big.len()
     )
     .unwrap();
@@ -93,7 +93,7 @@ fn oversized_bodies_are_refused_before_they_are_read() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream
-        .write_all(b"POST /lock HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .write_all(b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     let chunk = vec![b' '; 40 * 1024];
     for _ in 0..2 {
@@ -112,7 +112,7 @@ fn oversized_bodies_are_refused_before_they_are_read() {
 #[test]
 fn a_small_chunked_body_is_accepted() {
     let b = start("chunked", &[]);
-    let req = b"POST /lock HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{\"use\r\n9\r\nr\":\"ann\"}\r\n0\r\n\r\n";
+    let req = b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\n{\"use\r\n9\r\nr\":\"ann\"}\r\n0\r\n\r\n";
     let reply = raw_request(b.addr(), req).unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(b.call("GET", "/lock", None).1["user"], "ann");
@@ -124,9 +124,9 @@ fn malformed_requests_get_400_and_the_daemon_stays_up() {
     let garbage: &[&[u8]] = &[
         b"HELLO\r\n\r\n",
         b"GET /lock HTTP/9.9\r\n\r\n",
-        b"GET /lock HTTP/1.1\r\nno colon here\r\n\r\n",
-        b"POST /lock HTTP/1.1\r\nContent-Length: banana\r\n\r\n",
-        b"POST /lock HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /lock HTTP/1.1\r\nHost: lagerd\r\nno colon here\r\n\r\n",
+        b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: banana\r\n\r\n",
+        b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"\x00\x01\x02\x03\r\n\r\n",
     ];
     for bytes in garbage {
@@ -145,7 +145,7 @@ fn malformed_requests_get_400_and_the_daemon_stays_up() {
         );
     }
     let huge_head = format!(
-        "GET /lock HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "GET /lock HTTP/1.1\r\nHost: lagerd\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20_000)
     );
     assert_eq!(
@@ -155,7 +155,7 @@ fn malformed_requests_get_400_and_the_daemon_stays_up() {
     // Clients that connect and vanish, or send half a request and vanish.
     for partial in [
         &b""[..],
-        b"POST /lock HTTP/1.1\r\nContent-Length: 50\r\n\r\n{\"us",
+        b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: 50\r\n\r\n{\"us",
     ] {
         let mut stream = TcpStream::connect(b.addr()).unwrap();
         stream.write_all(partial).unwrap();
@@ -189,7 +189,7 @@ fn slow_clients_are_cut_off() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream
-        .write_all(b"POST /lock HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"user\"")
+        .write_all(b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: 100\r\n\r\n{\"user\"")
         .unwrap();
     let mut rest = Vec::new();
     let started = Instant::now();
@@ -213,7 +213,8 @@ fn a_thousand_idle_connections_do_not_block_a_lock_request() {
     // Half of them even started a keep-alive conversation and went quiet.
     for stream in idle.iter().step_by(2) {
         let mut s = stream;
-        s.write_all(b"GET /lock HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET /lock HTTP/1.1\r\nHost: lagerd\r\n\r\n")
+            .unwrap();
     }
     let started = Instant::now();
     let (status, got) = b.call("POST", "/lock", Some(r#"{"user":"busy-bench"}"#));
@@ -233,7 +234,7 @@ fn over_the_connection_cap_clients_get_a_clear_503() {
         .map(|_| TcpStream::connect(b.addr()).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(100));
-    let reply = raw_request(b.addr(), b"GET /lock HTTP/1.1\r\n\r\n").unwrap();
+    let reply = raw_request(b.addr(), b"GET /lock HTTP/1.1\r\nHost: lagerd\r\n\r\n").unwrap();
     assert_eq!(reply.status, 503);
     assert!(
         reply
@@ -246,8 +247,11 @@ fn over_the_connection_cap_clients_get_a_clear_503() {
     assert!(lager_testsupport::wait_until(
         Duration::from_secs(5),
         || {
-            raw_request(b.addr(), b"GET /lock HTTP/1.1\r\nConnection: close\r\n\r\n")
-                .is_ok_and(|r| r.status == 200)
+            raw_request(
+                b.addr(),
+                b"GET /lock HTTP/1.1\r\nHost: lagerd\r\nConnection: close\r\n\r\n",
+            )
+            .is_ok_and(|r| r.status == 200)
         }
     ));
 }
@@ -264,10 +268,10 @@ fn mutated_requests_never_take_the_daemon_down() {
         Some(r#"{"user":"keeper","holder_type":"user"}"#),
     );
     let seeds: &[&[u8]] = &[
-        b"POST /lock HTTP/1.1\r\nContent-Length: 31\r\n\r\n{\"user\":\"x\",\"wait_seconds\":0}",
-        b"POST /unlock HTTP/1.1\r\nContent-Length: 29\r\n\r\n{\"user\":\"x\",\"force\":false}",
-        b"POST /lock/heartbeat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"u\"\r\n0\r\n\r\n",
-        b"GET /lock?x=%zz HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+        b"POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: 31\r\n\r\n{\"user\":\"x\",\"wait_seconds\":0}",
+        b"POST /unlock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: 29\r\n\r\n{\"user\":\"x\",\"force\":false}",
+        b"POST /lock/heartbeat HTTP/1.1\r\nHost: lagerd\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"u\"\r\n0\r\n\r\n",
+        b"GET /lock?x=%zz HTTP/1.1\r\nHost: lagerd\r\nConnection: keep-alive\r\n\r\n",
     ];
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
@@ -306,4 +310,78 @@ fn mutated_requests_never_take_the_daemon_down() {
     assert!(b.daemon_alive(), "lagerd died on mutated input");
     let (status, got) = b.call("GET", "/lock", None);
     assert_eq!((status, got["user"].as_str()), (200, Some("keeper")));
+}
+
+/// Issue 12 defect 1: one unauthenticated GET with a huge interval
+/// panicked in `Duration::from_secs_f64` and aborted lagerd.
+#[test]
+fn issue12_a_monitor_interval_out_of_range_is_refused_and_lagerd_lives() {
+    let mut b = start(
+        "monitor-interval",
+        &["--sim", "--health-interval-secs", "0"],
+    );
+    for interval in ["1e20", "inf", "3601", "1e308"] {
+        let (status, body) = b.call(
+            "GET",
+            &format!("/supply/monitor?netname=supply1&interval={interval}"),
+            None,
+        );
+        assert_eq!(status, 400, "{interval}: {body}");
+        assert_eq!(
+            body["error"].as_str(),
+            Some(
+                format!(
+                    "interval {interval} is out of range: use a number of seconds from 0.1 to 3600"
+                )
+                .as_str()
+            )
+        );
+    }
+    assert!(b.daemon_alive(), "lagerd survived every request");
+    assert_eq!(b.call("GET", "/health", None).0, 200);
+}
+
+/// Issue 12 defect 1: a flag (or `lagerd.conf`, which holds flags) whose
+/// number would overflow a deadline later is refused at start, exit 2,
+/// naming the flag and the range.
+#[test]
+fn issue12_numeric_flags_out_of_range_are_startup_errors() {
+    let dir = lager_testsupport::TempDir::new("flag-ranges");
+    let huge = u64::MAX.to_string();
+    for (flag, value, range) in [
+        (
+            "--instrument-timeout-ms",
+            huge.as_str(),
+            "milliseconds from 1 to 600000",
+        ),
+        ("--head-timeout-ms", "0", "milliseconds from 1 to 600000"),
+        (
+            "--health-interval-secs",
+            huge.as_str(),
+            "seconds from 0 to 86400",
+        ),
+        ("--max-connections", "0", "connections from 1 to 65536"),
+        ("--max-jobs", "0", "jobs from 1 to 1024"),
+    ] {
+        let mut child = std::process::Command::new(crate::lagerd())
+            .args(["--listen", "127.0.0.1:0", flag, value, "--state-dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = lager_testsupport::wait_until(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid {flag} {value}: use a number of {range}")),
+            "{stderr}"
+        );
+    }
 }

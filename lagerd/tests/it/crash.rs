@@ -26,7 +26,7 @@ fn send(addr: std::net::SocketAddr, path: &str, body: &str) -> Option<u16> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: lagerd\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -118,7 +118,8 @@ fn kill_9_in_a_loop_never_loses_an_acknowledged_lock() {
                             continue;
                         };
                         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                        let request = b"GET /lock HTTP/1.1\r\nConnection: close\r\n\r\n";
+                        let request =
+                            b"GET /lock HTTP/1.1\r\nHost: lagerd\r\nConnection: close\r\n\r\n";
                         if stream.write_all(request).is_ok() {
                             let _ = read_reply(&mut stream);
                         }

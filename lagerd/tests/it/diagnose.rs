@@ -191,16 +191,28 @@ fn the_visa_probe_names_reachable_busy_and_wedged_instruments() {
     );
     assert!(visa["elapsed_ms"].as_u64().unwrap() < 2000);
 
-    // Nothing listening: refused, which for a socket instrument is EBUSY.
-    let refused = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listening: refused, which for a socket instrument is ENODEV
+    // (instruments.md §10.8: off, rebooting or gone; nobody holds it).
+    let refused = lager_testsupport::refused_port();
     let (_, visa) = get(
         &daemon,
         "visa",
         &format!("TCPIP0::127.0.0.1::{refused}::SOCKET"),
+    );
+    assert_eq!(visa["error_class"], "nodev", "{visa}");
+    assert!(visa["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("[Errno 19] No such device"));
+
+    // Accepted, then closed before any answer: another client has it.
+    let one_client = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = one_client.local_addr().unwrap().port();
+    std::thread::spawn(move || drop(one_client.accept()));
+    let (_, visa) = get(
+        &daemon,
+        "visa",
+        &format!("TCPIP0::127.0.0.1::{port}::SOCKET"),
     );
     assert_eq!(visa["error_class"], "busy", "{visa}");
     assert!(visa["error"]
@@ -336,12 +348,12 @@ fn sim_mode_serves_a_dual_role_keithley_that_diagnose_can_reach() {
 }
 
 #[test]
-fn box_health_in_status_follows_the_instruments() {
+fn box_health_with_probes_follows_the_instruments() {
     let dir = TempDir::new("health");
     let daemon = Daemon::start(
         &lagerd(),
         dir.path(),
-        &["--sim", "--health-interval-secs", "1"],
+        &["--sim", "--health-interval-secs", "1", "--health-probe"],
     );
     let health = || {
         let status: Value =
@@ -454,4 +466,69 @@ fn nets_are_added_and_deleted_over_http() {
     assert_eq!(post(json!({"action": "delete", "name": "bat"})).0, 404);
     let reply = request(daemon.addr(), "POST", "/nets", Some("[]"));
     assert_eq!(reply.status, 400);
+}
+
+/// Issue 12 defect 6: the health checker opened every net's instrument for
+/// a fresh `*IDN?` a second after start and every minute, colliding with a
+/// user's own program holding it. By default it is passive: the simulator
+/// sees no connection from lagerd until a command asks.
+#[test]
+fn issue12_passive_health_opens_no_instrument_until_a_command_asks() {
+    let dir = TempDir::new("passive-health");
+    let daemon = Daemon::start(
+        &lagerd(),
+        dir.path(),
+        &["--sim", "--health-interval-secs", "1"],
+    );
+    let status = || -> Value {
+        serde_json::from_slice(&request(daemon.addr(), "GET", "/status", None).body).unwrap()
+    };
+    let control = status()["capabilities"]["simulator"]["control"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sim = |line: &str| {
+        let mut stream = std::net::TcpStream::connect(&control).unwrap();
+        writeln!(stream, "{line}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        reply.trim().to_string()
+    };
+    let buckets = || -> Vec<String> {
+        status()["health"]["nets"]
+            .as_array()
+            .map(|nets| {
+                nets.iter()
+                    .map(|n| n["bucket"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // The first check (1 s after start) has run: both nets are idle, and
+    // the box is healthy, yet nothing connected to the instrument.
+    assert!(
+        lager_testsupport::wait_until(std::time::Duration::from_secs(10), || buckets()
+            == ["idle", "idle"]),
+        "{}",
+        status()["health"]
+    );
+    assert_eq!(status()["health"]["state"], "ok");
+    assert_eq!(status()["health"]["probe"], false);
+    assert_eq!(sim("connections?"), "0", "the health check connected");
+
+    // A command opens the one session; the next check reports it, passively.
+    let reply = request(
+        daemon.addr(),
+        "POST",
+        "/supply/command",
+        Some(r#"{"netname":"supply1","action":"state"}"#),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        lager_testsupport::wait_until(std::time::Duration::from_secs(10), || buckets()
+            == ["reachable_cached", "reachable_cached"]),
+        "{}",
+        status()["health"]
+    );
+    assert_eq!(sim("connections?"), "1");
 }

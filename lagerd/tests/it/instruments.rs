@@ -87,7 +87,8 @@ fn both_roles_share_one_session_and_switch_function_only_on_role_changes() {
         b.supply("voltage", Some(5.0)),
         (
             200,
-            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V"})
+            json!({"success": true, "action": "voltage", "message": "Voltage set to 5V",
+                   "state": {"voltage_set": 5.0, "netname": "supply1"}})
         )
     );
     assert_eq!(b.supply("enable", None).0, 200);
@@ -381,7 +382,7 @@ impl Ndjson {
             .unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nLager-Holder: {holder}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: lagerd\r\nLager-Holder: {holder}\r\n\r\n"
         )
         .unwrap();
         let mut reader = BufReader::new(stream);
@@ -462,28 +463,6 @@ fn a_watch_streams_state_and_holds_the_instrument_for_its_role() {
         Duration::from_secs(3),
         || b.battery("set_soc", Some(json!(50))).1["success"] == true
     ));
-}
-
-/// Found by the `router` fuzz target: a HEAD to a monitor URL registered a
-/// watch whose stream never ran, and the instrument's other role stayed
-/// refused ("currently in use") until lagerd restarted.
-#[test]
-fn a_watch_that_never_streams_holds_nothing() {
-    let b = Bench::start("monitor-head", &[]);
-    let mut stream = TcpStream::connect(b.daemon.addr()).unwrap();
-    stream
-        .write_all(b"HEAD /supply/monitor?netname=supply1 HTTP/1.1\r\nHost: box\r\n\r\n")
-        .unwrap();
-    // A HEAD answer has no body: the status line and headers are all.
-    let mut status_line = String::new();
-    BufReader::new(&stream).read_line(&mut status_line).unwrap();
-    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
-    let (status, reply) = b.battery("state", None);
-    assert_eq!(
-        (status, reply["success"].as_bool()),
-        (200, Some(true)),
-        "{reply}"
-    );
 }
 
 #[test]
@@ -671,5 +650,78 @@ fn battery_setters_answer_with_the_state_keys_of_the_spec() {
     assert_eq!(
         (status, reply["error"].as_str()),
         (400, Some("VOC 70V is outside the instrument's range 0–60V"))
+    );
+}
+
+/// Issue 12 defect 7, instruments.md §10.8: an instrument that stops
+/// listening (connection refused) is ENODEV at once, never "held by
+/// another client" (which sent users hunting for a process that does not
+/// exist) and never retried as busy; one that accepts and resets at once
+/// is EBUSY, retried, and says so.
+#[test]
+fn issue12_refused_is_enodev_and_accepted_then_reset_is_ebusy() {
+    let b = Bench::start("tcp-wording", &[]);
+    let port = lager_testsupport::refused_port();
+    let add = json!({"action": "add", "net": {
+        "name": "offpsu", "role": "power-supply", "instrument": "Keithley_2281S",
+        "address": format!("TCPIP0::127.0.0.1::{port}::SOCKET"),
+    }});
+    let reply = request(b.daemon.addr(), "POST", "/nets", Some(&add.to_string()));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let started = Instant::now();
+    let (status, reply) = b.command(
+        "supply",
+        json!({"netname": "offpsu", "action": "voltage", "params": {}}),
+    );
+    let error = reply["error"].as_str().unwrap();
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        error.starts_with(&format!(
+            "[Errno 19] No such device: TCPIP0::127.0.0.1::{port}::SOCKET refused the connection"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains("held by another client"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not retried as busy: {:?}",
+        started.elapsed()
+    );
+
+    // Busy for longer than the §4 backoff (≈ 3.7 s): EBUSY in the end.
+    assert_eq!(b.sim("busy_ms 8000"), "OK");
+    let (status, reply) = b.supply("voltage", None);
+    let error = reply["error"].as_str().unwrap();
+    assert_eq!(status, 502, "{reply}");
+    assert!(
+        error.starts_with("[Errno 16] Resource busy: TCPIP0::127.0.0.1::")
+            && error.contains("accepted the connection and reset it at once"),
+        "{error}"
+    );
+    assert_eq!(b.sim("connections?"), "0", "a reset open is no session");
+}
+
+/// Found while walking the route table for issue 12: a monitor registered
+/// for the cross-role check (§7) before its stream ran, and only the
+/// running stream unregistered it. A `HEAD` (or any reply whose body is
+/// never produced) left the instrument's other role refused for good.
+#[test]
+fn issue12_a_monitor_whose_stream_never_runs_leaves_no_registration() {
+    let b = Bench::start("monitor-head", &[]);
+    let mut stream = TcpStream::connect(b.daemon.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"HEAD /supply/monitor?netname=supply1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = String::new();
+    let _ = std::io::Read::read_to_string(&mut stream, &mut head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, reply) = b.battery("state", None);
+    assert_eq!(
+        (status, reply["success"].as_bool()),
+        (200, Some(true)),
+        "{reply}"
     );
 }

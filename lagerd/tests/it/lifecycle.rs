@@ -65,7 +65,7 @@ fn a_waiter_that_hangs_up_does_not_get_the_box() {
     let mut stream = TcpStream::connect(b.addr()).unwrap();
     write!(
         stream,
-        "POST /lock HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -91,7 +91,7 @@ fn sigterm_finishes_requests_in_flight_and_exits_cleanly() {
         .unwrap();
     write!(
         stream,
-        "POST /lock HTTP/1.1\r\nContent-Length: {}\r\n\r\n{}",
+        "POST /lock HTTP/1.1\r\nHost: lagerd\r\nContent-Length: {}\r\n\r\n{}",
         body.len(),
         &body[..5]
     )

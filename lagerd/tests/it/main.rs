@@ -6,9 +6,12 @@ mod bad_input;
 mod concurrency;
 mod crash;
 mod diagnose;
+mod http_framing;
 mod instruments;
 mod lifecycle;
+mod metrics;
 mod runner;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

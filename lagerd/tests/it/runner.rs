@@ -42,7 +42,7 @@ impl Runner {
     fn post_python_with(&self, parts: &[(&str, &[u8])], extra_headers: &str) -> Reply {
         let (content_type, body) = multipart(parts);
         let mut request = format!(
-            "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+            "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
             body.len()
         )
         .into_bytes();
@@ -59,7 +59,7 @@ impl Runner {
     }
 }
 
-fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
+pub fn multipart(parts: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "lagertestboundary7d3f";
     let mut body = Vec::new();
     for (name, data) in parts {
@@ -308,7 +308,7 @@ fn a_client_that_hangs_up_gets_its_job_reaped_gently() {
     let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
     write!(
         stream,
-        "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -493,7 +493,7 @@ fn bad_uploads_get_clear_errors() {
             r#"{"error":"timeout must be an integer","status":"error"}"#.into()
         )
     );
-    let bad = b"POST /python HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot multip";
+    let bad = b"POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnot multip";
     let reply = raw_request(r.daemon.addr(), bad).unwrap();
     assert_eq!(reply.status, 400);
     assert!(
@@ -506,7 +506,7 @@ fn bad_uploads_get_clear_errors() {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(stream, "POST /python HTTP/1.1\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n", 65 << 20).unwrap();
+    write!(stream, "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {}\r\n\r\n", 65 << 20).unwrap();
     let reply = read_reply(&mut stream).unwrap();
     assert_eq!(
         (reply.status, reply.text()),
@@ -592,7 +592,7 @@ fn downloads_are_limited_to_the_output_dirs() {
 
 #[test]
 fn concurrent_runs_keep_their_output_apart() {
-    let r = Runner::start("concurrent", &[]);
+    let r = Runner::start("concurrent", &["--max-jobs", "16"]);
     let addr = r.daemon.addr();
     let threads: Vec<_> = (0..16)
         .map(|i| {
@@ -600,7 +600,7 @@ fn concurrent_runs_keep_their_output_apart() {
                 let script = format!("for n in range(200):\n    print('run{i:02} line', n)\n");
                 let (content_type, body) = multipart(&[("script", script.as_bytes())]);
                 let mut request = format!(
-                    "POST /python HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 )
                 .into_bytes();
@@ -631,4 +631,260 @@ fn the_test_stream_is_the_python_systems() {
     stream.read_to_string(&mut raw).unwrap();
     assert!(raw.contains("Lager-Output-Version: 1\r\n"), "{raw}");
     assert!(raw.ends_with("\r\n\r\n1 12 Hello world\n- 1 0"), "{raw}");
+}
+
+/// Peak resident memory of a process, from `/proc/<pid>/status`.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Issue 12 defect 3: `/download-file` read the whole file into memory, so
+/// a large result file cost the box its size in RAM. It is streamed from
+/// disk now: lagerd's peak memory does not grow with the file.
+#[test]
+fn issue12_a_download_is_streamed_from_disk_not_held_in_memory() {
+    let r = Runner::start("download-stream", &[]);
+    let root = Path::new("/tmp/lager-output");
+    std::fs::create_dir_all(root).unwrap();
+    let path = root.join(format!("issue12-stream-{}.bin", std::process::id()));
+    const SIZE: u64 = 160 << 20;
+    // Sparse: the disk holds nothing, a reader gets 160 MiB of zeroes.
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(SIZE).unwrap();
+    drop(file);
+    let before = peak_rss_kib(r.daemon.pid());
+
+    let mut stream = TcpStream::connect(r.daemon.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /download-file?filename={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        path.display()
+    )
+    .unwrap();
+    // Count the body's bytes as they come, without keeping them.
+    let mut reader = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    use std::io::BufRead;
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut chunked = false;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        chunked |= line.eq_ignore_ascii_case("transfer-encoding: chunked\r\n");
+    }
+    let mut received = 0u64;
+    let mut block = vec![0u8; 64 * 1024];
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let size = u64::from_str_radix(line.trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            let mut left = size;
+            while left > 0 {
+                let n = reader
+                    .read(&mut block[..left.min(64 * 1024) as usize])
+                    .unwrap();
+                assert!(n > 0, "cut short");
+                left -= n as u64;
+            }
+            received += size;
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+    } else {
+        loop {
+            let n = reader.read(&mut block).unwrap();
+            if n == 0 {
+                break;
+            }
+            received += n as u64;
+        }
+    }
+    let after = peak_rss_kib(r.daemon.pid());
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(received, SIZE, "the whole file arrived");
+    assert!(
+        after.saturating_sub(before) < 32 * 1024,
+        "peak RSS grew by {} KiB for a {} MiB download",
+        after - before,
+        SIZE >> 20
+    );
+}
+
+/// A script that writes its pid to `pid_file` and sleeps a minute.
+fn sleeper(pid_file: &Path) -> String {
+    format!(
+        "import os, time\nopen({:?}, 'w').write(f'{{os.getpid()}}\\n')\ntime.sleep(60)\n",
+        pid_file.to_str().unwrap()
+    )
+}
+
+/// Issue 12 defect 3: nothing capped concurrent or detached jobs (each a
+/// python3 and 2-4 threads). `--max-jobs` caps attached plus detached runs;
+/// one more is a 503 that names the cap and what to do.
+#[test]
+fn issue12_jobs_beyond_max_jobs_are_refused_with_503_naming_the_cap() {
+    let r = Runner::start("max-jobs", &["--max-jobs", "2"]);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = format!("0c2fa7a4-5b1a-4c8e-9d0e-00000000000{n}");
+        let env = format!("LAGER_PROCESS_ID={id}");
+        let script = sleeper(&r.dir.path().join(format!("sleeper{n}.pid")));
+        let reply = r.post_python(&[
+            ("detach", b"1"),
+            ("env", env.as_bytes()),
+            ("script", script.as_bytes()),
+        ]);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        ids.push(id);
+    }
+    let full = r.post_python(&[("script", b"print('one too many')\n")]);
+    let body: Value = serde_json::from_slice(&full.body).unwrap();
+    assert_eq!(full.status, 503, "{body}");
+    assert_eq!(body["status"], "error");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("already running 2 jobs")
+            && error.contains("--max-jobs 2")
+            && error.contains("lager python --kill"),
+        "{error}"
+    );
+    // A detached run that ends gives its place back.
+    let (status, _) = r.post_json(
+        "/python/kill",
+        &json!({"lager_process_id": ids[0], "signal": 15}).to_string(),
+    );
+    assert_eq!(status, 200);
+    let reply = r.post_python(&[("script", b"print('now there is room')\n")]);
+    let (frames, code) = parse_frames(&reply.body);
+    assert_eq!(
+        (reply.status, stream_text(&frames, 1), code.as_deref()),
+        (200, "now there is room\n".to_string(), Some("0"))
+    );
+    // So does an attached run that ended: one place is free again.
+    let env = format!("LAGER_PROCESS_ID={}", ids[0]);
+    let script = sleeper(&r.dir.path().join("sleeper-again.pid"));
+    let reply = r.post_python(&[
+        ("detach", b"1"),
+        ("env", env.as_bytes()),
+        ("script", script.as_bytes()),
+    ]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(r.post_python(&[("script", b"print(1)\n")]).status, 503);
+    // By id: a kill of every job would reach other tests' scripts too.
+    for id in &ids {
+        let kill = json!({"lager_process_id": id, "signal": 9}).to_string();
+        r.post_json("/python/kill", &kill);
+    }
+}
+
+/// Issue 12 defect 10: `--kill` returned while the detached script was
+/// still a zombie (the referee saw it "not gone" 5 runs out of 5), and the
+/// run's thread then logged `cannot write meta.json: No such file or
+/// directory` into the dir the kill had removed. Now the kill returns
+/// with the process reaped and the run's end recorded, and nothing fails.
+#[test]
+fn issue12_a_killed_detached_run_is_reaped_and_recorded_when_kill_returns() {
+    let dir = TempDir::new("kill-record");
+    let log_path = dir.path().join("lagerd.log");
+    /// Kills and reaps the daemon however the test ends.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = std::process::Command::new(lagerd())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--health-interval-secs",
+            "0",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state"))
+        .env("LAGERD_RUN_DIR", dir.path().join("runs"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .map(Reaped)
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    for round in 0..3 {
+        let id = format!("0c2fa7a4-5b1a-4c8e-9d0e-10000000000{round}");
+        let pid_file = dir.path().join(format!("long{round}.pid"));
+        let (content_type, body) = multipart(&[
+            ("detach", b"1"),
+            ("env", format!("LAGER_PROCESS_ID={id}").as_bytes()),
+            ("script", sleeper(&pid_file).as_bytes()),
+        ]);
+        let mut request = format!(
+            "POST /python HTTP/1.1\r\nHost: lagerd\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let reply = raw_request(addr, &request).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(
+            wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+                &pid_file
+            )
+            .is_ok_and(|t| t.ends_with('\n'))),
+            "the script did not start: {}",
+            log()
+        );
+        let pid = read_pid(&pid_file);
+        let kill = json!({"lager_process_id": id, "signal": 15}).to_string();
+        let reply = lager_testsupport::request(addr, "POST", "/python/kill", Some(&kill));
+        assert_eq!(reply.status, 200);
+        // The instant the kill returns: no process, not even a zombie.
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "round {round}: pid {pid} still in /proc after --kill returned"
+        );
+        assert!(!dir.path().join("runs").join(&id).exists());
+        assert!(
+            log().contains(&format!("run {id}: detached job finished with -15")),
+            "{}",
+            log()
+        );
+    }
+    // Nothing writes into the removed dirs afterwards.
+    assert!(
+        !wait_until(Duration::from_secs(1), || log()
+            .contains("cannot write meta.json")),
+        "{}",
+        log()
+    );
+    drop(child);
 }

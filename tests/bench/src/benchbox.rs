@@ -66,6 +66,17 @@ impl BenchBox {
         python: &Path,
         dir: &Path,
     ) -> Result<BenchBox, BenchError> {
+        BenchBox::start_with_args(lagerd, lager, python, dir, &[])
+    }
+
+    /// [`BenchBox::start`] with extra lagerd flags.
+    pub fn start_with_args(
+        lagerd: &Path,
+        lager: &Path,
+        python: &Path,
+        dir: &Path,
+        args: &[&str],
+    ) -> Result<BenchBox, BenchError> {
         let home = dir.join("home");
         let run_dir = dir.join("run");
         let jobs = dir.join("jobs");
@@ -73,10 +84,11 @@ impl BenchBox {
             std::fs::create_dir_all(path)
                 .map_err(|e| fail!("cannot create {}: {e}", path.display()))?;
         }
-        let daemon = Daemon::start_with_env(
+        let daemon = Daemon::start_with_args(
             lagerd,
             &dir.join("state"),
             1,
+            args,
             &[
                 ("LAGERD_RUN_DIR", run_dir.as_os_str()),
                 ("LAGERD_PYTHON", python.as_os_str()),

@@ -217,26 +217,14 @@ pub fn read_reply(stream: &mut impl Read) -> std::io::Result<Reply> {
 }
 
 /// `read_reply` on a reader kept across calls, for pipelined responses.
+/// Interim 1xx responses are skipped, as RFC 9110 §15.2 asks of every client.
 pub fn read_reply_buffered(reader: &mut impl BufRead) -> std::io::Result<Reply> {
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
+    let (status, headers) = loop {
+        let (status, headers) = read_head(reader)?;
+        if !(100..200).contains(&status) {
+            break (status, headers);
         }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
+    };
     let find = |name: &str| {
         headers
             .iter()
@@ -270,6 +258,29 @@ pub fn read_reply_buffered(reader: &mut impl BufRead) -> std::io::Result<Reply> 
     })
 }
 
+fn read_head(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok((status, headers))
+}
+
 /// Polls `cond` every 10 ms until it holds or `within` passes.
 pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -289,5 +300,36 @@ pub mod serde_json_lite {
     pub use serde_json::Value;
     pub fn parse(text: &str) -> Value {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+    }
+}
+
+/// A loopback port that refuses connections for the rest of the test run:
+/// a socket bound to it but never listening. A port merely bound and
+/// released can be taken by a parallel test, or a client can connect to
+/// itself through it, and the "dead" box comes alive (seen in CI).
+pub fn refused_port() -> u16 {
+    // SAFETY: plain socket calls on a local sockaddr_in of the size passed;
+    // the descriptor is ours and deliberately never closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), len),
+            0,
+            "bind"
+        );
+        let mut bound: libc::sockaddr_in = std::mem::zeroed();
+        let mut bound_len = len;
+        libc::getsockname(
+            fd,
+            (&mut bound as *mut libc::sockaddr_in).cast(),
+            &mut bound_len,
+        );
+        // The fd stays open (deliberately leaked) until the test binary exits.
+        u16::from_be(bound.sin_port)
     }
 }

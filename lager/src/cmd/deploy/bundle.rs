@@ -106,7 +106,8 @@ pub fn lagerd_for(
     dist: Option<&Path>,
 ) -> Result<(PathBuf, Vec<u8>), DeployError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| DeployError::ReadBinary {
+        // A static lagerd is a few MiB; 256 MiB is no lagerd at all.
+        crate::readcap::read_file(path, 256 << 20).map_err(|e| DeployError::ReadBinary {
             path: path.to_path_buf(),
             error: e.to_string(),
         })

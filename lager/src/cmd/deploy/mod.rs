@@ -336,7 +336,8 @@ fn deploy(
 
 /// Takes the admin lock (install: TTL 3600). A box whose lagerd does not
 /// answer has nothing to lock yet; `--force` goes ahead past a holder.
-fn reserve(
+/// `lager install-wheel` reserves the box the same way (locking.md B.8).
+pub(crate) fn reserve(
     target: &Target,
     client: &Client,
     identity: &Identity,

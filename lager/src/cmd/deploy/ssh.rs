@@ -2,11 +2,17 @@
 //! client (so ~/.ssh/config, keys and agents apply), with its failures
 //! classified from ssh's own words.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::thread;
 
 use super::error::DeployError;
+use crate::readcap;
+
+/// What is kept of a remote command's stdout (its first bytes) and of its
+/// stderr (this much of its start and of its end).
+const STDOUT_KEEP: usize = 1 << 20;
+const STDERR_KEEP: usize = 32 * 1024;
 
 /// A box reached over ssh.
 pub struct Ssh {
@@ -78,16 +84,17 @@ impl Ssh {
         let feeder = thread::spawn(move || {
             let _ = pipe.write_all(&input);
         });
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let drain = thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
-        let mut stdout = Vec::new();
-        if let Some(mut out) = child.stdout.take() {
-            let _ = out.read_to_end(&mut stdout);
-        }
+        // Both read to their ends with a bound (issue 12): a box that
+        // prints without end must not fill this machine's memory. The
+        // start of stdout holds the answers; stderr's first and last lines
+        // hold ssh's complaint and the remote command's.
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let drain = thread::spawn(move || readcap::drain(stderr, STDERR_KEEP, STDERR_KEEP));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|out| readcap::drain(out, STDOUT_KEEP, 0))
+            .unwrap_or_default();
         let status = child.wait().map_err(|e| DeployError::Ssh {
             dest: self.dest(),
             detail: e.to_string(),

@@ -3,7 +3,7 @@
 //! TTY stdin thread that resumes breakpoints, and `--download`. None of
 //! these takes or checks the box lock (locking.md B.8).
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ use crate::boxsel::Target;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output::{self, Color};
+use crate::readcap;
 
 /// Management requests connect within 7 s (§5.6–5.7).
 const CONNECT: Duration = Duration::from_secs(7);
@@ -30,6 +31,8 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(30);
 const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Console connect (§5.8).
 const CONSOLE_CONNECT: Duration = Duration::from_secs(10);
+/// Longest line typed to a console or a paused run that is read at once.
+const LINE_MAX: usize = 64 * 1024;
 /// After Ctrl+D, how long a silent console may keep the CLI waiting.
 const CONSOLE_DRAIN: Duration = Duration::from_millis(500);
 /// Downloads: connect like lock traffic; any wait for bytes up to 60 s.
@@ -115,7 +118,7 @@ pub fn spawn_stdin_continue(runner: Client, id: String, socket: Option<TcpStream
             let mut line = String::new();
             loop {
                 line.clear();
-                match stdin.lock().read_line(&mut line) {
+                match readcap::read_line(&mut stdin.lock(), &mut line, LINE_MAX) {
                     Ok(0) | Err(_) => {
                         if let Some(socket) = &socket {
                             DETACHING.store(true, Ordering::SeqCst);
@@ -251,7 +254,7 @@ fn console(runner: &Client, target: &Target, id: &str) -> Result<ExitCode, CliEr
     let mut line = String::new();
     loop {
         line.clear();
-        match stdin.lock().read_line(&mut line) {
+        match readcap::read_line(&mut stdin.lock(), &mut line, LINE_MAX) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 if to_box.write_all(line.as_bytes()).is_err() {

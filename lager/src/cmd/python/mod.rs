@@ -81,7 +81,10 @@ fn set_active(run: Option<ActiveRun>) {
 pub fn on_signal(signo: i32) {
     let run = active().clone();
     match run {
-        None => autolock::on_signal(signo),
+        None => {
+            crate::pick::release_queued();
+            autolock::on_signal(signo)
+        }
         Some(run) => {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, " Attempting to stop Lager Python job");
@@ -163,7 +166,7 @@ pub fn process_exit(code: i64) -> u8 {
 }
 
 /// 16 bytes from `/dev/urandom`.
-fn random_bytes() -> Result<[u8; 16], CliError> {
+pub(crate) fn random_bytes() -> Result<[u8; 16], CliError> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -203,7 +206,68 @@ fn must_exist(what: &str, path: &str) -> Result<PathBuf, CliError> {
 
 /// `<label>` of locking.md B.7 and the hints: `--box` text, else the address.
 fn label(opts: &PythonOpts, target: &Target) -> String {
-    opts.box_name.clone().unwrap_or_else(|| target.address())
+    match opts.box_name.as_deref() {
+        // A picked box (`any:PATTERN`) is named by what was picked.
+        Some(text) if text.starts_with("any:") => target.display.clone(),
+        Some(text) => text.to_string(),
+        None => target.address(),
+    }
+}
+
+/// `--box any:PATTERN` (fleet.md §3): the first free box of the pool,
+/// locked with this run's auto-lock holder and armed like any auto-lock.
+fn pick_box(
+    config: &Config,
+    pool: &str,
+    opts: &PythonOpts,
+    identity: &Identity,
+    settings: &LockSettings,
+) -> Result<(Target, autolock::Acquisition), CliError> {
+    if opts.manage.is_some() {
+        return Err(CliError::Usage(
+            "--box any:PATTERN picks a box for a new run; --kill, --reattach, --continue and --console need the box's name".into(),
+        ));
+    }
+    if settings.disabled {
+        return Err(CliError::Usage(
+            "--box any:PATTERN locks the box it picks; unset LAGER_AUTO_LOCK_DISABLE or name a box"
+                .into(),
+        ));
+    }
+    let ttl_secs = if opts.detach { None } else { settings.ttl_secs };
+    let holder = crate::pick::Holder {
+        user: identity.holder.clone(),
+        holder_type: settings.holder_type.to_string(),
+        ttl_secs,
+    };
+    signals::install(on_signal);
+    let want = crate::pick::Want {
+        pool: Some(pool.to_string()),
+        nets: Vec::new(),
+    };
+    let picked = crate::pick::pick(config, &want, &holder, settings.wait)?;
+    output::tell(
+        Color::Green,
+        &format!("Picked box '{}' (pool '{pool}')", picked.name),
+    );
+    let acquisition = autolock::Acquisition {
+        state: if picked.already_ours {
+            AcquireState::AlreadyOurs
+        } else {
+            AcquireState::Acquired
+        },
+        record: Some(picked.record),
+    };
+    let mut lock_settings = settings.clone();
+    lock_settings.ttl_secs = ttl_secs;
+    autolock::adopt(
+        &picked.target.lock_client(),
+        &identity.holder,
+        &lock_settings,
+        "lock heartbeat",
+        &acquisition,
+    );
+    Ok((picked.target, acquisition))
 }
 
 /// `lager python ...`.
@@ -221,11 +285,21 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
 
     // §5.2 steps 1–2.
     let config = Config::load()?;
-    let target = resolve(&config, opts.box_name.as_deref())?;
     let identity = Identity::current(config.default_str("user").as_deref());
     let settings = LockSettings::from_env(&identity::env_lookup, identity::under_ci());
     let skip_lock = opts.manage.is_some();
     let auto_lock = !skip_lock && runnable.is_some() && !settings.disabled;
+    let pool = opts
+        .box_name
+        .as_deref()
+        .and_then(|b| b.strip_prefix("any:"));
+    let (target, picked) = match pool {
+        Some(pool) => {
+            let (target, acquisition) = pick_box(&config, pool, &opts, &identity, &settings)?;
+            (target, Some(acquisition))
+        }
+        None => (resolve(&config, opts.box_name.as_deref())?, None),
+    };
     if !skip_lock && !auto_lock {
         passive_check(&target, &target.lock_client(), &identity)?;
     }
@@ -254,7 +328,9 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
     }
     let process_id = common::runid::uuid4(random_bytes()?);
     let mut env = opts.env.clone();
-    if let Some(box_text) = &opts.box_name {
+    if picked.is_some() {
+        env.push(format!("LAGER_BOX={}", target.display));
+    } else if let Some(box_text) = &opts.box_name {
         env.push(format!("LAGER_BOX={box_text}"));
     }
     env.push(format!("LAGER_PROCESS_ID={process_id}"));
@@ -278,13 +354,16 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
         if opts.detach {
             lock_settings.ttl_secs = None;
         }
-        let acquisition = autolock::engage(
-            &target.lock_client(),
-            &target.display,
-            &identity.holder,
-            &lock_settings,
-            "lock heartbeat",
-        )?;
+        let acquisition = match picked {
+            Some(acquisition) => acquisition,
+            None => autolock::engage(
+                &target.lock_client(),
+                &target.display,
+                &identity.holder,
+                &lock_settings,
+                "lock heartbeat",
+            )?,
+        };
         if opts.detach && acquisition.state == AcquireState::Acquired {
             let label = label(&opts, &target);
             output::warn(&format!(

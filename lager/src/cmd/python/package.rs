@@ -60,7 +60,9 @@ pub fn package(runnable: &Path, add_files: &[PathBuf]) -> Result<Payload, CliErr
     };
     let includes = find_includes(&start_dir)?;
     if !meta.is_dir() && add_files.is_empty() && includes.is_empty() {
-        let bytes = fs::read(runnable).map_err(|e| read_error(runnable, e))?;
+        // A box takes at most 64 MiB (runner.md §1): no point reading more.
+        let bytes =
+            crate::readcap::read_file(runnable, 64 << 20).map_err(|e| read_error(runnable, e))?;
         let filename = runnable
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -224,10 +226,16 @@ fn find_includes(start: &Path) -> Result<Vec<(String, PathBuf)>, CliError> {
     else {
         return Ok(Vec::new());
     };
-    let text = fs::read_to_string(&file).map_err(|e| CliError::ConfigRead {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
+    let text = crate::readcap::read_file(&file, 4 << 20)
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text")
+            })
+        })
+        .map_err(|e| CliError::ConfigRead {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
     let json: Value = serde_json::from_str(&text).map_err(|e| CliError::ConfigInvalid {
         path: file.clone(),
         reason: e.to_string(),

@@ -12,6 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 /// Connect timeout per attempt.
@@ -263,6 +264,27 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Ends a stream we stopped reading with a reset instead of a FIN, so
+    /// the box knows at once that nobody reads it any more: a FIN alone only
+    /// says we stopped sending (lagerd keeps serving a half-closed client).
+    pub fn abort(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid option value of its own size on a socket we own;
+        // the descriptor is closed by `self.stream` right after.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
     }
 
     /// A handle on the socket, to shut it down from another thread.
