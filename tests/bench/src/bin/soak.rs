@@ -709,9 +709,6 @@ fn fault_injector(ctx: &Ctx, seed: u64) {
             nap(ctx, rng.millis(500, 2500));
             let _ = control(ctx, undo);
         }
-        // The simulator keeps every command in a log for tests; the soak
-        // measures lagerd, so it keeps that log from growing.
-        let _ = control(ctx, "clear_log");
     }
     for undo in ["replug", "unmute", "delay_ms 0"] {
         let _ = control(ctx, undo);
