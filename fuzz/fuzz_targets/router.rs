@@ -10,7 +10,8 @@
 //! answered 200 for is what `GET /lock` and the file say until it is
 //! released or its TTL runs out, and no lock appears that nobody was
 //! granted. A stream the server never runs (the answer to a HEAD) leaves
-//! nothing behind that blocks the other role of its instrument.
+//! nothing behind that blocks the other role of its instrument, and the
+//! process's descriptors stay bounded.
 #![no_main]
 
 use std::fs;
@@ -40,6 +41,8 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
 
 const TOKEN: &str = "fuzz-token";
+/// Far above what the fixture holds (simulators, sessions, state files).
+const FDS_MAX: usize = 512;
 
 /// Every route of the router, and a few it does not have.
 const ROUTES: [&str; 36] = [
@@ -761,4 +764,11 @@ fuzz_target!(|steps: Vec<Step>| {
     if monitored {
         both_roles_free(f);
     }
+    // Nothing keeps a descriptor per request: a leak here ran this process
+    // out of them within minutes (and lock.json could not be written).
+    let open = fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    assert!(
+        open < FDS_MAX,
+        "{open} descriptors open: something leaks them"
+    );
 });
