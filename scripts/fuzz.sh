@@ -103,7 +103,9 @@ for target in "${targets[@]}"; do
     verdict="FAILED (exit $status)"
     failed+=("$target")
     echo "fuzz.sh: $target failed; its log:" >&2
-    grep -E 'panicked|ERROR|SUMMARY|Test unit written|Base64' "$log" | head -20 >&2 || tail -30 "$log" >&2
+    # The panic's message is the line after "panicked at".
+    grep -E -A1 'panicked|ERROR|SUMMARY|Test unit written|Base64' "$log" | head -30 >&2 ||
+      tail -30 "$log" >&2
   fi
   rows+=("$(printf '%-16s %12s %6s %8s %6s %8s  %s' "$target" "${runs:-?}" "${secs:-?}" \
     "$(( ${runs:-0} / (${secs:-0} > 0 ? ${secs:-1} : 1) ))" "${cov:-?}" "${rss:-?}" "$verdict")")
