@@ -4,7 +4,8 @@
 # (./.demo) on a free loopback port, then drives it with the lager CLI:
 # reserve the box, list it, run a script on it with `lager python`, ask
 # `lager diagnose` about its simulated Keithley 2281S, and drive that
-# instrument as a supply and as a battery simulator.
+# instrument as a supply and as a battery simulator, then watch and type on
+# the simulated device's serial console.
 #
 #   scripts/demo.sh                         the whole tour
 #   scripts/demo.sh examples/rail_check.py  just run that script on the box
@@ -60,6 +61,13 @@ run "$bin/lager" supply supply1 state --box demo
 run "$bin/lager" battery battery1 soc 80 --box demo
 run "$bin/lager" battery battery1 state --box demo
 run "$bin/lager" supply supply1 voltage 25 --box demo --yes || echo "(exit $?: refused before reaching the instrument)"
+# The simulated device's console: lagerd has captured it since it started,
+# so its boot banner is there though nobody was watching. lager uart runs
+# until Ctrl-C (Ctrl-] with -i); the demo stops it after 2 s.
+run timeout 2 "$bin/lager" uart console1 --box demo --from-start || echo "(stopped after 2 s)"
+run "$bin/lager" uart console1 serial-port --box demo
+run "$bin/lager" diagnose console1 --box demo
+run sh -c "printf 'help\nuptime\n' | timeout 2 $bin/lager uart console1 --box demo -i" || echo "(stopped after 2 s)"
 echo
 echo "lagerd log ($demo/lagerd.log):"
 sed 's/^/  /' "$demo/lagerd.log"

@@ -4,8 +4,9 @@
 # FunctionFS gadget), driven by the project's static lagerd and lager
 # through the guest's kernel: sysfs, the usbtmc driver, usbfs and libusb.
 #
-#   scripts/usb-vm-test.sh             every case (three guest boots, ~1 min)
+#   scripts/usb-vm-test.sh             every case (four guest boots, ~1.5 min)
 #   scripts/usb-vm-test.sh --no-build  reuse target/dist/x86_64 and usbvm-tool
+#   scripts/usb-vm-test.sh --only ACM  only the cases whose name has that word
 #
 # Runs ../shared/usb-vm/setup.sh (idempotent; apt-gets qemu, busybox-static,
 # musl-tools and a Debian kernel the first time), builds static x86_64 musl
@@ -19,11 +20,14 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 VM="$ROOT/../shared/usb-vm"
 BUILD=1
-for arg in "$@"; do
+ONLY=
+while [ $# -gt 0 ]; do
+  arg=$1; shift
   case "$arg" in
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usb-vm-test: unknown argument $arg (use --no-build or --help)" >&2; exit 2 ;;
+    --only) [ $# -gt 0 ] || { echo "usb-vm-test: --only needs a word" >&2; exit 2; }; ONLY=$1; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usb-vm-test: unknown argument $arg (use --no-build, --only or --help)" >&2; exit 2 ;;
   esac
 done
 [ -x "$VM/run.sh" ] || { echo "usb-vm-test: $VM/run.sh is missing (../shared/usb-vm beside the repo)" >&2; exit 125; }
@@ -145,8 +149,10 @@ out=$(lager supply psu enable --yes $(box 9000) 2>&1); has "supply enable" "$out
 out=$(lager supply psu state $(box 9000) 2>&1); has "supply state over USB" "$out" "Set: 5.0V/0.5A"
 has "supply output on" "$out" "ON"
 out=$(lager supply psu disable --yes $(box 9000) 2>&1); has "supply disable" "$out" "[OK]"
-out=$(lager battery bat soc 80 --yes $(box 9000) 2>&1); has "battery soc 80" "$out" "[OK] SOC set to 80%"
+# VOC first: the simulated 2281S (like the real one) moves SOC along its
+# model when VOC is set, so SOC set last is what state shows.
 out=$(lager battery bat voc 4.1 --yes $(box 9000) 2>&1); has "battery voc 4.1" "$out" "[OK]"
+out=$(lager battery bat soc 80 --yes $(box 9000) 2>&1); has "battery soc 80" "$out" "[OK] SOC set to 80%"
 out=$(lager battery bat state $(box 9000) 2>&1); has "battery state over USB" "$out" "SOC 80.0%"
 out=$(lager supply psu voltage $(box 9000) 2>&1); has "supply again after battery: state kept" "$out" "[OK] Voltage: 5V"
 same "one session for both roles" "$(opened a)" 1
@@ -228,9 +234,75 @@ has "lock released: the command works" "$out" "[OK] Voltage: 3V"
 finish
 EOF
 
+# --- guest 4: a CDC-ACM serial port: a console found by its serial number ---
+# Issue 15. The gadget's acm function is a USB serial adapter whose device
+# side (/dev/ttyGS0) stands for the DUT's UART; lagerd captures the host
+# side (/dev/ttyACMn) by the gadget's USB serial number and survives an
+# unbind/rebind of the UDC (re-enumeration, maybe as another ttyACM).
+cat "$WORK/lib.sh" >"$WORK/acm.sh"
+cat >>"$WORK/acm.sh" <<'EOF'
+# wait_in FILE NEEDLE SECS: FILE contains NEEDLE within SECS.
+wait_in() { n=$(($3 * 10)); until grep -qF -- "$2" "$1" 2>/dev/null; do n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.1; done; }
+[ -c /dev/ttyGS0 ] && pass "the gadget's serial function is /dev/ttyGS0" || fail "no /dev/ttyGS0"
+# The DUT's end, raw. (The gadget hangs its tty up on unbind, so the
+# "DUT" opens it again after the rebind; a real UART would not notice.)
+device_end() { exec 3<>/dev/ttyGS0 && stty -F /dev/ttyGS0 raw -echo; }
+device_end || fail "open /dev/ttyGS0 raw"
+printf 'printed before anyone watched\n' >&3
+start_lagerd a 9000 /tmp/a
+lager nets add dut --role uart --address "$SERIAL" $(box 9000) >/dev/null || fail "nets add --role uart"
+n=50; until lager uart dut serial-port $(box 9000) >/tmp/port 2>/dev/null; do n=$((n - 1)); [ $n -gt 0 ] || break; sleep 0.1; done
+port=$(cat /tmp/port)
+case "$port" in /dev/ttyACM*) pass "found by USB serial number $SERIAL: $port" ;; *) fail "serial-port said '$port'"; cat /tmp/a.log ;; esac
+out=$(lager diagnose dut $(box 9000)); rc=$?
+echo "$out" | sed 's/^/    > /'
+same "diagnose: capturing, exit 0" "$rc" 0
+has "diagnose: the adapter's serial from sysfs" "$out" "serial:       $SERIAL"
+has "diagnose: the cdc_acm driver" "$out" "driver:       cdc_acm"
+lager uart dut --from-start $(box 9000) >/tmp/watch.out 2>/tmp/watch.err &
+watcher=$!
+wait_in /tmp/watch.out "printed before anyone watched" 10 && pass "--from-start: bytes printed before lagerd opened the port" || fail "no early bytes: $(cat /tmp/watch.out /tmp/watch.err)"
+i=1; while [ $i -le 100 ]; do echo "before $i" >&3; i=$((i + 1)); done
+wait_in /tmp/watch.out "before 100" 10 && pass "100 lines through the real port" || fail "lines before the unbind missing"
+usb_unbind || fail "usb_unbind"
+wait_in /tmp/watch.out " dut gone (unplugged) --" 5 && pass "unbind: a gone event" || fail "no gone event: $(tail -3 /tmp/watch.out)"
+usb_rebind || fail "usb_rebind"
+device_end || fail "reopen /dev/ttyGS0"
+# Written the moment the device is back, before lagerd has found it.
+i=1; while [ $i -le 500 ]; do echo "after $i" >&3; i=$((i + 1)); done
+wait_in /tmp/watch.out "after 500" 10 || fail "the lines after the rebind did not all arrive: $(tail -3 /tmp/watch.out)"
+has "rebind: a back event naming the port" "$(cat /tmp/watch.out)" " dut back on /dev/ttyACM"
+i=1; while [ $i -le 500 ]; do echo "after $i"; i=$((i + 1)); done >/tmp/want
+grep '^after ' /tmp/watch.out >/tmp/got
+cmp -s /tmp/want /tmp/got && pass "every byte written after the rebind arrived, in order ($(wc -l </tmp/got) lines)" || fail "bytes after the rebind lost or reordered: $(diff /tmp/want /tmp/got | head -5)"
+kill -0 $watcher 2>/dev/null && pass "the watcher lived through the unbind" || fail "lager uart exited: $(cat /tmp/watch.err)"
+kill $watcher
+echo "    the port after the rebind: $(lager uart dut serial-port $(box 9000))"
+st=$(wget -q -O- "http://127.0.0.1:9000/uart/status?netname=dut")
+has "status: open again" "$st" '"state":"open"'
+has "status: gone once" "$st" '"gone":1'
+has "status: opened twice" "$st" '"opens":2'
+# Typing reaches the device side. (What is waiting in its input first is
+# dropped: a tty opens with echo on, and the first open of a new adapter
+# can echo the bytes the device had queued before lagerd makes it raw.)
+dd bs=4096 count=1 <&3 >/dev/null 2>&1 & r=$!; sleep 0.3; kill $r 2>/dev/null
+(printf 'ping\n'; sleep 5) | lager uart dut -i $(box 9000) >/dev/null 2>&1 &
+typist=$!
+: >/tmp/typed
+n=50; until grep -q ping /tmp/typed; do
+  n=$((n - 1)); [ $n -gt 0 ] || break
+  dd bs=64 count=1 <&3 >>/tmp/typed 2>/dev/null & r=$!; sleep 0.1; kill $r 2>/dev/null
+done
+has "lager uart -i: keystrokes reach the device" "$(cat /tmp/typed)" "ping"
+kill $typist 2>/dev/null
+kill -0 $a_pid 2>/dev/null && pass "same lagerd (pid $a_pid), no restart" || fail "lagerd died"
+finish
+EOF
+
 failed=0
 boot() { # NAME RUN.SH-ARGS... -- SCRIPT
   local name=$1; shift
+  case "$name" in *"$ONLY"*) ;; *) echo "== usb-vm-test: $name: skipped (--only $ONLY)"; return ;; esac
   echo "== usb-vm-test: $name"
   local started=$SECONDS rc=0
   "$VM/run.sh" --serial "$SERIAL" --device-cmd 'lagerd sim-usbtmc --mute-file /tmp/mute' \
@@ -246,6 +318,7 @@ boot() { # NAME RUN.SH-ARGS... -- SCRIPT
 boot "usbtmc driver bound" --usbtmc -- "$WORK/driver.sh"
 boot "libusb: supply, battery, ETIMEDOUT, ENODEV" --no-usbtmc -- "$WORK/libusb.sh"
 boot "two processes: EBUSY, device locks" --no-usbtmc -- "$WORK/contention.sh"
+boot "a CDC-ACM console: capture, unbind/rebind" --no-usbtmc --acm -- "$WORK/acm.sh"
 if [ "$failed" -gt 0 ]; then
   echo "usb-vm-test: $failed guest(s) had failing cases" >&2
   exit 1

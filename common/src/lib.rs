@@ -4,6 +4,7 @@
 
 pub mod addr;
 pub mod bounded;
+pub mod console;
 pub mod diagnose;
 pub mod errclass;
 pub mod holder;

@@ -1,8 +1,9 @@
 //! The router (`lagerd/src/http.rs`) driven with random routes, query
 //! strings, headers and JSON bodies against real in-process daemon state:
 //! the real `Api` over a real `LockBox` on a scratch state dir, the
-//! simulated instruments on loopback, a runner whose python cannot start
-//! (no real jobs), and a manual clock, called as the server calls it.
+//! simulated instruments on loopback, the simulated device's console on a
+//! pty, a runner whose python cannot start (no real jobs), and a manual
+//! clock, called as the server calls it.
 //!
 //! After every request: nothing panicked, every answer has a clear status
 //! and a JSON body where it says JSON, `lock.json` is absent or a valid
@@ -24,6 +25,7 @@ use std::time::Duration;
 use common::addr::Address;
 use lager_fuzz::scratch_dir;
 use lagerd::clock::{parse_timestamp, Clock, ManualClock};
+use lagerd::console::{self, Consoles};
 use lagerd::devlock::{self, DeviceLocks};
 use lagerd::diagnose::{Diagnose, Roots};
 use lagerd::health::Health;
@@ -35,6 +37,7 @@ use lagerd::nets::Nets;
 use lagerd::runner::{Runner, RunnerConfig};
 use lagerd::scriptenv::ScriptEnv;
 use lagerd::server::{Body, Client, Request, Response, Service};
+use lagerd::sim::dut::SimDut;
 use lagerd::sim::{Kind, Simulator};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
@@ -45,7 +48,7 @@ const TOKEN: &str = "fuzz-token";
 const FDS_MAX: usize = 512;
 
 /// Every route of the router, and a few it does not have.
-const ROUTES: [&str; 36] = [
+const ROUTES: [&str; 41] = [
     "/lock",
     "/lock/heartbeat",
     "/unlock",
@@ -75,6 +78,11 @@ const ROUTES: [&str; 36] = [
     "/test-stream",
     "/wheels",
     "/wheels/uninstall",
+    "/uart/stream",
+    "/uart/release",
+    "/uart/status",
+    "/diagnose/uart",
+    "/uart",
     "/overview",
     "/",
     "/lock/",
@@ -96,7 +104,7 @@ const USERS: [&str; 6] = [
 ];
 
 /// Keys the routes read, so random objects hit them often.
-const KEYS: [&str; 30] = [
+const KEYS: [&str; 33] = [
     "user",
     "holder_type",
     "ttl_seconds",
@@ -127,12 +135,17 @@ const KEYS: [&str; 30] = [
     "capacity",
     "soc",
     "model",
+    "net",
+    "data",
+    "params",
 ];
 
 /// Strings the routes compare against.
-const WORDS: [&str; 24] = [
+const WORDS: [&str; 26] = [
     "supply1",
     "battery1",
+    "console1",
+    "uart",
     "power-supply",
     "battery",
     "Keithley_2281S",
@@ -292,6 +305,8 @@ fn object(fields: &[(Text, Json)], depth: u8) -> Map<String, Value> {
 
 struct Fixture {
     api: Api,
+    /// The simulated device's console, a pty behind this link.
+    console: String,
     lock_box: Arc<LockBox>,
     clock: Arc<ManualClock>,
     state: PathBuf,
@@ -348,19 +363,33 @@ fn fixture() -> &'static Fixture {
         let roots = Roots {
             sys: empty.clone(),
             proc: empty.clone(),
-            dev: empty,
+            dev: empty.clone(),
             state: state.clone(),
         };
         let diagnose = Arc::new(Diagnose::new(roots, locks, sessions.clone()));
-        let nets = Arc::new(Nets::new(state.clone(), Some(keithley.visa_address())));
-        // A zero interval: the health checker never runs on its own.
-        let health = Health::spawn(
-            diagnose.clone(),
-            nets.clone(),
-            Duration::ZERO,
-            false,
-            Arc::new(AtomicBool::new(false)),
+        let dut = SimDut::start(state.join("sim").join("console1")).expect("the simulated DUT");
+        let console = dut.link.display().to_string();
+        let nets = Arc::new(
+            Nets::new(state.clone(), Some(keithley.visa_address()))
+                .with_sim_console(console.clone()),
         );
+        let stop = Arc::new(AtomicBool::new(false));
+        let consoles = Consoles::start(
+            console::Config {
+                ring_bytes: 64 * 1024,
+                log_file_bytes: 256 * 1024,
+                log_root: state.join("uart"),
+                roots: console::Roots {
+                    sys: empty.clone(),
+                    dev: empty.clone(),
+                    proc: empty.clone(),
+                },
+            },
+            nets.clone(),
+            stop.clone(),
+        );
+        // A zero interval: the health checker never runs on its own.
+        let health = Health::spawn(diagnose.clone(), nets.clone(), Duration::ZERO, false, stop);
         let instruments = Arc::new(Instruments::new(sessions, nets.clone()));
         let parts = Parts {
             lock_box: lock_box.clone(),
@@ -369,18 +398,21 @@ fn fixture() -> &'static Fixture {
             nets,
             health,
             instruments,
+            consoles,
         };
         let info = BoxInfo {
             state_dir: state.clone(),
             simulator: Some(keithley),
             rigol: Some(rigol),
             serial: None,
+            dut: Some(dut),
             enforce_locks: true,
             token: Some(TOKEN.into()),
             metrics_token: None,
         };
         Fixture {
             api: Api::new(parts, info),
+            console,
             lock_box,
             clock,
             state,
@@ -392,10 +424,13 @@ fn fixture() -> &'static Fixture {
 }
 
 /// True when every address-like text in the request is one this process
-/// may open: no request may reach a real device or a remote host.
+/// may open: no request may reach a real device or a remote host. A path
+/// is one (a uart net names its port by path), so only the simulated
+/// device's may appear.
 fn only_reachable(f: &Fixture, request: &Request) -> bool {
     let allowed = |text: &str| match Address::parse(text) {
         Ok(address) => f.reachable.contains(&address.canonical()),
+        Err(_) if text.trim_start().starts_with('/') => text.trim() == f.console,
         Err(_) => true,
     };
     fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
@@ -521,7 +556,9 @@ fn build(f: &Fixture, call: &Call) -> Request {
             address,
             pin,
         } => {
-            let address = &f.reachable[usize::from(*address) % f.reachable.len()];
+            // An instrument's address, or the console's path for a uart net.
+            let choices: Vec<&String> = f.reachable.iter().chain([&f.console]).collect();
+            let address = choices[usize::from(*address) % choices.len()];
             let mut net = json!({
                 "name": name.text(),
                 "role": role.text(),

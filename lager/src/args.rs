@@ -5,10 +5,12 @@ use argh::FromArgs;
 
 mod deploy;
 mod instrument;
+mod uart;
 mod wheel;
 
 pub use deploy::{DeployAction, DeployOpts};
 pub use instrument::{InstrumentOpts, NetAdd, Role, WatchOpts};
+pub use uart::{Start, UartOpts};
 pub use wheel::{WheelAction, WheelOpts};
 
 /// Control, inspect and reserve lager boxes.
@@ -41,6 +43,7 @@ enum TopCommand {
     Supply(instrument::SupplyArgs),
     Battery(instrument::BatteryArgs),
     Nets(instrument::NetsArgs),
+    Uart(uart::UartArgs),
     Install(deploy::InstallArgs),
     Update(deploy::UpdateArgs),
     Uninstall(deploy::UninstallArgs),
@@ -475,6 +478,8 @@ pub enum Command {
     },
     /// `lager install|update|uninstall`.
     Deploy(DeployOpts),
+    /// `lager uart` (console.md §4).
+    Uart(UartOpts),
     /// `lager install-wheel`.
     InstallWheel(WheelOpts),
 }
@@ -575,7 +580,7 @@ pub fn parse(args: &[&str]) -> Result<Invocation, EarlyExit> {
     } else {
         match top.command {
                 None => return Err(EarlyExit::Usage(
-                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager install, lager update, lager uninstall, lager install-wheel"
+                    "No command given. Try: lager boxes, lager hello, lager defaults, lager python, lager diagnose, lager supply, lager battery, lager nets, lager uart, lager install, lager update, lager uninstall, lager install-wheel"
                         .to_string(),
                 )),
                 Some(command) => typed(command)?,
@@ -595,6 +600,7 @@ fn typed(command: TopCommand) -> Result<Command, EarlyExit> {
         TopCommand::Supply(supply) => instrument::supply(supply)?,
         TopCommand::Battery(battery) => instrument::battery(battery)?,
         TopCommand::Nets(nets) => instrument::nets(nets)?,
+        TopCommand::Uart(args) => uart::uart(args)?,
         TopCommand::Install(install) => deploy::install(install)?,
         TopCommand::Update(update) => deploy::update(update)?,
         TopCommand::Uninstall(uninstall) => deploy::uninstall(uninstall)?,

@@ -181,6 +181,17 @@ pub enum CliError {
     },
     /// `lager install|update|uninstall` failed at the ssh or box boundary.
     Deploy(crate::cmd::deploy::DeployError),
+    /// `lager uart`: the console stream stopped before the user did.
+    ConsoleEnded {
+        display: String,
+        net: String,
+        reason: String,
+    },
+    /// `lager uart --log FILE` cannot open its file.
+    ConsoleLog {
+        path: PathBuf,
+        reason: String,
+    },
     /// A file given to `lager install-wheel` cannot be uploaded as a wheel.
     Wheel {
         path: PathBuf,
@@ -431,6 +442,19 @@ impl fmt::Display for CliError {
             CliError::MonitorEnded { display, reason } => write!(
                 f,
                 "Error: the monitor stream from box {display} stopped ({reason}). Check the box with `lager hello --box {display}` and start the watch again."
+            ),
+            CliError::ConsoleEnded {
+                display,
+                net,
+                reason,
+            } => write!(
+                f,
+                "Error: the console stream of {net} from box {display} stopped ({reason}). Check the box with `lager hello --box {display}` and run lager uart again."
+            ),
+            CliError::ConsoleLog { path, reason } => write!(
+                f,
+                "Error: cannot open the log file {}: {reason}; choose a writable path for --log",
+                path.display()
             ),
             CliError::Random(reason) => write!(
                 f,

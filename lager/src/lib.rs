@@ -81,6 +81,7 @@ pub fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Instrument(opts) => cmd::instrument::run(&opts),
         Command::Watch(opts) => cmd::watch::run(&opts),
         Command::Deploy(opts) => cmd::deploy::run(&opts),
+        Command::Uart(opts) => cmd::uart::run(&opts),
         Command::InstallWheel(opts) => cmd::wheel::run(&opts),
         Command::NetsList {
             box_name,

@@ -75,6 +75,10 @@ pub struct Args {
     /// milliseconds an instrument may take to answer (default 10000)
     #[argh(option)]
     pub instrument_timeout_ms: Option<u64>,
+    /// bytes of console output kept in memory per uart net, e.g. 1M or
+    /// 65536 (default 1M)
+    #[argh(option)]
+    pub uart_ring: Option<String>,
     /// log debug detail (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: bool,
@@ -98,6 +102,7 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub enforce_locks: bool,
     pub limits: Limits,
+    pub uart_ring_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -109,6 +114,7 @@ pub enum StartError {
         value: u64,
         range: OutOfRange,
     },
+    BadUartRing(String),
     TokenFile {
         path: PathBuf,
         why: String,
@@ -130,6 +136,7 @@ impl StartError {
         match self {
             StartError::BadListen(_)
             | StartError::BadNumber { .. }
+            | StartError::BadUartRing(_)
             | StartError::TokenFile { .. } => 2,
             _ => 1,
         }
@@ -145,6 +152,10 @@ impl std::fmt::Display for StartError {
             StartError::BadNumber { flag, value, range } => {
                 write!(f, "invalid --{flag} {value}: {range}")
             }
+            StartError::BadUartRing(text) => write!(
+                f,
+                "invalid --uart-ring {text:?}: give bytes from 4K to 1G, e.g. 1M, 256K or 65536"
+            ),
             StartError::TokenFile { path, why } => write!(
                 f,
                 "token file {}: {why}; put the bearer token in it, or drop the option that names it",
@@ -212,6 +223,12 @@ impl Config {
             None => DEFAULT_MAX_JOBS,
             Some(jobs) => checked("max-jobs", jobs, JOBS)? as usize,
         };
+        let uart_ring_bytes = match &args.uart_ring {
+            None => crate::console::DEFAULT_RING_BYTES,
+            Some(text) => parse_size(text)
+                .filter(|n| (4096..=1 << 30).contains(n))
+                .ok_or_else(|| StartError::BadUartRing(text.clone()))?,
+        };
         Ok(Config {
             listen,
             state_dir,
@@ -227,8 +244,26 @@ impl Config {
             metrics_token,
             enforce_locks: args.enforce_locks,
             limits,
+            uart_ring_bytes,
         })
     }
+}
+
+/// `65536`, `64K`, `1M`, `1G` (binary units, any case).
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return None,
+    };
+    digits.parse::<usize>().ok()?.checked_mul(1 << shift)
 }
 
 /// `$LAGERD_STATE_DIR`, else `/etc/lager` (locking.md A.1).
@@ -280,5 +315,21 @@ fn read_token(path: PathBuf) -> Result<String, StartError> {
             path,
             why: format!("cannot read it ({e})"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("64k"), Some(65536));
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        for bad in ["", "M", "1.5M", "1T", "-1", "1 M"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use log::{error, info, warn};
 
 use crate::clock::SystemClock;
 use crate::config::{Config, StartError};
+use crate::console::{self, Consoles};
 use crate::devlock::{self, DeviceLocks};
 use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
@@ -25,6 +26,7 @@ use crate::runner::{Runner, RunnerConfig};
 use crate::scriptenv::ScriptEnv;
 use crate::server::Server;
 use crate::signals::Signals;
+use crate::sim::dut::SimDut;
 use crate::sim::rigol::RigolDp832;
 use crate::sim::serial::SerialSimulator;
 use crate::sim::{Kind, Simulator};
@@ -59,7 +61,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     // --sim: a simulated Keithley 2281S on loopback, as two nets on one
     // address (the dual-role case), so everything works without hardware.
-    let (simulator, rigol, serial) = if config.sim {
+    let (simulator, rigol, serial, dut) = if config.sim {
         let keithley = Simulator::start(Kind::Keithley2281S).map_err(StartError::Io)?;
         let rigol = Simulator::start(Kind::RigolDp832).map_err(StartError::Io)?;
         info!(
@@ -75,15 +77,28 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
             .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
             .ok();
-        (Some(keithley), Some(rigol), serial)
+        // A device under test whose console is served as `console1`,
+        // through a link in the state dir as /dev/serial/by-id would be.
+        let dut = SimDut::start(config.state_dir.join("sim").join("console1"))
+            .inspect(|dut| {
+                info!(
+                    "simulated device console at {} (control on {})",
+                    dut.link.display(),
+                    dut.control
+                )
+            })
+            .map_err(|e| warn!("no simulated device console (cannot open a pty): {e}"))
+            .ok();
+        (Some(keithley), Some(rigol), serial, dut)
     } else {
-        (None, None, None)
+        (None, None, None, None)
     };
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
         simulator,
         rigol,
         serial,
+        dut,
         enforce_locks: config.enforce_locks,
         token: config.token,
         metrics_token: config.metrics_token,
@@ -126,11 +141,29 @@ pub fn run(config: Config) -> Result<(), StartError> {
         state: config.state_dir.clone(),
     };
     let diagnose = Arc::new(Diagnose::new(roots, device_locks, sessions.clone()));
-    let nets = Arc::new(Nets::new(
+    let mut nets = Nets::new(
         config.state_dir.clone(),
         info.simulator.as_ref().map(Simulator::visa_address),
-    ));
+    );
+    if let Some(dut) = &info.dut {
+        nets = nets.with_sim_console(dut.link.display().to_string());
+    }
+    let nets = Arc::new(nets);
     let stop_background = Arc::new(AtomicBool::new(false));
+    let consoles = Consoles::start(
+        console::Config {
+            ring_bytes: config.uart_ring_bytes,
+            log_file_bytes: console::LOG_FILE_BYTES,
+            log_root: config.state_dir.join("uart"),
+            roots: console::Roots {
+                sys: config.sys_root.clone(),
+                dev: config.dev_root.clone(),
+                proc: config.proc_root.clone(),
+            },
+        },
+        nets.clone(),
+        stop_background.clone(),
+    );
     let health = Health::spawn(
         diagnose.clone(),
         nets.clone(),
@@ -146,6 +179,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         nets,
         health,
         instruments,
+        consoles: consoles.clone(),
     };
     let api = Arc::new(Api::new(parts, info));
     let server = Server::start(listeners, api.clone(), config.limits).map_err(StartError::Io)?;
@@ -163,6 +197,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     lock_box.shut_down();
     server.stop(SHUTDOWN_GRACE);
     stop_background.store(true, Ordering::SeqCst);
+    consoles.shutdown();
     let _ = reaper.join();
     info!("stopped");
     Ok(())

@@ -91,6 +91,12 @@ fn check(diagnose: &Diagnose, nets: &[Value], probe: bool) -> Value {
         let (Some(name), Some(address)) = (net["name"].as_str(), net["address"].as_str()) else {
             continue;
         };
+        // A console's port is lagerd's own (console.md §2); probing it as
+        // an instrument would fight the capture. Its state is reported
+        // under `consoles`.
+        if net["role"] == "uart" {
+            continue;
+        }
         let (bucket, ok) = match checked.iter().find(|(a, _, _)| a == address) {
             Some((_, bucket, ok)) => (*bucket, *ok),
             None => {

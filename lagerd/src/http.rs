@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use common::console::{STREAM_CONTENT_TYPE, STREAM_VERSION, STREAM_VERSION_HEADER};
 use common::holder::{format_lock_user, lock_scope};
 use common::wire::{HOLDER_HEADER, LOCK_BODY_LIMIT, OUTPUT_VERSION_HEADER};
 use log::debug;
 use serde_json::{json, Map, Value};
 
+use crate::console::{ConsoleError, Consoles, Position};
 use crate::diagnose::Diagnose;
 use crate::fsutil::read_limited;
 use crate::health::Health;
@@ -26,6 +28,9 @@ use crate::runner::{RunError, RunRequest, Runner, Started};
 use crate::server::{Body, Client, Request, Response, Service};
 use crate::sim::Simulator;
 
+/// How much of each console the status page shows.
+const CONSOLE_TAIL_BYTES: usize = 2048;
+
 /// Largest `POST /python` upload (runner.md §1).
 const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -38,6 +43,8 @@ pub struct BoxInfo {
     pub rigol: Option<Simulator>,
     /// A second simulated DP832 behind a pseudo-terminal (`ASRL…`).
     pub serial: Option<crate::sim::serial::SerialSimulator>,
+    /// The simulated device whose console is `console1`.
+    pub dut: Option<crate::sim::dut::SimDut>,
     pub enforce_locks: bool,
     pub token: Option<String>,
     /// `--metrics-token`: the bearer token `GET /metrics` requires.
@@ -51,6 +58,7 @@ pub struct Api {
     nets: Arc<Nets>,
     health: Arc<Health>,
     instruments: Arc<Instruments>,
+    consoles: Arc<Consoles>,
     info: BoxInfo,
     /// The server's open-connection count, once it runs (`/metrics`).
     connections: OnceLock<Arc<AtomicUsize>>,
@@ -64,6 +72,7 @@ pub struct Parts {
     pub nets: Arc<Nets>,
     pub health: Arc<Health>,
     pub instruments: Arc<Instruments>,
+    pub consoles: Arc<Consoles>,
 }
 
 /// Why a request failed, before or after reaching its owner.
@@ -83,6 +92,7 @@ pub enum ApiError {
     Download(DownloadError),
     /// A.10: a runner or hardware request from someone but the holder.
     Locked(Map<String, Value>),
+    Console(ConsoleError),
 }
 
 impl ApiError {
@@ -103,6 +113,14 @@ impl ApiError {
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
             ApiError::Locked(_) => 423,
+            ApiError::Console(e) => match e {
+                ConsoleError::UnknownNet(_) => 404,
+                ConsoleError::NotUart { .. } | ConsoleError::BadRequest(_) => 400,
+                ConsoleError::WriterBusy { .. } | ConsoleError::NotWriter { .. } => 409,
+                ConsoleError::NotOpen { .. } => 503,
+                ConsoleError::WriteTimeout { .. } => 504,
+                ConsoleError::Port { .. } => 502,
+            },
         }
     }
 
@@ -116,6 +134,14 @@ impl ApiError {
             }
             ApiError::Run(_) => {
                 body.insert("status".into(), Value::String("error".into()));
+            }
+            // The instrument routes' shape (instruments.md §10.5), plus who
+            // types when the writer is taken.
+            ApiError::Console(e) => {
+                body.insert("success".into(), Value::Bool(false));
+                if let ConsoleError::WriterBusy { holder, .. } = e {
+                    body.insert("writer".into(), Value::String(holder));
+                }
             }
             _ => {}
         }
@@ -139,6 +165,7 @@ impl std::fmt::Display for ApiError {
             ApiError::Lock(e) => e.fmt(f),
             ApiError::Run(e) => e.fmt(f),
             ApiError::Download(e) => e.fmt(f),
+            ApiError::Console(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
                     .get("user")
@@ -153,6 +180,12 @@ impl std::fmt::Display for ApiError {
 impl From<LockError> for ApiError {
     fn from(e: LockError) -> ApiError {
         ApiError::Lock(e)
+    }
+}
+
+impl From<ConsoleError> for ApiError {
+    fn from(e: ConsoleError) -> ApiError {
+        ApiError::Console(e)
     }
 }
 
@@ -171,6 +204,7 @@ impl Api {
             nets,
             health,
             instruments,
+            consoles,
         } = parts;
         Api {
             lock_box,
@@ -179,6 +213,7 @@ impl Api {
             nets,
             health,
             instruments,
+            consoles,
             info,
             connections: OnceLock::new(),
         }
@@ -349,11 +384,46 @@ impl Api {
             ));
         };
         Ok(match self.nets.change(&body) {
-            Ok(message) => json_response(200, &json!({"success": true, "message": message})),
+            Ok(message) => {
+                // A uart net is captured from the moment it is saved.
+                self.consoles.sync();
+                json_response(200, &json!({"success": true, "message": message}))
+            }
             Err((status, error)) => {
                 json_response(status, &json!({"success": false, "error": error}))
             }
         })
+    }
+
+    fn uart_read(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.uart_stream(request, false)
+    }
+
+    fn uart_type(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.uart_stream(request, true)
+    }
+
+    fn uart_write_route(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        self.uart_write(request)
+    }
+
+    fn uart_release(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        let name = request.query_param("netname").unwrap_or_default();
+        let session = request.query_param("session").unwrap_or_default();
+        let released = self.consoles.console(&name)?.release(&session);
+        ok(json!({"success": true, "released": released}))
+    }
+
+    fn uart_status(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        match request.query_param("netname") {
+            Some(name) => ok(self.consoles.console(&name)?.status()),
+            None => ok(json!(self.consoles.stats())),
+        }
+    }
+
+    fn diagnose_uart(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
+        let name = request.query_param("net").unwrap_or_default();
+        ok(self.consoles.diagnose(&name)?)
     }
 
     fn cache_clear(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -501,6 +571,55 @@ impl Api {
         Ok(answer(self.instruments.command(battery, &body)))
     }
 
+    /// `GET /uart/stream` reads a console (console.md §3); `POST` also
+    /// claims its writer (token and lock enforced, like any change) for as
+    /// long as the stream lasts.
+    fn uart_stream(&self, request: &Request, post: bool) -> Result<Response, ApiError> {
+        let name = request.query_param("netname").unwrap_or_default();
+        let console = self.consoles.console(&name)?;
+        let position = Position::from_query(
+            request.query_param("from").as_deref(),
+            request.query_param("since").as_deref(),
+            request.query_param("tail").as_deref(),
+        )?;
+        let claim = if post {
+            // A script's job acts as its run's holder (scripts.md §1).
+            let holder = self.holder(request, None);
+            self.enforce_lock(holder.as_deref())?;
+            let who = holder.unwrap_or_else(|| format!("a client at {}", request.peer.ip()));
+            let takeover = request.query_param("takeover").as_deref() == Some("1");
+            Some(console.claim(&who, takeover)?)
+        } else {
+            None
+        };
+        let data = request.query_param("data").as_deref() != Some("0");
+        let reader = console.reader(position, claim, data);
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", STREAM_CONTENT_TYPE.into()),
+                (STREAM_VERSION_HEADER, STREAM_VERSION.into()),
+            ],
+            body: Body::Stream(Box::new(move |out, client| {
+                reader.run(out, &|| client.gone())
+            })),
+        })
+    }
+
+    /// `POST /uart/write?netname=N&session=S`: the body's bytes to the port,
+    /// from the stream that holds the writer.
+    fn uart_write(&self, request: &Request) -> Result<Response, ApiError> {
+        let name = request.query_param("netname").unwrap_or_default();
+        let console = self.consoles.console(&name)?;
+        self.enforce_lock(self.holder(request, None).as_deref())?;
+        let session = request.query_param("session").unwrap_or_default();
+        let written = console.write(&session, &request.body)?;
+        Ok(json_response(
+            200,
+            &json!({"success": true, "written": written}),
+        ))
+    }
+
     /// Who a request acts for (A.10): its `Lager-Holder` header, else the
     /// body's `holder`, else, for a request from a job, its run's holder.
     fn holder(&self, request: &Request, body_holder: Option<&str>) -> Option<String> {
@@ -556,6 +675,12 @@ impl Api {
                         .collect()
                 })
                 .unwrap_or_default(),
+            uart_bytes: self
+                .consoles
+                .stats()
+                .into_iter()
+                .map(|stats| (stats.net, stats.bytes))
+                .collect(),
         };
         Ok(Response {
             status: 200,
@@ -590,6 +715,26 @@ impl Api {
     }
 
     /// `GET /overview`: what the status page shows, as JSON.
+    /// Each console for the status page: its state and what it printed last.
+    fn console_tails(&self) -> Vec<Value> {
+        self.consoles
+            .stats()
+            .into_iter()
+            .map(|stats| {
+                let tail = self
+                    .consoles
+                    .console(&stats.net)
+                    .map(|console| console.tail_text(CONSOLE_TAIL_BYTES))
+                    .unwrap_or_default();
+                let status = match &stats.path {
+                    Some(path) => format!("{} on {path}, {} bytes", stats.state, stats.bytes),
+                    None => format!("{}, {} bytes", stats.state, stats.bytes),
+                };
+                json!({"net": stats.net, "status": status, "tail": tail})
+            })
+            .collect()
+    }
+
     fn overview(&self) -> Value {
         let lock = self.lock_box.snapshot();
         let held_secs = lock
@@ -634,9 +779,7 @@ impl Api {
             "health_state": health["state"],
             "nets": nets,
             "jobs": self.runner.board.json(),
-            // Issue 15 (serial consoles) fills this at merge: one
-            // `{"net", "status", "tail"}` per uart net.
-            "consoles": [],
+            "consoles": self.console_tails(),
         })
     }
 
@@ -711,7 +854,7 @@ impl Api {
             "version": version,
             "box_version": version,
             "nets": self.net_summaries(),
-            "health": self.health.report(),
+            "health": self.health_with_consoles(),
             "capabilities": {
                 "sim": self.info.simulator.is_some(),
                 "simulator": self.info.simulator.as_ref().map(simulator_json),
@@ -720,11 +863,26 @@ impl Api {
                     "address": sim.visa_address(),
                     "control": sim.control.to_string(),
                 })),
+                "dut_simulator": self.info.dut.as_ref().map(|dut| json!({
+                    "link": dut.link.display().to_string(),
+                    "control": dut.control.to_string(),
+                })),
+                "uart": true,
                 "lock_wait": true,
                 "enforce_locks": self.info.enforce_locks,
                 "token": self.info.token.is_some(),
             },
         })
+    }
+
+    /// The health report with each console's state (console.md §2): open,
+    /// gone or held, bytes captured, readers, writer.
+    fn health_with_consoles(&self) -> Value {
+        let mut health = self.health.report();
+        if let Value::Object(map) = &mut health {
+            map.insert("consoles".into(), json!(self.consoles.stats()));
+        }
+        health
     }
 
     /// Names and roles of the saved nets, for `/status`.
@@ -862,6 +1020,19 @@ pub static ROUTES: &[Route] = &[
         Effect::Change,
         Api::wheels_uninstall,
     ),
+    // Consoles (console.md §3): reading is a read of lagerd's own capture;
+    // claiming the writer, typing and releasing change the bench.
+    route("GET", "/uart/stream", Effect::Read, Api::uart_read),
+    route("POST", "/uart/stream", Effect::Hardware, Api::uart_type),
+    route(
+        "POST",
+        "/uart/write",
+        Effect::Hardware,
+        Api::uart_write_route,
+    ),
+    route("POST", "/uart/release", Effect::Change, Api::uart_release),
+    route("GET", "/uart/status", Effect::Read, Api::uart_status),
+    route("GET", "/diagnose/uart", Effect::Read, Api::diagnose_uart),
     // The fleet view (fleet.md §1-2): reads that never touch an instrument;
     // `/metrics` has its own optional token (`--metrics-token`).
     route("GET", "/metrics", Effect::Read, Api::metrics_route),

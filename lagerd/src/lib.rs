@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod devlock;
 pub mod diagnose;

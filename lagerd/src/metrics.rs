@@ -157,9 +157,6 @@ struct Counters {
     /// (net, outcome) → count. Instrument commands take milliseconds, so a
     /// mutex here costs nothing; nets are the box's own, a bounded set.
     commands: Mutex<BTreeMap<(String, CommandOutcome), u64>>,
-    /// Issue 15 (serial consoles) feeds this through [`uart_bytes`]; the
-    /// family is rendered once any console counted a byte.
-    uart_bytes: Mutex<BTreeMap<String, u64>>,
 }
 
 static COUNTERS: Counters = Counters {
@@ -171,7 +168,6 @@ static COUNTERS: Counters = Counters {
     jobs_running: AtomicI64::new(0),
     jobs: [const { AtomicU64::new(0) }; 5],
     commands: Mutex::new(BTreeMap::new()),
-    uart_bytes: Mutex::new(BTreeMap::new()),
 };
 
 /// Unix time lagerd started, set by [`mark_start`].
@@ -258,15 +254,6 @@ pub fn instrument_command(net: &str, outcome: CommandOutcome) {
     *commands.entry((net.to_string(), outcome)).or_insert(0) += 1;
 }
 
-/// Bytes a serial console on `net` captured (issue 15 calls this).
-pub fn uart_bytes(net: &str, bytes: u64) {
-    let mut counts = COUNTERS
-        .uart_bytes
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    *counts.entry(net.to_string()).or_insert(0) += bytes;
-}
-
 // ---------------------------------------------------------------------------
 // Rendering
 
@@ -289,6 +276,9 @@ pub struct Sources {
     pub sessions: Vec<(String, bool)>,
     /// (net, bucket) from the last background health check.
     pub health: Vec<(String, String)>,
+    /// (net, bytes captured since start) for every console: the console's
+    /// own offset counter, so a scrape costs no hook on the capture path.
+    pub uart_bytes: Vec<(String, u64)>,
 }
 
 /// `holder_type` as a bounded label (A.3): the spec's four classes; any
@@ -445,11 +435,7 @@ pub fn render(sources: &Sources) -> String {
             escape(bucket)
         );
     }
-    let uart = COUNTERS
-        .uart_bytes
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let uart = &sources.uart_bytes;
     if !uart.is_empty() {
         family(
             &mut out,
@@ -457,7 +443,7 @@ pub fn render(sources: &Sources) -> String {
             "counter",
             "Bytes captured from serial consoles, by net.",
         );
-        for (net, bytes) in &uart {
+        for (net, bytes) in uart {
             let _ = writeln!(
                 out,
                 "lagerd_uart_bytes_total{{net=\"{}\"}} {bytes}",
@@ -719,6 +705,7 @@ mod tests {
             connections: 3,
             sessions: vec![("TCPIP::127.0.0.1::5025::SOCKET".into(), true)],
             health: vec![("supply1".into(), "reachable".into())],
+            uart_bytes: vec![("console\n1".into(), 4096)],
         });
         for line in [
             "lagerd_build_info{version=\"1.2.3\"} 1",
@@ -732,6 +719,8 @@ mod tests {
             "lagerd_instrument_commands_total{net=\"weird\\\"net\",outcome=\"timeout\"} 1",
             "lagerd_instrument_session_open{address=\"TCPIP::127.0.0.1::5025::SOCKET\"} 1",
             "lagerd_net_health{net=\"supply1\",bucket=\"reachable\"} 1",
+            "# TYPE lagerd_uart_bytes_total counter",
+            "lagerd_uart_bytes_total{net=\"console\\n1\"} 4096",
             "# TYPE lagerd_jobs_total counter",
             "lagerd_jobs_total{outcome=\"exit_nonzero\"}",
             "process_resident_memory_bytes ",

@@ -36,6 +36,8 @@ pub struct Nets {
     state_dir: PathBuf,
     /// The simulator's address under `--sim`.
     simulated: Option<String>,
+    /// Under `--sim`, the simulated device's console link (`console1`).
+    simulated_console: Option<String>,
     /// Serializes read-modify-write of the file: two adds at once must
     /// both land.
     writing: Mutex<()>,
@@ -46,8 +48,15 @@ impl Nets {
         Nets {
             state_dir,
             simulated,
+            simulated_console: None,
             writing: Mutex::new(()),
         }
+    }
+
+    /// Serves the simulated device's console at `link` as `console1`.
+    pub fn with_sim_console(mut self, link: String) -> Nets {
+        self.simulated_console = Some(link);
+        self
     }
 
     /// `POST /nets`: `{"action":"add","net":{…}}` or `{"action":"delete",
@@ -181,21 +190,28 @@ impl Nets {
     /// nets of the same name replace the simulated ones.
     pub fn list(&self) -> Vec<Value> {
         let saved = self.saved();
-        let Some(address) = &self.simulated else {
+        if self.simulated.is_none() && self.simulated_console.is_none() {
             return saved;
-        };
+        }
         let taken: Vec<String> = saved
             .iter()
             .filter_map(|net| Some(net.get("name")?.as_str()?.to_string()))
             .collect();
-        [("supply1", "power-supply"), ("battery1", "battery")]
-            .into_iter()
-            .filter(|(name, _)| !taken.iter().any(|t| t == name))
-            .map(|(name, role)| {
-                json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": address, "pin": 1})
-            })
-            .chain(saved)
-            .collect()
+        let free = |name: &str| !taken.iter().any(|t| t == name);
+        let mut nets = Vec::new();
+        if let Some(address) = &self.simulated {
+            for (name, role) in [("supply1", "power-supply"), ("battery1", "battery")] {
+                if free(name) {
+                    nets.push(json!({"name": name, "role": role, "instrument": "Keithley_2281S", "address": address, "pin": 1}));
+                }
+            }
+        }
+        if let Some(link) = self.simulated_console.as_ref().filter(|_| free("console1")) {
+            let params = crate::console::SerialParams::default().to_json();
+            nets.push(json!({"name": "console1", "role": "uart", "instrument": "sim-dut", "address": link, "params": params}));
+        }
+        nets.extend(saved);
+        nets
     }
 }
 
@@ -221,6 +237,10 @@ fn validate(net: Option<&Value>) -> Result<Value, Refusal> {
             "unknown role '{role}'; one of: {}",
             ROLES.join(", ")
         ));
+    }
+    // A console names a serial port, not a VISA instrument (console.md §1).
+    if role == "uart" {
+        return crate::console::params::validate_net(name, net).map_err(|e| (400, e));
     }
     let lowered = instrument.to_ascii_lowercase();
     let supported = match role {

@@ -155,6 +155,86 @@ pub fn find(sys_root: &Path, vid: u16, pid: u16, serial: &str) -> Option<UsbDevi
         .or(first)
 }
 
+/// A tty the kernel made for a USB serial adapter (`ttyUSB*`, `ttyACM*`),
+/// with the USB facts that name it again after re-enumeration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UsbTty {
+    /// The tty's name, e.g. `ttyUSB0`; its node is `<dev-root>/<tty>`.
+    pub tty: String,
+    /// The USB device's sysfs directory (resolved) and name, e.g. `1-1.2`.
+    pub sysfs_path: PathBuf,
+    pub device: String,
+    /// The interface the tty hangs off (`1-1.2:1.0`), its number and driver.
+    pub interface: Option<String>,
+    pub interface_number: Option<u8>,
+    pub driver: Option<String>,
+    pub vid: String,
+    pub pid: String,
+    pub serial: String,
+    pub manufacturer: Option<String>,
+    pub product: Option<String>,
+}
+
+/// Every USB tty under `<sys-root>/class/tty`, in name order. A tty with
+/// no `device` link (virtual consoles, ptys) or no USB ancestor (a SoC
+/// UART) is not one.
+pub fn usb_ttys(sys_root: &Path) -> Vec<UsbTty> {
+    let Ok(entries) = fs::read_dir(sys_root.join("class/tty")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .filter_map(|name| usb_tty(sys_root, name))
+        .collect()
+}
+
+/// The USB facts of tty `name`, walking up from its sysfs directory to the
+/// nearest interface (`bInterfaceNumber`) and device (`idVendor`).
+pub fn usb_tty(sys_root: &Path, name: &str) -> Option<UsbTty> {
+    let entry = sys_root.join("class/tty").join(name);
+    fs::symlink_metadata(entry.join("device")).ok()?;
+    let real = fs::canonicalize(&entry).ok()?;
+    let top = fs::canonicalize(sys_root).unwrap_or_else(|_| sys_root.to_path_buf());
+    let mut interface: Option<PathBuf> = None;
+    let mut dir = real.parent();
+    while let Some(current) = dir.filter(|d| d.starts_with(&top) && *d != top) {
+        if interface.is_none() && current.join("bInterfaceNumber").exists() {
+            interface = Some(current.to_path_buf());
+        }
+        if let (Some(vid), Some(pid)) = (attr(current, "idVendor"), attr(current, "idProduct")) {
+            let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+            return Some(UsbTty {
+                tty: name.to_string(),
+                sysfs_path: current.to_path_buf(),
+                device: file_name(current).unwrap_or_default(),
+                interface_number: interface
+                    .as_deref()
+                    .and_then(|i| attr(i, "bInterfaceNumber"))
+                    .and_then(|v| u8::from_str_radix(&v, 16).ok()),
+                driver: interface.as_deref().and_then(|i| {
+                    fs::read_link(i.join("driver"))
+                        .ok()
+                        .as_deref()
+                        .and_then(file_name)
+                }),
+                interface: interface.as_deref().and_then(file_name),
+                vid: vid.to_ascii_lowercase(),
+                pid: pid.to_ascii_lowercase(),
+                serial: attr(current, "serial").unwrap_or_default(),
+                manufacturer: attr(current, "manufacturer"),
+                product: attr(current, "product"),
+            });
+        }
+        dir = current.parent();
+    }
+    None
+}
+
 /// `usbtmc` is in `<proc-root>/modules` (§2.5).
 pub fn usbtmc_loaded(proc_root: &Path) -> bool {
     fsutil::read_limited(&proc_root.join("modules"), 4 << 20).is_ok_and(|text| {
@@ -367,6 +447,55 @@ mod tests {
         );
         assert!(find(&root, 0x1234, 0x5678, "").is_none());
         assert!(find(&root.join("nowhere"), 0x05e6, 0x2281, "").is_none());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn usb_ttys_carry_their_adapters_facts() {
+        let root = temp("tty");
+        let usb = root.join("devices/pci0/usb1/1-1.4");
+        write(
+            &usb,
+            &[
+                ("idVendor", "0403"),
+                ("idProduct", "6011"),
+                ("serial", "FT4232H01"),
+                ("product", "Quad RS232-HS"),
+            ],
+        );
+        let class = root.join("class/tty");
+        fs::create_dir_all(&class).unwrap();
+        for (interface, tty) in [("1-1.4:1.0", "ttyUSB0"), ("1-1.4:1.2", "ttyUSB2")] {
+            let number = &interface[interface.len() - 1..];
+            write(
+                &usb.join(interface),
+                &[("bInterfaceNumber", &format!("0{number}"))],
+            );
+            let node = usb.join(interface).join(tty).join("tty").join(tty);
+            fs::create_dir_all(&node).unwrap();
+            std::os::unix::fs::symlink(usb.join(interface).join(tty), node.join("device")).unwrap();
+            std::os::unix::fs::symlink(&node, class.join(tty)).unwrap();
+        }
+        let drivers = root.join("bus/usb/drivers/ftdi_sio");
+        fs::create_dir_all(&drivers).unwrap();
+        std::os::unix::fs::symlink(&drivers, usb.join("1-1.4:1.2/driver")).unwrap();
+        // A virtual console: no device link.
+        fs::create_dir_all(class.join("tty1")).unwrap();
+        let ttys = usb_ttys(&root);
+        let names: Vec<&str> = ttys.iter().map(|t| t.tty.as_str()).collect();
+        assert_eq!(names, ["ttyUSB0", "ttyUSB2"]);
+        let port = &ttys[1];
+        assert_eq!(
+            (
+                port.serial.as_str(),
+                port.interface_number,
+                port.driver.as_deref()
+            ),
+            ("FT4232H01", Some(2), Some("ftdi_sio"))
+        );
+        assert_eq!((port.vid.as_str(), port.device.as_str()), ("0403", "1-1.4"));
+        assert_eq!(port.interface.as_deref(), Some("1-1.4:1.2"));
+        assert_eq!(usb_tty(&root, "tty1"), None);
         fs::remove_dir_all(root).unwrap();
     }
 

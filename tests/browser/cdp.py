@@ -222,6 +222,7 @@ READ_PAGE = """(() => {
     readings: Object.fromEntries(Array.from(document.querySelectorAll('[data-reading]'))
                 .map(e => [e.getAttribute('data-reading'), e.textContent.trim()])),
     jobs: Array.from(document.querySelectorAll('[data-job]')).map(e => e.textContent),
+    consoles: Array.from(document.querySelectorAll('[data-console]')).map(e => e.textContent),
     width: document.documentElement.scrollWidth,
     viewport: window.innerWidth,
   };

@@ -158,9 +158,13 @@ pub struct NetAdd {
     /// The box's role name (`supply` already mapped to `power-supply`).
     pub role: String,
     pub instrument: String,
-    /// As typed (trimmed); it parsed as a VISA address.
+    /// As typed (trimmed); it parsed as a VISA address (a uart net's is a
+    /// USB serial number or a device path, checked by the box).
     pub address: String,
     pub pin: Option<u32>,
+    /// A uart net's serial settings, as given (console.md §1); the box
+    /// refuses bad values naming the allowed ones.
+    pub params: Option<serde_json::Value>,
 }
 
 // ---------------------------------------------------------------------------
@@ -639,6 +643,8 @@ pub(super) struct NetsArgs {
     command: Option<NetsCommand>,
 }
 
+// Parsed once per process; boxing argh subcommands is not supported.
+#[allow(clippy::large_enum_variant)]
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
 enum NetsCommand {
@@ -671,19 +677,38 @@ struct NetsAddArgs {
     /// name of the new net
     #[argh(positional, arg_name = "NAME")]
     name: String,
-    /// supply (same as power-supply), battery, or another role the box knows
+    /// supply (same as power-supply), battery, uart, or another role the box knows
     #[argh(option)]
     role: String,
-    /// instrument model, e.g. Keithley_2281S
+    /// instrument model, e.g. Keithley_2281S (optional for uart)
     #[argh(option)]
-    instrument: String,
+    instrument: Option<String>,
     /// VISA address, e.g. USB0::0x05E6::0x2281::4587429::INSTR or
-    /// TCPIP0::10.0.0.5::5025::SOCKET
+    /// TCPIP0::10.0.0.5::5025::SOCKET; for uart the USB adapter's serial
+    /// number (SERIAL or SERIAL:INTERFACE) or a device path
     #[argh(option)]
     address: String,
     /// channel number (default 1)
     #[argh(option)]
     pin: Option<u32>,
+    /// uart: baud rate (default 115200)
+    #[argh(option)]
+    baudrate: Option<String>,
+    /// uart: data bits, 5-8 (default 8)
+    #[argh(option)]
+    bytesize: Option<String>,
+    /// uart: none, even, odd, mark or space (default none)
+    #[argh(option)]
+    parity: Option<String>,
+    /// uart: 1, 1.5 or 2 (default 1)
+    #[argh(option)]
+    stopbits: Option<String>,
+    /// uart: none, xonxoff, rtscts or dsrdtr (default none)
+    #[argh(option)]
+    flow: Option<String>,
+    /// uart: what Enter sends in lager uart -i: lf, crlf or cr (default lf)
+    #[argh(option)]
+    line_ending: Option<String>,
     /// box name, IP address or host:port (default: LAGER_BOX or the default box)
     #[argh(option, long = "box")]
     box_name: Option<String>,
@@ -1028,23 +1053,36 @@ pub(super) fn nets(args: NetsArgs) -> Result<Command, EarlyExit> {
                 "supply" => "power-supply".to_string(),
                 role => role.to_string(),
             };
-            let instrument = add.instrument.trim();
-            if instrument.is_empty() {
-                return Err(usage(
-                    "--instrument cannot be empty: name the model, e.g. Keithley_2281S".into(),
-                ));
-            }
-            if let Err(e) = common::addr::Address::parse(&add.address) {
-                return Err(usage(format!("Invalid --address: {e}")));
+            let instrument = add.instrument.as_deref().unwrap_or("").trim().to_string();
+            let params = serial_params(&add);
+            if role == "uart" {
+                if add.address.trim().is_empty() {
+                    return Err(usage("--address cannot be empty: give the USB serial adapter's serial number (SERIAL or SERIAL:INTERFACE) or a device path such as /dev/ttyUSB0".into()));
+                }
+            } else {
+                if params.is_some() {
+                    return Err(usage(
+                        "--baudrate, --bytesize, --parity, --stopbits, --flow and --line-ending apply to --role uart only".into(),
+                    ));
+                }
+                if instrument.is_empty() {
+                    return Err(usage(
+                        "--instrument cannot be empty: name the model, e.g. Keithley_2281S".into(),
+                    ));
+                }
+                if let Err(e) = common::addr::Address::parse(&add.address) {
+                    return Err(usage(format!("Invalid --address: {e}")));
+                }
             }
             Command::NetsAdd(NetAdd {
                 box_name: add.box_name.or(args.box_name),
                 json: add.json || args.json,
                 name: name.to_string(),
                 role,
-                instrument: instrument.to_string(),
+                instrument,
                 address: add.address.trim().to_string(),
                 pin: add.pin,
+                params,
             })
         }
         Some(NetsCommand::Delete(delete)) => {
@@ -1060,6 +1098,27 @@ pub(super) fn nets(args: NetsArgs) -> Result<Command, EarlyExit> {
             }
         }
     })
+}
+
+/// The serial options given to `nets add`, as the box's `params` object,
+/// as typed: the box reads numbers from text and refuses a bad value
+/// naming the allowed ones.
+fn serial_params(add: &NetsAddArgs) -> Option<serde_json::Value> {
+    let given = [
+        ("baudrate", &add.baudrate),
+        ("bytesize", &add.bytesize),
+        ("parity", &add.parity),
+        ("stopbits", &add.stopbits),
+        ("flow", &add.flow),
+        ("line_ending", &add.line_ending),
+    ];
+    let mut params = serde_json::Map::new();
+    for (key, value) in given {
+        if let Some(text) = value {
+            params.insert(key.to_string(), serde_json::Value::String(text.clone()));
+        }
+    }
+    (!params.is_empty()).then_some(serde_json::Value::Object(params))
 }
 
 /// argh reads `-1` as an option. For `lager supply|battery`, negative

@@ -567,6 +567,10 @@ pub fn run(opts: &DiagnoseOpts) -> Result<ExitCode, CliError> {
         println!("lager diagnose — {display} → {}", opts.net);
         println!("  NetType: {}    address: {}", chosen.role, chosen.address);
     }
+    // A console is a serial port lagerd owns, not a USB-TMC instrument.
+    if chosen.role == "uart" {
+        return super::uart::diagnose(&client, &ctx, &chosen.address, opts.json);
+    }
     let (classification, views) = match other_branch(&chosen.role, &opts.net) {
         Some(classification) => (classification, None),
         None => {

@@ -216,9 +216,15 @@ fn prepare_change(
             return Ok(None);
         }
     }
+    hold_box(target, client, identity).map(Some)
+}
+
+/// The auto-lock of a hardware change (locking.md B.8), held for the
+/// process's lifetime; returns the holder to name in `Lager-Holder`.
+pub fn hold_box(target: &Target, client: &Client, identity: &Identity) -> Result<String, CliError> {
     let settings = LockSettings::from_env(&identity::env_lookup, identity::under_ci());
     if settings.disabled {
-        return Ok(Some(identity.holder.clone()));
+        return Ok(identity.holder.clone());
     }
     let acquisition = autolock::engage(
         client,
@@ -238,7 +244,7 @@ fn prepare_change(
             .map(str::to_string),
         AcquireState::Unreachable => None,
     };
-    Ok(Some(stored.unwrap_or_else(|| identity.holder.clone())))
+    Ok(stored.unwrap_or_else(|| identity.holder.clone()))
 }
 
 /// The same command with `--yes`, for the no-terminal error.

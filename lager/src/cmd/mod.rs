@@ -10,6 +10,7 @@ pub mod instrument;
 pub mod model_csv;
 pub mod nets;
 pub mod python;
+pub mod uart;
 pub mod watch;
 pub mod wheel;
 

@@ -169,11 +169,16 @@ pub fn add(net: &NetAdd) -> Result<ExitCode, CliError> {
     let mut spec = json!({
         "name": net.name,
         "role": net.role,
-        "instrument": net.instrument,
         "address": net.address,
     });
+    if !net.instrument.is_empty() {
+        spec["instrument"] = json!(net.instrument);
+    }
     if let Some(pin) = net.pin {
         spec["pin"] = json!(pin);
+    }
+    if let Some(params) = &net.params {
+        spec["params"] = params.clone();
     }
     change(
         net.box_name.as_deref(),

@@ -607,13 +607,15 @@ fn nets_list_add_and_delete() {
     let run = b.lager(&["nets", "--box", "b1"]);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", run.stdout);
+    assert_eq!(lines.len(), 5, "{}", run.stdout);
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
         ["name", "role", "instrument", "address"]
     );
     assert!(lines[2].starts_with("supply1 "), "{}", run.stdout);
     assert!(lines[3].starts_with("battery1 "), "{}", run.stdout);
+    // The simulated device's serial console (issue 15).
+    assert!(lines[4].starts_with("console1 "), "{}", run.stdout);
 
     ok(
         &b.lager(&[

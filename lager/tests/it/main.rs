@@ -17,6 +17,7 @@ mod lock;
 mod page;
 mod python;
 mod scripts;
+mod uart;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;

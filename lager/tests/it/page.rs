@@ -112,7 +112,15 @@ fn issue16_the_status_page_in_a_real_browser() {
     let holder = "github lager/lager run 999 job integration on bench-3";
     assert_eq!(loaded["holder"], holder, "holder as `lager boxes` shows it");
     assert_eq!(loaded["queue"], json!(["bob"]));
-    assert_eq!(loaded["nets"], json!(["supply1", "battery1"]));
+    assert_eq!(loaded["nets"], json!(["supply1", "battery1", "console1"]));
+    // The simulated device's console: what it printed at boot, read-only.
+    assert!(
+        loaded["consoles"]
+            .to_string()
+            .contains("Lager simulated DUT, boot #1"),
+        "the console's tail: {}",
+        loaded["consoles"]
+    );
     assert!(
         loaded["jobs"].to_string().contains("hello from the job"),
         "the job's output tail: {}",
@@ -147,7 +155,10 @@ fn issue16_the_status_page_in_a_real_browser() {
     let nojs = phase("nojs");
     assert_eq!(nojs["holder"], holder);
     assert_eq!(nojs["queue"], json!(["bob"]));
-    assert_eq!(nojs["nets"], json!(["supply1", "battery1"]));
+    assert_eq!(nojs["nets"], json!(["supply1", "battery1", "console1"]));
+    assert!(nojs["consoles"]
+        .to_string()
+        .contains("Booting on the simulated CPU"));
     assert!(nojs["jobs"].to_string().contains("hello from the job"));
     assert_eq!(
         nojs["readings"]["supply1"], "—",

@@ -306,7 +306,8 @@ fn the_box_timeout_exits_124() {
         "t.py",
         "import time\nprint('start')\ntime.sleep(30)\n",
     );
-    let run = cli.run(&["python", "t.py", "--box", "b", "--timeout", "1"]);
+    // Long enough for python3 to start and print on a loaded machine.
+    let run = cli.run(&["python", "t.py", "--box", "b", "--timeout", "3"]);
     run.expect_code(124);
     assert!(run.stdout.starts_with("start\n"), "{}", run.stdout);
     assert!(

@@ -596,7 +596,8 @@ fn the_net_store_is_the_boxs_through_lagerd() {
         "store.py",
         r#"
 names = lambda nets: [n["name"] for n in nets]
-assert names(Net.list_saved()) == ["supply1", "battery1"], Net.list_saved()
+# --sim: the Keithley's two roles and the simulated device's console.
+assert names(Net.list_saved()) == ["supply1", "battery1", "console1"], Net.list_saved()
 assert Net.get_local_nets() == []
 keithley = [n for n in Net.list_saved() if n["name"] == "supply1"][0]
 rail = {"name": "rail", "role": "power-supply", "instrument": "Rigol_DP832",
@@ -607,7 +608,7 @@ Net.get("rail", type=NetType.PowerSupply).set_voltage(2)
 assert Net.rename_local_net("rail", "vbus") is True
 assert Net.rename_local_net("ghost", "x") is False
 raises(LagerError, lambda: Net.rename_local_net("vbus", "supply1"), "already exists")
-assert names(Net.list_saved()) == ["supply1", "battery1", "vbus"]
+assert names(Net.list_saved()) == ["supply1", "battery1", "console1", "vbus"]
 vbat = dict(keithley, name="vbat", role="battery")
 Net.save_local_nets([rail, vbat])
 assert names(Net.get_local_nets()) == ["rail", "vbat"]
@@ -615,7 +616,7 @@ assert Net.delete_local_net("rail", role="battery") is False
 assert Net.delete_local_net("rail", role=NetType.PowerSupply) is True
 assert Net.filter_nets(Net.list_saved(), "vbat", role="battery")[0]["name"] == "vbat"
 assert Net.delete_all_local_nets() is True
-assert Net.get_local_nets() == [] and len(Net.list_saved()) == 2
+assert Net.get_local_nets() == [] and len(Net.list_saved()) == 3
 Net.save_local_net(dict(vbat, name="kept"))
 print("STORE OK")
 "#,

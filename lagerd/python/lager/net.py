@@ -17,6 +17,7 @@ def daemon():
 KINDS = {
     NetType.PowerSupply: ("lager.supply", "SupplyNet"),
     NetType.Battery: ("lager.battery", "BatteryNet"),
+    NetType.UART: ("lager.uart", "UartNet"),
 }
 
 

@@ -34,6 +34,7 @@ pub const PACKAGE: &[(&str, &str)] = &[
     ("net.py", include_str!("../../python/lager/net.py")),
     ("nettype.py", include_str!("../../python/lager/nettype.py")),
     ("supply.py", include_str!("../../python/lager/supply.py")),
+    ("uart.py", include_str!("../../python/lager/uart.py")),
 ];
 
 /// The script environment of one state dir.

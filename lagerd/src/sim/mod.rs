@@ -11,6 +11,7 @@
 //! also counts the sessions opened (`connections?`).
 //! Nothing above the transport can tell this from an instrument.
 
+pub mod dut;
 pub mod rigol;
 pub mod serial;
 pub mod usbtmc;

@@ -96,10 +96,11 @@ fn info_routes_report_the_version() {
     assert_eq!(got["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(got["box_version"], got["version"]);
     assert_eq!(got["healthy"], true);
-    // --sim serves the simulated Keithley as two nets.
+    // --sim serves the simulated Keithley as two nets, and the simulated
+    // device's serial console (issue 15).
     assert_eq!(
         got["nets"],
-        json!([{"name": "supply1", "type": "power-supply"}, {"name": "battery1", "type": "battery"}])
+        json!([{"name": "supply1", "type": "power-supply"}, {"name": "battery1", "type": "battery"}, {"name": "console1", "type": "uart"}])
     );
     assert_eq!(got["capabilities"]["sim"], true);
     assert_eq!(
@@ -137,9 +138,10 @@ fn info_routes_report_the_version() {
     .unwrap();
     let (_, got) = b.call("GET", "/status", None);
     assert_eq!(got["version"], "0.9.3");
+    // Saved nets replace the simulated ones of their names only.
     assert_eq!(
         got["nets"],
-        json!([{"name": "supply1", "type": "power-supply"}, {"name": "battery1", "type": "battery"}])
+        json!([{"name": "console1", "type": "uart"}, {"name": "supply1", "type": "power-supply"}, {"name": "battery1", "type": "battery"}])
     );
     assert_eq!(
         b.call("GET", "/cli-version", None),

@@ -310,7 +310,11 @@ fn sim_mode_serves_a_dual_role_keithley_that_diagnose_can_reach() {
         .collect();
     assert_eq!(
         roles,
-        [("supply1", "power-supply"), ("battery1", "battery")]
+        [
+            ("supply1", "power-supply"),
+            ("battery1", "battery"),
+            ("console1", "uart")
+        ]
     );
     assert_eq!(
         nets[0]["address"], nets[1]["address"],

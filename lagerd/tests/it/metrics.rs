@@ -300,6 +300,12 @@ fn issue16_a_scrape_counts_what_happened_in_the_official_parsers() {
     assert!(wait_until(Duration::from_secs(10), || {
         scrape(addr).1.contains("lagerd_net_health{net=\"supply1\"")
     }));
+    // The simulated device's boot banner, captured by its console.
+    assert!(wait_until(Duration::from_secs(10), || {
+        scrape(addr)
+            .1
+            .contains("lagerd_uart_bytes_total{net=\"console1\"}")
+    }));
 
     let (reply, text) = scrape(addr);
     assert_eq!(reply.status, 200);
@@ -406,6 +412,7 @@ fn issue16_a_scrape_counts_what_happened_in_the_official_parsers() {
     assert!(ours
         .keys()
         .any(|k| k.starts_with("lagerd_instrument_session_open{")));
+    assert!(value("lagerd_uart_bytes_total", &[("net", "console1")]) > 100.0);
     assert!(value("process_resident_memory_bytes", &[]) > 1e6);
     assert!(value("process_open_fds", &[]) > 3.0);
     assert!(value("process_start_time_seconds", &[]) > 1.6e9);
