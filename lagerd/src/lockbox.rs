@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use common::truthy;
 use common::wire::{USER_MAX_BYTES, WAIT_SECONDS_MAX};
 use log::{error, info, warn};
 use serde_json::{Map, Value};
@@ -159,11 +158,12 @@ struct Parsed {
 
 #[derive(Clone)]
 enum Disk {
-    /// Missing, or a record without a truthy `locked`.
+    /// Missing, or a record whose `locked` is absent or false.
     Free,
     Held(Record),
-    /// Not a JSON object; the bytes, to report and copy aside.
-    Corrupt(Arc<Vec<u8>>),
+    /// Not a lock record (`parse_record`): the bytes, to report and copy
+    /// aside, and what was wrong with them.
+    Corrupt(Arc<Vec<u8>>, &'static str),
 }
 
 impl LockBox {
@@ -469,8 +469,8 @@ impl LockBox {
         match self.on_disk() {
             Disk::Free => None,
             Disk::Held(record) => Some(record),
-            Disk::Corrupt(bytes) => {
-                self.keep_corrupt(queue, &bytes);
+            Disk::Corrupt(bytes, why) => {
+                self.keep_corrupt(queue, &bytes, why);
                 None
             }
         }
@@ -485,7 +485,7 @@ impl LockBox {
     /// expired lock to reap, a free lock owed to a waiter, a corrupt file).
     fn peek(&self) -> Option<Option<Record>> {
         match self.on_disk() {
-            Disk::Corrupt(_) => None,
+            Disk::Corrupt(..) => None,
             Disk::Free if self.waiting.load(Ordering::SeqCst) > 0 => None,
             Disk::Free => Some(None),
             Disk::Held(record) if is_expired(&record, self.clock.now()) => None,
@@ -518,13 +518,10 @@ impl LockBox {
         }
         let disk = match stamp.map(|_| fs::read(&self.lock_path)) {
             None => Disk::Free,
-            Some(Ok(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
-                // Python truthiness: a file without a truthy `locked` is no lock.
-                Ok(Value::Object(record)) if record.get("locked").is_some_and(truthy::json) => {
-                    Disk::Held(record)
-                }
-                Ok(Value::Object(_)) => Disk::Free,
-                Ok(_) | Err(_) => Disk::Corrupt(Arc::new(bytes)),
+            Some(Ok(bytes)) => match parse_record(&bytes) {
+                Ok(Some(record)) => Disk::Held(record),
+                Ok(None) => Disk::Free,
+                Err(why) => Disk::Corrupt(Arc::new(bytes), why),
             },
             Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => Disk::Free,
             Some(Err(e)) => {
@@ -542,7 +539,7 @@ impl LockBox {
     }
 
     /// Logs a corrupt state file and copies it aside, once per content (A.4).
-    fn keep_corrupt(&self, queue: &mut Queue, bytes: &[u8]) {
+    fn keep_corrupt(&self, queue: &mut Queue, bytes: &[u8], why: &str) {
         let hash = fnv1a(bytes);
         if queue.last_corrupt == Some(hash) {
             return;
@@ -557,13 +554,13 @@ impl LockBox {
         };
         match kept {
             Ok(()) => warn!(
-                "{} is not a valid lock record ({} bytes); treating the box as unlocked, copy kept as {}",
+                "{} is not a valid lock record ({why}; {} bytes); treating the box as unlocked, copy kept as {}",
                 self.lock_path.display(),
                 bytes.len(),
                 aside.display()
             ),
             Err(e) => error!(
-                "{} is not a valid lock record and could not be copied aside: {e}",
+                "{} is not a valid lock record ({why}) and could not be copied aside: {e}",
                 self.lock_path.display()
             ),
         }
@@ -930,17 +927,52 @@ fn is_expired(record: &Record, now: f64) -> bool {
     }
 }
 
+/// Reads the bytes of `lock.json` (A.3, A.4): `Ok(Some)` a lock,
+/// `Ok(None)` no lock (`locked` absent or `false`), `Err` a corrupt file
+/// with what is wrong. The fields A.3 defines must have its types whenever
+/// present: a file that says `"locked": "yes"` or `"user": 5` was not
+/// written by a lock server and must not be served as one. Unknown keys
+/// and unparseable timestamps are kept (A.3: such a lock never expires).
+pub fn parse_record(bytes: &[u8]) -> Result<Option<Record>, &'static str> {
+    let record = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(record)) => record,
+        Ok(_) => return Err("not a JSON object"),
+        Err(_) => return Err("not JSON"),
+    };
+    let locked = match record.get("locked") {
+        None => false,
+        Some(Value::Bool(locked)) => *locked,
+        Some(_) => return Err("locked is not true or false"),
+    };
+    for key in ["user", "holder_type", "locked_at", "last_heartbeat"] {
+        if record.get(key).is_some_and(|value| !value.is_string()) {
+            return Err(match key {
+                "user" => "user is not a string",
+                "holder_type" => "holder_type is not a string",
+                "locked_at" => "locked_at is not a string",
+                _ => "last_heartbeat is not a string",
+            });
+        }
+    }
+    match record.get("ttl_seconds") {
+        None | Some(Value::Null) => {}
+        Some(ttl) if ttl.as_u64().is_some_and(|secs| secs >= 1) => {}
+        Some(_) => return Err("ttl_seconds is not null or an integer of at least 1"),
+    }
+    Ok(locked.then_some(record))
+}
+
 fn user_is(record: &Record, user: &str) -> bool {
     record.get("user").and_then(Value::as_str) == Some(user)
 }
 
-/// The holder for messages: the string itself, or the JSON of a legacy value.
+/// The holder for messages; `parse_record` let only strings through.
 fn user_text(record: &Record) -> String {
-    match record.get("user") {
-        Some(Value::String(user)) => user.clone(),
-        Some(other) => other.to_string(),
-        None => "unknown".to_string(),
-    }
+    record
+        .get("user")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 fn describe(record: &Record) -> String {
@@ -1344,6 +1376,73 @@ mod tests {
         assert_eq!(on_disk(&f)["user"], "a");
         let aside = fs::read_to_string(f.dir.join("lock.json.corrupt-1774011601")).unwrap();
         assert_eq!(aside, "{\"locked\": tr");
+    }
+
+    /// Issue 12 defect 5: valid JSON with the wrong types was served
+    /// verbatim by `GET /lock` as if it were a lock.
+    #[test]
+    fn a_record_with_wrong_types_is_corrupt() {
+        let f = fixture("wrong-types");
+        let wrong = r#"{"locked":"yes","locked_at":7,"ttl_seconds":"x","user":5}"#;
+        fs::write(f.dir.join("lock.json"), wrong).unwrap();
+        assert_eq!(f.lock_box.status().unwrap(), json!({"locked": false}));
+        assert_eq!(f.lock_box.status().unwrap(), json!({"locked": false}));
+        let aside = fs::read_to_string(f.dir.join("lock.json.corrupt-1774011600")).unwrap();
+        assert_eq!(aside, wrong, "kept aside once, byte for byte");
+        let got = f
+            .lock_box
+            .acquire(&body(json!({"user": "a"})), &never())
+            .unwrap();
+        assert_eq!(got["previous_user"], Value::Null);
+        assert_eq!(on_disk(&f)["user"], "a");
+    }
+
+    #[test]
+    fn records_are_checked_field_by_field() {
+        let held = |text: &str| parse_record(text.as_bytes()).map(|r| r.is_some());
+        for valid in [
+            r#"{"locked": true}"#,
+            r#"{"locked": true, "user": "old", "locked_at": "2020-01-01T00:00:00Z"}"#,
+            r#"{"locked": true, "user": "a", "holder_type": "dashboard:1", "ttl_seconds": null}"#,
+            r#"{"locked": true, "user": "a", "ttl_seconds": 1, "last_heartbeat": "soon"}"#,
+            r#"{"locked": true, "user": "a", "origin": [1, {"x": null}]}"#,
+        ] {
+            assert_eq!(held(valid), Ok(true), "{valid}");
+        }
+        for free in ["{}", r#"{"locked": false}"#, r#"{"user": "a"}"#] {
+            assert_eq!(held(free), Ok(false), "{free}");
+        }
+        let cases = [
+            ("", "not JSON"),
+            ("[]", "not a JSON object"),
+            (r#"{"locked": 1}"#, "locked is not true or false"),
+            (r#"{"locked": null}"#, "locked is not true or false"),
+            (r#"{"locked": true, "user": 5}"#, "user is not a string"),
+            (r#"{"locked": false, "user": null}"#, "user is not a string"),
+            (
+                r#"{"locked": true, "holder_type": 1}"#,
+                "holder_type is not a string",
+            ),
+            (
+                r#"{"locked": true, "locked_at": 7}"#,
+                "locked_at is not a string",
+            ),
+            (
+                r#"{"locked": true, "last_heartbeat": []}"#,
+                "last_heartbeat is not a string",
+            ),
+        ];
+        for (text, why) in cases {
+            assert_eq!(held(text), Err(why), "{text}");
+        }
+        for ttl in [r#""x""#, "0", "-5", "2.5", "true", "[]"] {
+            let text = format!(r#"{{"locked": true, "user": "a", "ttl_seconds": {ttl}}}"#);
+            assert_eq!(
+                held(&text),
+                Err("ttl_seconds is not null or an integer of at least 1"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

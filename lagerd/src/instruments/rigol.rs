@@ -138,14 +138,18 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
 /// `(volts, amps)` set on the channel, from `:APPL? CHn` (`CH1:30V/3A,5.000,1.000`).
 fn setpoints(session: &mut Session, ch: &str) -> Result<(f64, f64), DriverError> {
     let reply = session.query(&format!(":APPL? {ch}"))?;
-    let mut fields = reply.split(',').skip(1).map(|f| f.trim().parse::<f64>());
-    match (fields.next(), fields.next()) {
-        (Some(Ok(volts)), Some(Ok(amps))) => Ok((volts, amps)),
-        _ => Err(DriverError::Refused {
-            command: format!(":APPL? {ch}"),
-            error: format!("unexpected reply {reply:?}"),
-        }),
-    }
+    setpoints_of(&reply).ok_or_else(|| DriverError::Refused {
+        command: format!(":APPL? {ch}"),
+        error: format!("unexpected reply {reply:?}"),
+    })
+}
+
+/// The volts and amps fields of an `:APPL?` reply, both finite numbers:
+/// they are written back with the other one changed, and `nan` is no
+/// setpoint (found by the `scpi_replies` fuzz target).
+fn setpoints_of(reply: &str) -> Option<(f64, f64)> {
+    let mut fields = reply.split(',').skip(1).map(reading);
+    Some((fields.next()??, fields.next()??))
 }
 
 fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
@@ -196,5 +200,13 @@ mod tests {
         assert_eq!(limits(1).volts, (0.0, 30.0));
         assert_eq!(limits(3).volts, (0.0, 5.0));
         assert_eq!(limits(2).amps, (0.0, 3.0));
+    }
+
+    #[test]
+    fn setpoints_are_finite_numbers() {
+        assert_eq!(setpoints_of("CH1:30V/3A,5.000,1.000"), Some((5.0, 1.0)));
+        for reply in ["CH1:30V/3A,nan,1", "CH1,1,inf", "CH1,5", "5.0,1.0"] {
+            assert_eq!(setpoints_of(reply), None, "{reply}");
+        }
     }
 }

@@ -144,8 +144,10 @@ pub fn reading(reply: &str) -> Option<f64> {
 }
 
 /// The first comma field as a number, units stripped (§6.2); 0 if none.
+/// `nan`, `inf` and `1e999` are none either: found by the `scpi_replies`
+/// fuzz target, which saw them compared against and written back.
 pub fn float(reply: &str) -> f64 {
-    first_number(reply).unwrap_or(0.0)
+    reading(reply).unwrap_or(0.0)
 }
 
 fn first_number(reply: &str) -> Option<f64> {
@@ -167,6 +169,11 @@ mod tests {
         assert_eq!(float("5.000V"), 5.0);
         assert_eq!(float("3.7,other"), 3.7);
         assert_eq!(float("garbage"), 0.0);
+        for not_a_reading in ["nan", "NaN", "inf", "-infinity", "1e999"] {
+            assert_eq!(float(not_a_reading), 0.0, "{not_a_reading}");
+        }
+        assert_eq!(float("9.91E37"), 9.91e37, "SCPI's NaN is a finite number");
+        assert_eq!(reading("nan"), None);
         assert_eq!(reading("5.000V"), Some(5.0));
         assert_eq!(reading("garbage"), None);
         assert_eq!(reading("nan"), None);
