@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+# fuzz/ is its own workspace (scripts/fuzz.sh builds and runs it).
+(cd fuzz && cargo fmt -- --check)
 cargo build --workspace
 # The install/update tests need a real sshd; a fresh Debian machine gets
 # it from apt, and a missing one fails them here instead of skipping.

@@ -57,6 +57,14 @@ impl Address {
             return Err(AddressError::Empty);
         }
         if text.starts_with("/dev/") {
+            // `::` separates VISA fields, so a path holding one (or ending
+            // in `:`, which would run into the `::INSTR` suffix) has no
+            // canonical form that reads back as itself: `/dev/tty0::INSTR`
+            // is a typo for `ASRL/dev/tty0::INSTR`, not a device. Single
+            // colons stay legal (`/dev/serial/by-path/pci-0000:00:14.0-…`).
+            if text.contains("::") || text.ends_with(':') {
+                return Err(AddressError::Unrecognised(text.to_string()));
+            }
             return Ok(Address::Serial {
                 device: text.to_string(),
             });
@@ -239,5 +247,25 @@ mod tests {
         ] {
             assert!(matches!(err(junk), AddressError::Unrecognised(_)), "{junk}");
         }
+    }
+
+    /// Found by the `visa_address` fuzz target: `/dev/a::b` was taken as
+    /// the device `/dev/a::b`, whose canonical `ASRL/dev/a::b::INSTR` did
+    /// not parse again, so one address had no stable identity.
+    #[test]
+    fn a_device_path_with_a_visa_separator_is_refused() {
+        for text in ["/dev/ttyUSB0::INSTR", "/dev/a::b", "/dev/ttyS0:"] {
+            assert!(
+                matches!(Address::parse(text), Err(AddressError::Unrecognised(_))),
+                "{text}"
+            );
+        }
+        let by_path = "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0";
+        let address = Address::parse(by_path).unwrap();
+        assert_eq!(
+            Address::parse(&address.canonical()).unwrap(),
+            address,
+            "single colons are part of real device names"
+        );
     }
 }

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use crate::truthy;
+
 /// The classification buckets, in the table's row order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Bucket {
@@ -104,18 +106,6 @@ pub struct Classification {
     pub advice: Option<String>,
 }
 
-/// Python truthiness of a JSON value (a missing key is `null`).
-fn truthy(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
 fn field<'v>(body: &'v Value, key: &str) -> &'v Value {
     body.get(key).unwrap_or(&Value::Null)
 }
@@ -177,7 +167,7 @@ pub fn bucket(usb: &Value, visa: &Value, dispatcher: &Value) -> Bucket {
     let holders = field(usb, "lsof").as_array().map_or(0, Vec::len);
     let visa_error = text(visa, "error").to_lowercase();
     let unreachable_error = UNREACHABLE_KEYWORDS.iter().any(|k| visa_error.contains(k));
-    if truthy(field(usb, "usbtmc_loaded")) {
+    if truthy::field(usb, "usbtmc_loaded") {
         Bucket::UsbtmcLoaded
     } else if error_class == "busy" && holders >= 2 {
         Bucket::BusyMultiple
@@ -193,14 +183,14 @@ pub fn bucket(usb: &Value, visa: &Value, dispatcher: &Value) -> Bucket {
         Bucket::NotEnumerated
     } else if !text(visa, "idn").trim().is_empty() {
         Bucket::Reachable
-    } else if truthy(field(visa, "skipped"))
-        && truthy(field(dispatcher, "cached_session"))
-        && truthy(field(dispatcher, "cached_drivers"))
+    } else if truthy::field(visa, "skipped")
+        && truthy::field(dispatcher, "cached_session")
+        && truthy::field(dispatcher, "cached_drivers")
     {
         Bucket::ReachableCached
     } else if unreachable_error
-        && truthy(field(usb, "enumerated"))
-        && truthy(field(usb, "is_usbtmc"))
+        && truthy::field(usb, "enumerated")
+        && truthy::field(usb, "is_usbtmc")
     {
         Bucket::TransientUsbtmc
     } else if unreachable_error && field(usb, "is_usbtmc") != &Value::Bool(true) {

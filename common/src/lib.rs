@@ -10,6 +10,7 @@ pub mod diagnose;
 pub mod errclass;
 pub mod holder;
 pub mod runid;
+pub mod truthy;
 pub mod version;
 pub mod wheel;
 pub mod wire;

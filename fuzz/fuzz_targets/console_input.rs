@@ -17,11 +17,23 @@ fuzz_target!(|data: &[u8]| {
         decoder.feed(piece);
         while let Ok(Some(frame)) = decoder.next_frame() {
             let mut again = Vec::new();
-            encode(&mut again, frame.kind, frame.offset, frame.time_us, frame.payload);
+            encode(
+                &mut again,
+                frame.kind,
+                frame.offset,
+                frame.time_us,
+                frame.payload,
+            );
             let mut check = Decoder::new();
             check.feed(&again);
-            let round = check.next_frame().expect("re-encoded frame decodes").expect("whole");
-            assert_eq!((round.kind, round.offset, round.payload), (frame.kind, frame.offset, frame.payload));
+            let round = check
+                .next_frame()
+                .expect("re-encoded frame decodes")
+                .expect("whole");
+            assert_eq!(
+                (round.kind, round.offset, round.payload),
+                (frame.kind, frame.offset, frame.payload)
+            );
         }
     }
     let _ = Kind::Data;
@@ -32,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
         if let Ok(params) = SerialParams::from_json(Some(&value)) {
             let normalized = params.to_json();
-            assert_eq!(SerialParams::from_json(Some(&normalized)).as_ref(), Ok(&params));
+            assert_eq!(
+                SerialParams::from_json(Some(&normalized)).as_ref(),
+                Ok(&params)
+            );
         }
     }
     let mut parts = text.splitn(3, '&');

@@ -51,6 +51,11 @@ extern "C" fn on_signal(signo: libc::c_int) {
 
 /// The thread's `errno`, put back on drop: a signal handler must leave it
 /// as it found it.
+///
+/// Written twice on purpose: `lagerd/src/signals.rs` has the same guard for its
+/// own handler. `common` is what the two binaries must agree on and links
+/// no libc; a crate for fifteen lines of handler code would cost more to
+/// follow than the copy, which a handler's reader wants beside it anyway.
 struct SavedErrno(libc::c_int);
 
 impl SavedErrno {

@@ -2,8 +2,7 @@
 //! time by hand, and the `YYYY-MM-DDTHH:MM:SSZ` timestamps of `lock.json`
 //! (locking.md A.3). No chrono: a civil-from-days conversion is all we need.
 
-#[cfg(test)]
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch, at full precision.
@@ -24,11 +23,10 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when a test says so.
-#[cfg(test)]
+/// A clock that only moves when a test (or a fuzz target, which must be
+/// deterministic) says so.
 pub struct ManualClock(Mutex<Instant>);
 
-#[cfg(test)]
 impl ManualClock {
     pub fn at(rfc3339: &str) -> ManualClock {
         ManualClock(Mutex::new(
@@ -37,14 +35,13 @@ impl ManualClock {
     }
 
     pub fn advance(&self, secs: f64) {
-        *self.0.lock().unwrap() += secs;
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += secs;
     }
 }
 
-#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
-        *self.0.lock().unwrap()
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -17,7 +18,7 @@ use crate::console::{self, Consoles};
 use crate::devlock::{self, DeviceLocks};
 use crate::diagnose::{Diagnose, Roots};
 use crate::health::Health;
-use crate::http::{Api, BoxInfo, Parts};
+use crate::http::{Api, BoxInfo, Parts, Simulated, SimulatedConsole, SimulatedInstrument};
 use crate::instruments::session::{ScanRoots, Sessions};
 use crate::instruments::Instruments;
 use crate::lockbox::LockBox;
@@ -59,46 +60,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _ = stdout.flush();
     drop(stdout);
 
-    // --sim: a simulated Keithley 2281S on loopback, as two nets on one
-    // address (the dual-role case), so everything works without hardware.
-    let (simulator, rigol, serial, dut) = if config.sim {
-        let keithley = Simulator::start(Kind::Keithley2281S).map_err(StartError::Io)?;
-        let rigol = Simulator::start(Kind::RigolDp832).map_err(StartError::Io)?;
-        info!(
-            "simulated Keithley 2281S at {} (fault control on {}), Rigol DP832 at {} (on {})",
-            keithley.visa_address(),
-            keithley.control,
-            rigol.visa_address(),
-            rigol.control
-        );
-        // The serial path with no adapter: a DP832 behind a pty. A box
-        // without ptys still gets the TCP simulators.
-        let serial = SerialSimulator::start(Box::new(RigolDp832::new()))
-            .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
-            .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
-            .ok();
-        // A device under test whose console is served as `console1`,
-        // through a link in the state dir as /dev/serial/by-id would be.
-        let dut = SimDut::start(config.state_dir.join("sim").join("console1"))
-            .inspect(|dut| {
-                info!(
-                    "simulated device console at {} (control on {})",
-                    dut.link.display(),
-                    dut.control
-                )
-            })
-            .map_err(|e| warn!("no simulated device console (cannot open a pty): {e}"))
-            .ok();
-        (Some(keithley), Some(rigol), serial, dut)
+    let simulated = if config.sim {
+        start_simulators(&config.state_dir).map_err(StartError::Io)?
     } else {
-        (None, None, None, None)
+        Simulated::default()
     };
+    let sim_keithley = simulated.keithley.as_ref().map(|sim| sim.address.clone());
+    let sim_console = simulated.dut.as_ref().map(|dut| dut.link.clone());
     let info = BoxInfo {
         state_dir: config.state_dir.clone(),
-        simulator,
-        rigol,
-        serial,
-        dut,
+        simulated,
         enforce_locks: config.enforce_locks,
         token: config.token,
         metrics_token: config.metrics_token,
@@ -141,12 +112,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         state: config.state_dir.clone(),
     };
     let diagnose = Arc::new(Diagnose::new(roots, device_locks, sessions.clone()));
-    let mut nets = Nets::new(
-        config.state_dir.clone(),
-        info.simulator.as_ref().map(Simulator::visa_address),
-    );
-    if let Some(dut) = &info.dut {
-        nets = nets.with_sim_console(dut.link.display().to_string());
+    let mut nets = Nets::new(config.state_dir.clone(), sim_keithley);
+    if let Some(link) = sim_console {
+        nets = nets.with_sim_console(link);
     }
     let nets = Arc::new(nets);
     let stop_background = Arc::new(AtomicBool::new(false));
@@ -201,6 +169,58 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _ = reaper.join();
     info!("stopped");
     Ok(())
+}
+
+/// `--sim`: a simulated Keithley 2281S on loopback, served as two nets on
+/// one address (the dual-role case), two Rigol DP832s, one over TCP and one
+/// behind a pty, and a device under test whose console is served as
+/// `console1`, so everything works without hardware. What the rest of
+/// lagerd gets is their addresses; the simulators run on their own threads.
+fn start_simulators(state_dir: &Path) -> std::io::Result<Simulated> {
+    let keithley = Simulator::start(Kind::Keithley2281S)?;
+    let rigol = Simulator::start(Kind::RigolDp832)?;
+    info!(
+        "simulated Keithley 2281S at {} (fault control on {}), Rigol DP832 at {} (on {})",
+        keithley.visa_address(),
+        keithley.control,
+        rigol.visa_address(),
+        rigol.control
+    );
+    // The serial path with no adapter. A box without ptys still gets the
+    // TCP simulators.
+    let serial = SerialSimulator::start(Box::new(RigolDp832::new()))
+        .inspect(|sim| info!("simulated Rigol DP832 on serial {}", sim.visa_address()))
+        .map_err(|e| warn!("no serial simulator (cannot open a pty): {e}"))
+        .ok();
+    // The console's link is in the state dir, as /dev/serial/by-id would be.
+    let dut = SimDut::start(state_dir.join("sim").join("console1"))
+        .inspect(|dut| {
+            info!(
+                "simulated device console at {} (control on {})",
+                dut.link.display(),
+                dut.control
+            )
+        })
+        .map_err(|e| warn!("no simulated device console (cannot open a pty): {e}"))
+        .ok();
+    Ok(Simulated {
+        keithley: Some(SimulatedInstrument {
+            address: keithley.visa_address(),
+            control: keithley.control,
+        }),
+        rigol: Some(SimulatedInstrument {
+            address: rigol.visa_address(),
+            control: rigol.control,
+        }),
+        serial: serial.map(|sim| SimulatedInstrument {
+            address: sim.visa_address(),
+            control: sim.control,
+        }),
+        dut: dut.map(|dut| SimulatedConsole {
+            link: dut.link.display().to_string(),
+            control: dut.control,
+        }),
+    })
 }
 
 /// A.7: frees an expired lock (and wakes the queue) even if nobody asks.

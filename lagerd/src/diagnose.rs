@@ -28,8 +28,29 @@ pub struct Roots {
     pub state: PathBuf,
 }
 
-/// An endpoint answer: HTTP status and JSON body.
-pub type Answer = (u16, Value);
+/// Why a diagnose request has no answer: the request itself is wrong.
+#[derive(Debug, PartialEq)]
+pub enum DiagnoseError {
+    /// No `address` given.
+    NoAddress,
+    /// `/diagnose/usb` of an address that is no USB instrument's.
+    NotUsb { address: String },
+}
+
+impl std::fmt::Display for DiagnoseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // diagnose.md §3's texts, which clients match.
+        f.write_str(match self {
+            DiagnoseError::NoAddress => "address parameter required",
+            DiagnoseError::NotUsb { .. } => {
+                "not a USB VISA address (expected USB0::0xVID::0xPID::SERIAL::INSTR)"
+            }
+        })
+    }
+}
+
+/// An endpoint's facts, as the JSON body of diagnose.md §3.
+pub type Facts = Result<Value, DiagnoseError>;
 
 pub struct Diagnose {
     roots: Roots,
@@ -48,23 +69,20 @@ impl Diagnose {
     }
 
     /// `GET /diagnose/usb?address=A`: the host's view of a USB instrument.
-    pub fn usb(&self, address: &str) -> Answer {
+    pub fn usb(&self, address: &str) -> Facts {
         let Ok(Address::Usb {
             vid, pid, serial, ..
         }) = Address::parse(address)
         else {
-            return (
-                400,
-                json!({"address": address, "error": "not a USB VISA address (expected USB0::0xVID::0xPID::SERIAL::INSTR)"}),
-            );
+            return Err(DiagnoseError::NotUsb {
+                address: address.to_string(),
+            });
         };
         let usbtmc_loaded = sysfs::usbtmc_loaded(&self.roots.proc);
         let dmesg_tail = sysfs::dmesg_tail();
         let blacklist_installed = self.blacklist_installed();
         let Some(device) = sysfs::find(&self.roots.sys, vid, pid, &serial) else {
-            return (
-                200,
-                json!({
+            return Ok(json!({
                     "address": address,
                     "enumerated": false,
                     "sysfs_path": null,
@@ -75,13 +93,10 @@ impl Diagnose {
                     "blacklist_installed": blacklist_installed,
                     "dmesg_tail": dmesg_tail,
                     "classification_hint": "instrument not enumerated on USB — check power and cabling",
-                }),
-            );
+            }));
         };
         let holders = self.holders(&device);
-        (
-            200,
-            json!({
+        Ok(json!({
                 "address": address,
                 "enumerated": true,
                 "sysfs_path": device.sysfs_path,
@@ -98,28 +113,26 @@ impl Diagnose {
                 "usbtmc_loaded": usbtmc_loaded,
                 "blacklist_installed": blacklist_installed,
                 "dmesg_tail": dmesg_tail,
-            }),
-        )
+        }))
     }
 
     /// `GET /diagnose/visa?address=A`: a fresh open and `*IDN?`, under the
     /// device lock, always closed again.
-    pub fn visa(&self, address: &str) -> Answer {
+    pub fn visa(&self, address: &str) -> Facts {
         if address.is_empty() {
-            return (400, json!({"error": "address parameter required"}));
+            return Err(DiagnoseError::NoAddress);
         }
         // §3 step 2: a fresh open would collide with the shared session.
         if self.sessions.is_open(address) {
-            return (
-                200,
+            return Ok(
                 json!({"address": address, "skipped": true, "reason": "lagerd already holds a shared session for this address; a fresh open would collide with it. See the Dispatcher section for the session's state."}),
             );
         }
         let started = Instant::now();
         let elapsed_ms = || started.elapsed().as_millis() as u64;
+        // A probe that failed is a fact too (§3 step 3): 200, with its class.
         let failure = |error: String, class: &str, elapsed_ms: u64| {
-            (
-                200,
+            Ok(
                 json!({"address": address, "error": error, "error_class": class, "elapsed_ms": elapsed_ms}),
             )
         };
@@ -140,19 +153,18 @@ impl Diagnose {
                 .map_err(|e| session::name_holders(e, &roots))
         });
         match probe {
-            Ok(Ok(idn)) => (
-                200,
-                json!({"address": address, "idn": idn.trim(), "elapsed_ms": elapsed_ms()}),
-            ),
+            Ok(Ok(idn)) => {
+                Ok(json!({"address": address, "idn": idn.trim(), "elapsed_ms": elapsed_ms()}))
+            }
             Ok(Err(e)) => failure(e.to_string(), e.class(), elapsed_ms()),
             Err(contended) => failure(contended.to_string(), "busy", elapsed_ms()),
         }
     }
 
     /// `GET /diagnose/dispatcher?address=A`: the shared session pool.
-    pub fn dispatcher(&self, address: &str) -> Answer {
+    pub fn dispatcher(&self, address: &str) -> Facts {
         if address.is_empty() {
-            return (400, json!({"error": "address parameter required"}));
+            return Err(DiagnoseError::NoAddress);
         }
         let cached = self.sessions.is_open(address);
         let drivers = if cached {
@@ -161,8 +173,7 @@ impl Diagnose {
             json!([])
         };
         let pool = self.sessions.open_count();
-        (
-            200,
+        Ok(
             json!({"address": address, "cached_session": cached, "cached_drivers": drivers, "shared_pool_size": pool}),
         )
     }

@@ -1,12 +1,13 @@
 //! Replacing a small file whole: a temp file beside it, then a rename, so
-//! a reader sees the old content or the new, never half of either. And
+//! a reader sees the old content or the new, never half of either (`Dir`,
+//! the one way lagerd writes a state file). And
 //! reading one with a bound: a state file, a script's breakpoint file or a
 //! `/proc` entry never becomes a buffer as large as whatever is there.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How hard to try to make the new content survive a crash.
@@ -52,40 +53,104 @@ pub fn read_head(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Replaces `path` with `bytes` (mode 0644); on failure the old file stays
-/// and no temp file is left behind.
-pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let temp = path.with_file_name(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&temp)?;
-        // The umask must not make the file unreadable to tools.
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        file.write_all(bytes)?;
-        if durability == Durability::Durable {
-            file.sync_all()?;
-        }
-        fs::rename(&temp, path)?;
-        if durability == Durability::Durable {
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-        }
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
+/// An open directory whose files are replaced whole: a temp file beside
+/// the target, then a rename, so a reader sees the old content or the new,
+/// never half of either. The handle is what a durable change syncs after
+/// the rename, so a caller that changes files often (`lockbox`) opens it
+/// once.
+pub struct Dir {
+    path: PathBuf,
+    handle: File,
+    /// Which `Dir` of this process this is: with `temp_seq` it makes temp
+    /// names unique, so two `Dir`s on one directory never share one.
+    instance: u64,
+    temp_seq: AtomicU64,
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
+        Ok(Dir {
+            path: path.to_path_buf(),
+            handle: File::open(path)?,
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            temp_seq: AtomicU64::new(0),
+        })
     }
-    written
+
+    /// Replaces the file `name` here with `bytes` (mode 0644); on failure
+    /// the old file stays and no temp file is left behind.
+    pub fn replace(&self, name: &str, bytes: &[u8], durability: Durability) -> io::Result<()> {
+        let temp = self.next_temp(name);
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&temp)?;
+            // fchmod: the umask must not make the file unreadable to tools.
+            file.set_permissions(fs::Permissions::from_mode(0o644))?;
+            file.write_all(bytes)?;
+            if durability == Durability::Durable {
+                file.sync_all()?;
+            }
+            fs::rename(&temp, self.path.join(name))?;
+            if durability == Durability::Durable {
+                self.sync()?;
+            }
+            Ok(())
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written
+    }
+
+    /// Makes the directory's entries durable (after a rename or a removal).
+    pub fn sync(&self) -> io::Result<()> {
+        self.handle.sync_all()
+    }
+
+    fn next_temp(&self, name: &str) -> PathBuf {
+        self.temp(name, self.temp_seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The temp file the next `replace` of `name` will write first.
+    #[cfg(test)]
+    pub(crate) fn peek_temp(&self, name: &str) -> PathBuf {
+        self.temp(name, self.temp_seq.load(Ordering::Relaxed))
+    }
+
+    fn temp(&self, name: &str, seq: u64) -> PathBuf {
+        let pid = std::process::id();
+        self.path
+            .join(format!(".{name}.{pid}-{}-{seq}.tmp", self.instance))
+    }
+}
+
+/// Whether `file` is a temp file that a `replace` of `name` left behind
+/// when the process died between writing and renaming it.
+pub fn is_temp_of(name: &str, file: &str) -> bool {
+    file.strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(name))
+        .is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".tmp"))
+}
+
+/// Replaces `path` with `bytes` through a [`Dir`] opened for this one
+/// change (for files that change rarely).
+pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a file in a directory", path.display()),
+        ));
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    Dir::open(dir)?.replace(name, bytes, durability)
 }
 
 #[cfg(test)]
@@ -110,6 +175,12 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        // What a crash between write and rename leaves is recognised.
+        let temp = Dir::open(&dir).unwrap().peek_temp("nets.json");
+        let temp = temp.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_of("nets.json", temp), "{temp}");
+        assert!(!is_temp_of("lock.json", temp), "{temp}");
+        assert!(!is_temp_of("nets.json", "nets.json"));
         fs::remove_dir_all(dir).unwrap();
     }
 

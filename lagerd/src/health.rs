@@ -125,15 +125,13 @@ fn check(diagnose: &Diagnose, nets: &[Value], probe: bool) -> Value {
 /// The instrument's bucket, or `None` (idle) when a passive check found
 /// nothing to say about it.
 fn classify(diagnose: &Diagnose, address: &str, probe: bool) -> Option<Bucket> {
-    let usb = match diagnose.usb(address) {
-        (200, facts) => facts,
-        _ => Value::Null,
-    };
-    let (_, dispatcher) = diagnose.dispatcher(address);
+    // A refused request (no address, not a USB one) has no facts: null.
+    let usb = diagnose.usb(address).unwrap_or(Value::Null);
+    let dispatcher = diagnose.dispatcher(address).unwrap_or(Value::Null);
     let open = dispatcher["cached_session"] == true;
     if probe {
         // The fresh probe of /diagnose/visa (skipped when a session is open).
-        let (_, visa) = diagnose.visa(address);
+        let visa = diagnose.visa(address).unwrap_or(Value::Null);
         return Some(bucket(&usb, &visa, &dispatcher));
     }
     // Passive: what an open would have met, from what the host shows.

@@ -14,19 +14,21 @@ use log::debug;
 use serde_json::{json, Map, Value};
 
 use crate::console::{ConsoleError, Consoles, Position};
-use crate::diagnose::Diagnose;
+use crate::diagnose::{Diagnose, DiagnoseError, Facts};
 use crate::fsutil::read_limited;
 use crate::health::Health;
-use crate::instruments::Instruments;
+use crate::instruments::scpi::{DriverError, Outcome};
+use crate::instruments::session::SessionError;
+use crate::instruments::{CommandError, Instruments};
 use crate::lockbox::{LockBox, LockError};
 use crate::metrics;
 use crate::multipart;
-use crate::nets::Nets;
+use crate::nets::{Nets, NetsError};
 use crate::runner::callers::{constant_time_eq, Caller};
 use crate::runner::manage::{self, DownloadError, DOWNLOAD_ROOTS};
 use crate::runner::{RunError, RunRequest, Runner, Started};
+use crate::scriptenv::wheels::WheelError;
 use crate::server::{Body, Client, Request, Response, Service};
-use crate::sim::Simulator;
 
 /// How much of each console the status page shows.
 const CONSOLE_TAIL_BYTES: usize = 2048;
@@ -37,28 +39,53 @@ const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
 /// What `/status` reports besides the lock (boxes.md §6).
 pub struct BoxInfo {
     pub state_dir: PathBuf,
-    /// Running under `--sim`: the simulated Keithley 2281S (served as
-    /// nets) and a simulated Rigol DP832 (for nets users add).
-    pub simulator: Option<Simulator>,
-    pub rigol: Option<Simulator>,
-    /// A second simulated DP832 behind a pseudo-terminal (`ASRL…`).
-    pub serial: Option<crate::sim::serial::SerialSimulator>,
-    /// The simulated device whose console is `console1`.
-    pub dut: Option<crate::sim::dut::SimDut>,
+    /// What `--sim` started; nothing without it.
+    pub simulated: Simulated,
     pub enforce_locks: bool,
     pub token: Option<String>,
     /// `--metrics-token`: the bearer token `GET /metrics` requires.
     pub metrics_token: Option<String>,
 }
 
+/// What `--sim` started, for `/status`'s `capabilities`: a simulated
+/// Keithley 2281S (served as nets), a simulated Rigol DP832 (for nets users
+/// add), a second DP832 behind a pseudo-terminal (`ASRL…`) and a device
+/// under test with a serial console. Addresses only: the router reaches a
+/// simulator as it reaches hardware.
+#[derive(Default)]
+pub struct Simulated {
+    pub keithley: Option<SimulatedInstrument>,
+    pub rigol: Option<SimulatedInstrument>,
+    pub serial: Option<SimulatedInstrument>,
+    /// A simulated device under test whose console is `console1`.
+    pub dut: Option<SimulatedConsole>,
+}
+
+/// Where a simulated device's console appears, as `/dev/serial/by-id`
+/// would show a real one, and where its device is driven.
+pub struct SimulatedConsole {
+    /// The link to its pty, in the state dir.
+    pub link: String,
+    /// The simulated device's control port.
+    pub control: std::net::SocketAddr,
+}
+
+/// Where a simulated instrument answers, and where its faults are driven.
+pub struct SimulatedInstrument {
+    /// Its VISA address, as a net names it.
+    pub address: String,
+    /// Its fault-injection control port.
+    pub control: std::net::SocketAddr,
+}
+
+impl SimulatedInstrument {
+    fn json(&self) -> Value {
+        json!({"address": self.address, "control": self.control.to_string()})
+    }
+}
+
 pub struct Api {
-    lock_box: Arc<LockBox>,
-    runner: Arc<Runner>,
-    diagnose: Arc<Diagnose>,
-    nets: Arc<Nets>,
-    health: Arc<Health>,
-    instruments: Arc<Instruments>,
-    consoles: Arc<Consoles>,
+    parts: Parts,
     info: BoxInfo,
     /// The server's open-connection count, once it runs (`/metrics`).
     connections: OnceLock<Arc<AtomicUsize>>,
@@ -90,6 +117,17 @@ pub enum ApiError {
     /// Runner failures carry `"status": "error"` (runner.md §3.4).
     Run(RunError),
     Download(DownloadError),
+    /// A supply or battery command that was not carried out (§7, §10).
+    Command(CommandError),
+    /// A monitor that did not start; as `Command`, but a watch of the
+    /// other role is a 409 (§7.1).
+    Monitor(CommandError),
+    /// A wheel change that did not happen (scripts.md §3).
+    Wheel(WheelError),
+    /// `POST /nets` refused or could not save a change (§10.6).
+    Nets(NetsError),
+    /// diagnose.md §3: a request without an address, or not a USB one.
+    Diagnose(DiagnoseError),
     /// A.10: a runner or hardware request from someone but the holder.
     Locked(Map<String, Value>),
     Console(ConsoleError),
@@ -104,14 +142,25 @@ impl ApiError {
             ApiError::InvalidJson | ApiError::NotAnObject => 400,
             ApiError::Lock(LockError::Invalid(_)) => 400,
             ApiError::Lock(LockError::NotLocked) => 404,
-            ApiError::Lock(LockError::Held { status, .. }) => *status,
+            ApiError::Lock(LockError::Taken { .. }) => 409,
+            ApiError::Lock(LockError::NotHolder { .. }) => 403,
             ApiError::Lock(LockError::Persist(_)) => 500,
             ApiError::Lock(LockError::ShuttingDown) => 503,
             ApiError::Lock(LockError::Abandoned) => 408,
-            ApiError::Run(e) => e.status(),
+            ApiError::Run(e) => run_status(e),
             ApiError::Download(DownloadError::Forbidden) => 403,
             ApiError::Download(DownloadError::NotFound(_)) => 404,
             ApiError::Download(DownloadError::NotAFile) => 400,
+            ApiError::Diagnose(_) => 400,
+            ApiError::Nets(NetsError::NotSaved(_)) => 404,
+            ApiError::Nets(NetsError::Save(_)) => 500,
+            ApiError::Nets(_) => 400,
+            ApiError::Wheel(WheelError::BadUpload(_)) => 400,
+            ApiError::Wheel(WheelError::NotInstalled(_)) => 404,
+            ApiError::Wheel(WheelError::Pip { .. }) => 422,
+            ApiError::Wheel(WheelError::Io(_)) => 500,
+            ApiError::Command(e) => instrument_status(e, 200),
+            ApiError::Monitor(e) => instrument_status(e, 409),
             ApiError::Locked(_) => 423,
             ApiError::Console(e) => match e {
                 ConsoleError::UnknownNet(_) => 404,
@@ -129,11 +178,26 @@ impl ApiError {
         let mut body = Map::new();
         body.insert("error".into(), Value::String(self.to_string()));
         match self {
-            ApiError::Lock(LockError::Held { record, .. }) | ApiError::Locked(record) => {
+            ApiError::Lock(LockError::Taken { record } | LockError::NotHolder { record })
+            | ApiError::Locked(record) => {
                 body.insert("lock".into(), Value::Object(record));
             }
             ApiError::Run(_) => {
                 body.insert("status".into(), Value::String("error".into()));
+            }
+            ApiError::Command(_) | ApiError::Monitor(_) | ApiError::Nets(_) => {
+                body.insert("success".into(), Value::Bool(false));
+            }
+            // scripts.md §3: pip's failure names the wheel and pip's last lines.
+            ApiError::Wheel(e) => {
+                body.insert("success".into(), Value::Bool(false));
+                if let WheelError::Pip { what, output } = e {
+                    body.insert("wheel".into(), Value::String(what));
+                    body.insert("output".into(), Value::String(output));
+                }
+            }
+            ApiError::Diagnose(DiagnoseError::NotUsb { address }) => {
+                body.insert("address".into(), Value::String(address));
             }
             // The instrument routes' shape (instruments.md §10.5), plus who
             // types when the writer is taken.
@@ -165,6 +229,10 @@ impl std::fmt::Display for ApiError {
             ApiError::Lock(e) => e.fmt(f),
             ApiError::Run(e) => e.fmt(f),
             ApiError::Download(e) => e.fmt(f),
+            ApiError::Diagnose(e) => e.fmt(f),
+            ApiError::Command(e) | ApiError::Monitor(e) => e.fmt(f),
+            ApiError::Nets(e) => e.fmt(f),
+            ApiError::Wheel(e) => e.fmt(f),
             ApiError::Console(e) => e.fmt(f),
             ApiError::Locked(record) => {
                 let user = record
@@ -197,23 +265,8 @@ impl From<RunError> for ApiError {
 
 impl Api {
     pub fn new(parts: Parts, info: BoxInfo) -> Api {
-        let Parts {
-            lock_box,
-            runner,
-            diagnose,
-            nets,
-            health,
-            instruments,
-            consoles,
-        } = parts;
         Api {
-            lock_box,
-            runner,
-            diagnose,
-            nets,
-            health,
-            instruments,
-            consoles,
+            parts,
             info,
             connections: OnceLock::new(),
         }
@@ -236,21 +289,25 @@ impl Api {
     }
 
     fn lock_status(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.lock_box.status()?)
+        ok(self.parts.lock_box.status()?)
     }
 
     fn lock(&self, request: &Request, client: &Client) -> Result<Response, ApiError> {
         ok(self
+            .parts
             .lock_box
             .acquire(&json_object(&request.body)?, &|| client.gone())?)
     }
 
     fn heartbeat(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.lock_box.heartbeat(&json_object(&request.body)?)?)
+        ok(self
+            .parts
+            .lock_box
+            .heartbeat(&json_object(&request.body)?)?)
     }
 
     fn unlock(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.lock_box.release(&json_object(&request.body)?)?)
+        ok(self.parts.lock_box.release(&json_object(&request.body)?)?)
     }
 
     fn status_route(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -281,22 +338,25 @@ impl Api {
     }
 
     fn python_kill(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.runner.kill(&runner_body(&request.body)?)?)
+        ok(self.parts.runner.kill(&runner_body(&request.body)?)?)
     }
 
     fn python_attach(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        let run_dir = self.runner.attach_target(&runner_body(&request.body)?)?;
+        let run_dir = self
+            .parts
+            .runner
+            .attach_target(&runner_body(&request.body)?)?;
         Ok(framed_stream(Box::new(move |out, client| {
             manage::follow(&run_dir, out, &|| client.gone())
         })))
     }
 
     fn python_continue(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.runner.resume(&runner_body(&request.body)?)?)
+        ok(self.parts.runner.resume(&runner_body(&request.body)?)?)
     }
 
     fn python_breakpoint(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.runner.breakpoint(&runner_body(&request.body)?)?)
+        ok(self.parts.runner.breakpoint(&runner_body(&request.body)?)?)
     }
 
     fn download(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -313,37 +373,44 @@ impl Api {
     }
 
     fn diagnose_usb(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        Ok(answer(self.diagnose.usb(&address_param(request))))
+        facts(self.parts.diagnose.usb(&address_param(request)))
     }
 
     fn diagnose_visa(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        Ok(answer(self.diagnose.visa(&address_param(request))))
+        facts(self.parts.diagnose.visa(&address_param(request)))
     }
 
     fn diagnose_dispatcher(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        Ok(answer(self.diagnose.dispatcher(&address_param(request))))
+        facts(self.parts.diagnose.dispatcher(&address_param(request)))
     }
 
     fn nets_list(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         ok(Value::Array(
             // `local`: the saved file only, without `--sim`'s nets.
             if request.query_param("local").is_some() {
-                self.nets.saved()
+                self.parts.nets.saved()
             } else {
-                self.nets.list()
+                self.parts.nets.list()
             },
         ))
     }
 
     fn wheels_list(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
         let wheels: Vec<Value> = self
+            .parts
             .runner
             .script_env
             .list_wheels()
             .iter()
             .map(|w| w.json())
             .collect();
-        let site = self.runner.script_env.site_dir().display().to_string();
+        let site = self
+            .parts
+            .runner
+            .script_env
+            .site_dir()
+            .display()
+            .to_string();
         ok(json!({"wheels": wheels, "site": site}))
     }
 
@@ -355,13 +422,13 @@ impl Api {
         let body = json_object(&request.body)?;
         self.enforce_lock(self.holder(request, None).as_deref())?;
         let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
-        Ok(match self.runner.script_env.uninstall_wheel(name) {
-            Ok(gone) => json_response(
-                200,
-                &json!({"success": true, "name": gone.name, "version": gone.version}),
-            ),
-            Err(e) => wheel_failure(&e),
-        })
+        let gone = self
+            .parts
+            .runner
+            .script_env
+            .uninstall_wheel(name)
+            .map_err(ApiError::Wheel)?;
+        ok(json!({"success": true, "name": gone.name, "version": gone.version}))
     }
 
     fn metrics_route(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -383,16 +450,10 @@ impl Api {
                 &json!({"success": false, "error": "Invalid JSON"}),
             ));
         };
-        Ok(match self.nets.change(&body) {
-            Ok(message) => {
-                // A uart net is captured from the moment it is saved.
-                self.consoles.sync();
-                json_response(200, &json!({"success": true, "message": message}))
-            }
-            Err((status, error)) => {
-                json_response(status, &json!({"success": false, "error": error}))
-            }
-        })
+        let message = self.parts.nets.change(&body).map_err(ApiError::Nets)?;
+        // A uart net is captured from the moment it is saved.
+        self.parts.consoles.sync();
+        ok(json!({"success": true, "message": message}))
     }
 
     fn uart_read(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -410,32 +471,32 @@ impl Api {
     fn uart_release(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         let name = request.query_param("netname").unwrap_or_default();
         let session = request.query_param("session").unwrap_or_default();
-        let released = self.consoles.console(&name)?.release(&session);
+        let released = self.parts.consoles.console(&name)?.release(&session);
         ok(json!({"success": true, "released": released}))
     }
 
     fn uart_status(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         match request.query_param("netname") {
-            Some(name) => ok(self.consoles.console(&name)?.status()),
-            None => ok(json!(self.consoles.stats())),
+            Some(name) => ok(self.parts.consoles.console(&name)?.status()),
+            None => ok(json!(self.parts.consoles.stats())),
         }
     }
 
     fn diagnose_uart(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
         let name = request.query_param("net").unwrap_or_default();
-        ok(self.consoles.diagnose(&name)?)
+        ok(self.parts.consoles.diagnose(&name)?)
     }
 
     fn cache_clear(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.instruments.clear_cache(false))
+        ok(self.parts.instruments.clear_cache(false))
     }
 
     fn cache_clear_all(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.instruments.clear_cache(true))
+        ok(self.parts.instruments.clear_cache(true))
     }
 
     fn cache_stats(&self, _: &Request, _: &Client) -> Result<Response, ApiError> {
-        ok(self.instruments.cache_stats())
+        ok(self.parts.instruments.cache_stats())
     }
 
     fn supply_monitor(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
@@ -473,26 +534,29 @@ impl Api {
 
     /// `POST /python`: parse the upload, enforce the lock, start the job.
     fn run_python(&self, request: &Request, _: &Client) -> Result<Response, ApiError> {
-        let parse_failed =
-            |why: String| RunError::BadRequest(format!("Failed to parse request: {why}"));
         let boundary = request.header("content-type").and_then(multipart::boundary);
         let parts = match boundary {
             _ if request.body.is_empty() => Vec::new(),
             None => Vec::new(),
-            Some(Err(e)) => return Err(parse_failed(e.to_string()).into()),
-            Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
-                .map_err(|e| parse_failed(e.to_string()))?,
+            Some(Err(e)) => return Err(RunError::Upload(e).into()),
+            Some(Ok(boundary)) => {
+                multipart::parse(&request.body, &boundary).map_err(RunError::Upload)?
+            }
         };
         let mut run = RunRequest::from_parts(&parts)?;
         run.holder = self.holder(request, run.holder.as_deref());
         self.enforce_lock(run.holder.as_deref())?;
-        match self.runner.start(run, &request.peer.ip().to_string())? {
+        match self
+            .parts
+            .runner
+            .start(run, &request.peer.ip().to_string())?
+        {
             Started::Detached { pid, id } => Ok(json_response(
                 200,
                 &json!({"status": "detached", "pid": pid, "lager_process_id": id}),
             )),
             Started::Attached(job) => {
-                let runner = self.runner.clone();
+                let runner = self.parts.runner.clone();
                 Ok(framed_stream(Box::new(move |out, client| {
                     job.stream(out, &|| client.gone(), &runner.quiesce)
                 })))
@@ -505,28 +569,29 @@ impl Api {
     /// it changes what every later job imports.
     fn install_wheels(&self, request: &Request) -> Result<Response, ApiError> {
         self.enforce_lock(self.holder(request, None).as_deref())?;
-        let bad = |why: String| Ok(json_response(400, &json!({"success": false, "error": why})));
+        let bad = |why: String| ApiError::Wheel(WheelError::BadUpload(why));
         let parts = match request.header("content-type").and_then(multipart::boundary) {
-            Some(Ok(boundary)) => match multipart::parse(&request.body, &boundary) {
-                Ok(parts) => parts,
-                Err(e) => return bad(format!("Failed to parse request: {e}")),
-            },
-            _ => return bad("send the wheels as multipart/form-data".into()),
+            Some(Ok(boundary)) => multipart::parse(&request.body, &boundary)
+                .map_err(|e| bad(format!("Failed to parse request: {e}")))?,
+            _ => return Err(bad("send the wheels as multipart/form-data".into())),
         };
         let mut wheels = Vec::new();
         for part in parts.iter().filter(|p| p.name == "wheel") {
             let Some(file) = part.filename.clone() else {
-                return bad("a wheel part has no filename: the wheel's name comes from it".into());
+                return Err(bad(
+                    "a wheel part has no filename: the wheel's name comes from it".into(),
+                ));
             };
             wheels.push((file, part.data));
         }
-        Ok(match self.runner.script_env.install_wheels(&wheels) {
-            Ok(installed) => {
-                let installed: Vec<Value> = installed.iter().map(|w| w.json()).collect();
-                json_response(200, &json!({"success": true, "installed": installed}))
-            }
-            Err(e) => wheel_failure(&e),
-        })
+        let installed = self
+            .parts
+            .runner
+            .script_env
+            .install_wheels(&wheels)
+            .map_err(ApiError::Wheel)?;
+        let installed: Vec<Value> = installed.iter().map(|w| w.json()).collect();
+        ok(json!({"success": true, "installed": installed}))
     }
 
     /// `GET /supply|battery/monitor`: an NDJSON stream of the net's state.
@@ -539,10 +604,11 @@ impl Api {
         let interval = request.query_param("interval");
         let observe = request.query_param("observe").as_deref() == Some("1");
         match self
+            .parts
             .instruments
             .monitor(battery, &name, interval.as_deref(), holder, observe)
         {
-            Err(refused) => Ok(answer(refused)),
+            Err(refused) => Err(ApiError::Monitor(refused)),
             Ok(stream) => Ok(Response {
                 status: 200,
                 headers: vec![("Content-Type", "application/x-ndjson".into())],
@@ -568,7 +634,17 @@ impl Api {
             let holder = self.holder(request, body.get("holder").and_then(Value::as_str));
             self.enforce_lock(holder.as_deref())?;
         }
-        Ok(answer(self.instruments.command(battery, &body)))
+        let action = body.get("action").cloned();
+        let Outcome { message, state } = self
+            .parts
+            .instruments
+            .command(battery, &body)
+            .map_err(ApiError::Command)?;
+        let mut reply = json!({"success": true, "action": action, "message": message});
+        if let Some(state) = state {
+            reply["state"] = state;
+        }
+        ok(reply)
     }
 
     /// `GET /uart/stream` reads a console (console.md §3); `POST` also
@@ -576,7 +652,7 @@ impl Api {
     /// long as the stream lasts.
     fn uart_stream(&self, request: &Request, post: bool) -> Result<Response, ApiError> {
         let name = request.query_param("netname").unwrap_or_default();
-        let console = self.consoles.console(&name)?;
+        let console = self.parts.consoles.console(&name)?;
         let position = Position::from_query(
             request.query_param("from").as_deref(),
             request.query_param("since").as_deref(),
@@ -610,7 +686,7 @@ impl Api {
     /// from the stream that holds the writer.
     fn uart_write(&self, request: &Request) -> Result<Response, ApiError> {
         let name = request.query_param("netname").unwrap_or_default();
-        let console = self.consoles.console(&name)?;
+        let console = self.parts.consoles.console(&name)?;
         self.enforce_lock(self.holder(request, None).as_deref())?;
         let session = request.query_param("session").unwrap_or_default();
         let written = console.write(&session, &request.body)?;
@@ -633,7 +709,7 @@ impl Api {
     /// The job a request comes from, by its job token (`runner::callers`).
     fn caller(&self, request: &Request) -> Option<Caller> {
         let token = request.header("authorization")?.strip_prefix("Bearer ")?;
-        self.runner.callers.find(token.trim())
+        self.parts.runner.callers.find(token.trim())
     }
 
     /// `GET /metrics` (fleet.md §1): read from each part's cheap accessor;
@@ -644,8 +720,8 @@ impl Api {
                 return Err(ApiError::Unauthorized);
             }
         }
-        let lock = self.lock_box.snapshot();
-        let health = self.health.report();
+        let lock = self.parts.lock_box.snapshot();
+        let health = self.parts.health.report();
         let sources = metrics::Sources {
             version: self.version(),
             lock: metrics::LockGauge {
@@ -654,14 +730,14 @@ impl Api {
                 }),
                 held_secs: lock
                     .as_ref()
-                    .map_or(0.0, |record| self.lock_box.held_secs(record)),
-                queue_length: self.lock_box.queue_length(),
+                    .map_or(0.0, |record| self.parts.lock_box.held_secs(record)),
+                queue_length: self.parts.lock_box.queue_length(),
             },
             connections: self
                 .connections
                 .get()
                 .map_or(0, |open| open.load(Ordering::Relaxed)),
-            sessions: self.instruments.session_states(),
+            sessions: self.parts.instruments.session_states(),
             health: health["nets"]
                 .as_array()
                 .map(|nets| {
@@ -676,6 +752,7 @@ impl Api {
                 })
                 .unwrap_or_default(),
             uart_bytes: self
+                .parts
                 .consoles
                 .stats()
                 .into_iter()
@@ -714,14 +791,15 @@ impl Api {
         }
     }
 
-    /// `GET /overview`: what the status page shows, as JSON.
     /// Each console for the status page: its state and what it printed last.
     fn console_tails(&self) -> Vec<Value> {
-        self.consoles
+        self.parts
+            .consoles
             .stats()
             .into_iter()
             .map(|stats| {
                 let tail = self
+                    .parts
                     .consoles
                     .console(&stats.net)
                     .map(|console| console.tail_text(CONSOLE_TAIL_BYTES))
@@ -735,14 +813,16 @@ impl Api {
             .collect()
     }
 
+    /// `GET /overview`: what the status page shows, as JSON.
     fn overview(&self) -> Value {
-        let lock = self.lock_box.snapshot();
+        let lock = self.parts.lock_box.snapshot();
         let held_secs = lock
             .as_ref()
-            .map_or(0.0, |record| self.lock_box.held_secs(record));
-        let health = self.health.report();
+            .map_or(0.0, |record| self.parts.lock_box.held_secs(record));
+        let health = self.parts.health.report();
         let buckets = health["nets"].as_array().cloned().unwrap_or_default();
         let nets: Vec<Value> = self
+            .parts
             .nets
             .list()
             .iter()
@@ -771,14 +851,14 @@ impl Api {
             },
             "lock": crate::page::lock_json(lock.as_ref(), held_secs),
             "queue": self
-                .lock_box
+                .parts.lock_box
                 .waiters()
                 .iter()
                 .map(|user| format_lock_user(user))
                 .collect::<Vec<_>>(),
             "health_state": health["state"],
             "nets": nets,
-            "jobs": self.runner.board.json(),
+            "jobs": self.parts.runner.board.json(),
             "consoles": self.console_tails(),
         })
     }
@@ -788,7 +868,7 @@ impl Api {
         if !self.info.enforce_locks {
             return Ok(());
         }
-        let Value::Object(record) = self.lock_box.status()? else {
+        let Value::Object(record) = self.parts.lock_box.status()? else {
             return Ok(());
         };
         if record.get("locked") != Some(&Value::Bool(true)) {
@@ -826,7 +906,7 @@ impl Api {
             return false;
         };
         let wanted = wanted.canonical();
-        self.nets.list().iter().any(|net| {
+        self.parts.nets.list().iter().any(|net| {
             net.get("address")
                 .and_then(Value::as_str)
                 .and_then(|a| common::addr::Address::parse(a).ok())
@@ -849,6 +929,7 @@ impl Api {
 
     fn status(&self) -> Value {
         let version = self.version();
+        let simulated = &self.info.simulated;
         json!({
             "healthy": true,
             "version": version,
@@ -856,15 +937,12 @@ impl Api {
             "nets": self.net_summaries(),
             "health": self.health_with_consoles(),
             "capabilities": {
-                "sim": self.info.simulator.is_some(),
-                "simulator": self.info.simulator.as_ref().map(simulator_json),
-                "rigol_simulator": self.info.rigol.as_ref().map(simulator_json),
-                "serial_simulator": self.info.serial.as_ref().map(|sim| json!({
-                    "address": sim.visa_address(),
-                    "control": sim.control.to_string(),
-                })),
-                "dut_simulator": self.info.dut.as_ref().map(|dut| json!({
-                    "link": dut.link.display().to_string(),
+                "sim": simulated.keithley.is_some(),
+                "simulator": simulated.keithley.as_ref().map(SimulatedInstrument::json),
+                "rigol_simulator": simulated.rigol.as_ref().map(SimulatedInstrument::json),
+                "serial_simulator": simulated.serial.as_ref().map(SimulatedInstrument::json),
+                "dut_simulator": simulated.dut.as_ref().map(|dut| json!({
+                    "link": dut.link,
                     "control": dut.control.to_string(),
                 })),
                 "uart": true,
@@ -878,16 +956,16 @@ impl Api {
     /// The health report with each console's state (console.md §2): open,
     /// gone or held, bytes captured, readers, writer.
     fn health_with_consoles(&self) -> Value {
-        let mut health = self.health.report();
+        let mut health = self.parts.health.report();
         if let Value::Object(map) = &mut health {
-            map.insert("consoles".into(), json!(self.consoles.stats()));
+            map.insert("consoles".into(), json!(self.parts.consoles.stats()));
         }
         health
     }
 
     /// Names and roles of the saved nets, for `/status`.
     fn net_summaries(&self) -> Value {
-        let nets = self.nets.list();
+        let nets = self.parts.nets.list();
         let summaries = nets
             .iter()
             .filter_map(|net| {
@@ -973,6 +1051,7 @@ const fn route(
 /// mode authorizes from its `effect`, and `lagerd/tests/it/tokens.rs` walks
 /// it, so a route added here is guarded and tested without more code.
 /// Add a route as one line; classify it by what it does, not by its method.
+#[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
     route("GET", "/lock", Effect::Read, Api::lock_status),
     route("POST", "/lock", Effect::Change, Api::lock),
@@ -988,48 +1067,23 @@ pub static ROUTES: &[Route] = &[
     route("POST", "/python", Effect::Hardware, Api::run_python),
     route("POST", "/python/kill", Effect::Change, Api::python_kill),
     route("POST", "/python/attach", Effect::Read, Api::python_attach),
-    route(
-        "POST",
-        "/python/continue",
-        Effect::Change,
-        Api::python_continue,
-    ),
-    route(
-        "POST",
-        "/python/breakpoint",
-        Effect::Read,
-        Api::python_breakpoint,
-    ),
+    route("POST", "/python/continue", Effect::Change, Api::python_continue),
+    route("POST", "/python/breakpoint", Effect::Read, Api::python_breakpoint),
     route("GET", "/download-file", Effect::Read, Api::download),
     route("GET", "/diagnose/usb", Effect::Read, Api::diagnose_usb),
     route("GET", "/diagnose/visa", Effect::Probe, Api::diagnose_visa),
-    route(
-        "GET",
-        "/diagnose/dispatcher",
-        Effect::Read,
-        Api::diagnose_dispatcher,
-    ),
+    route("GET", "/diagnose/dispatcher", Effect::Read, Api::diagnose_dispatcher),
     route("GET", "/nets/list", Effect::Read, Api::nets_list),
     route("POST", "/nets", Effect::Change, Api::nets_change),
     // Wheels are code every later job imports.
     route("GET", "/wheels", Effect::Read, Api::wheels_list),
     route("POST", "/wheels", Effect::Change, Api::wheels_install),
-    route(
-        "POST",
-        "/wheels/uninstall",
-        Effect::Change,
-        Api::wheels_uninstall,
-    ),
+    route("POST", "/wheels/uninstall", Effect::Change, Api::wheels_uninstall),
     // Consoles (console.md §3): reading is a read of lagerd's own capture;
     // claiming the writer, typing and releasing change the bench.
     route("GET", "/uart/stream", Effect::Read, Api::uart_read),
     route("POST", "/uart/stream", Effect::Hardware, Api::uart_type),
-    route(
-        "POST",
-        "/uart/write",
-        Effect::Hardware,
-        Api::uart_write_route,
-    ),
+    route("POST", "/uart/write", Effect::Hardware, Api::uart_write_route),
     route("POST", "/uart/release", Effect::Change, Api::uart_release),
     route("GET", "/uart/status", Effect::Read, Api::uart_status),
     route("GET", "/diagnose/uart", Effect::Read, Api::diagnose_uart),
@@ -1039,38 +1093,13 @@ pub static ROUTES: &[Route] = &[
     route("GET", "/", Effect::Read, Api::page_route),
     route("GET", "/overview", Effect::Read, Api::overview_route),
     route("POST", "/cache/clear", Effect::Change, Api::cache_clear),
-    route(
-        "POST",
-        "/cache/clear_all",
-        Effect::Change,
-        Api::cache_clear_all,
-    ),
+    route("POST", "/cache/clear_all", Effect::Change, Api::cache_clear_all),
     route("GET", "/cache/stats", Effect::Read, Api::cache_stats),
     // Monitors open (and keep using) an instrument session.
-    route(
-        "GET",
-        "/supply/monitor",
-        Effect::Hardware,
-        Api::supply_monitor,
-    ),
-    route(
-        "GET",
-        "/battery/monitor",
-        Effect::Hardware,
-        Api::battery_monitor,
-    ),
-    route(
-        "POST",
-        "/supply/command",
-        Effect::Hardware,
-        Api::supply_command,
-    ),
-    route(
-        "POST",
-        "/battery/command",
-        Effect::Hardware,
-        Api::battery_command,
-    ),
+    route("GET", "/supply/monitor", Effect::Hardware, Api::supply_monitor),
+    route("GET", "/battery/monitor", Effect::Hardware, Api::battery_monitor),
+    route("POST", "/supply/command", Effect::Hardware, Api::supply_command),
+    route("POST", "/battery/command", Effect::Hardware, Api::battery_command),
 ];
 
 impl Service for Api {
@@ -1121,21 +1150,30 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 fn runner_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(RunError::BadRequest("Invalid JSON".into()).into()),
+        _ => Err(RunError::InvalidJson.into()),
     }
 }
 
-fn wheel_failure(error: &crate::scriptenv::wheels::WheelError) -> Response {
-    let mut body = json!({"success": false, "error": error.to_string()});
-    if let crate::scriptenv::wheels::WheelError::Pip { what, output } = error {
-        body["wheel"] = json!(what);
-        body["output"] = json!(output);
+/// runner.md §3.4 and §4: the request's own fault 400, a run that cannot
+/// be (no such run, an unusable module, a failed pip) 422, a full box
+/// 503, the box's own failure 500.
+fn run_status(error: &RunError) -> u16 {
+    use crate::runner::archive::ArchiveError;
+    match error {
+        RunError::Upload(_)
+        | RunError::InvalidJson
+        | RunError::BadTimeout
+        | RunError::NoProcessId => 400,
+        RunError::BadProcessId(_)
+        | RunError::BadSignal(_)
+        | RunError::NoSuchRun(_)
+        | RunError::NoPayload
+        | RunError::NoMain
+        | RunError::Requirements(_) => 422,
+        RunError::Archive(ArchiveError::Io(_)) | RunError::Io(_) => 500,
+        RunError::Archive(_) => 422,
+        RunError::Full { .. } => 503,
     }
-    json_response(error.status(), &body)
-}
-
-fn simulator_json(sim: &Simulator) -> Value {
-    json!({"address": sim.visa_address(), "control": sim.control.to_string()})
 }
 
 /// The `address` query parameter of the diagnose routes, `""` when absent.
@@ -1147,8 +1185,31 @@ fn ok(value: Value) -> Result<Response, ApiError> {
     Ok(json_response(200, &value))
 }
 
-fn answer((status, body): (u16, Value)) -> Response {
-    json_response(status, &body)
+fn facts(facts: Facts) -> Result<Response, ApiError> {
+    ok(facts.map_err(ApiError::Diagnose)?)
+}
+
+/// instruments.md §7 and §10: a net or action the box cannot serve is
+/// 404 or 400; the instrument's own failure 502, or 504 when its call ran
+/// past the 30 s deadline (§2); a watch of the other role holding the
+/// instrument is `in_use` (a 200 refusal for commands, 409 for monitors).
+fn instrument_status(error: &CommandError, in_use: u16) -> u16 {
+    match error {
+        CommandError::UnknownNet(_) => 404,
+        CommandError::InUse(_) => in_use,
+        CommandError::Driver { error, .. } => match error {
+            DriverError::Invalid(_) => 400,
+            DriverError::Session(SessionError::Deadline { .. }) => 504,
+            _ => 502,
+        },
+        CommandError::Incomplete
+        | CommandError::WrongRole { .. }
+        | CommandError::BadChannel { .. }
+        | CommandError::Unsupported { .. }
+        | CommandError::BadAddress { .. }
+        | CommandError::BadInterval { .. }
+        | CommandError::Action(_) => 400,
+    }
 }
 
 /// A `text/plain` framed stream with `Lager-Output-Version: 1` (§3.1).
@@ -1226,6 +1287,33 @@ mod tests {
             Route::find("GET", "/nope"),
             Err(ApiError::NotFound)
         ));
+    }
+
+    #[test]
+    fn an_instrument_past_the_call_deadline_is_504_invoke_timeout() {
+        let address = "TCPIP0::127.0.0.1::5025::SOCKET".to_string();
+        let wedged = CommandError::Driver {
+            address: address.clone(),
+            error: DriverError::Session(SessionError::Deadline {
+                address: address.clone(),
+            }),
+        };
+        let response = ApiError::Command(wedged).into_response();
+        assert_eq!(response.status, 504, "instruments.md §2");
+        let Body::Full(body) = response.body else {
+            panic!("a JSON body");
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["success"], false);
+        let error = body["error"].as_str().unwrap();
+        assert!(error.starts_with("invoke-timeout: "), "{error}");
+        assert!(error.ends_with(&format!("({address})")), "{error}");
+        // Any other failure of the instrument stays 502 (§10.4).
+        let gone = CommandError::Driver {
+            address,
+            error: DriverError::Function("no"),
+        };
+        assert_eq!(instrument_status(&gone, 200), 502);
     }
 
     #[test]

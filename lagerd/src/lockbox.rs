@@ -1,21 +1,25 @@
 //! The box reservation lock (locking.md Part A): one record in
 //! `<state-dir>/lock.json`, the only writer of that file.
 //!
-//! The file is the source of truth (A.4). Every operation, reads included,
-//! takes the in-process mutex and an exclusive `flock` on
-//! `lock.json.flock`, re-reads the file, reaps an expired lock, hands a free
-//! lock to the head of the wait queue, then applies its change. A change is
-//! on disk (temp file, fsync, rename, fsync of the directory) before the
-//! caller gets its reply, so a crash after a reply loses nothing and a crash
-//! before one leaves the previous file intact.
+//! The file is the source of truth (A.4). Every change takes the
+//! in-process mutex and an exclusive `flock` on `lock.json.flock`, re-reads
+//! the file, reaps an expired lock, hands a free lock to the head of the
+//! wait queue, then applies its change. Reads that the file answers alone
+//! (`GET /lock`, an acquire refused at once, `/metrics`) take neither: they
+//! stat the file and reuse the last parse unless the stat changed (`peek`,
+//! `snapshot`); an expired or corrupt record, or a queue, sends them through
+//! the critical section too. A change is on disk (temp file, fsync, rename,
+//! fsync of the directory) before the caller gets its reply, so a crash
+//! after a reply loses nothing and a crash before one leaves the previous
+//! file intact.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,10 +28,13 @@ use log::{error, info, warn};
 use serde_json::{Map, Value};
 
 use crate::clock::{format_timestamp, parse_timestamp, Clock};
+use crate::fsutil::{self, Durability};
 
 /// A lock record as stored: unknown keys are kept verbatim (A.3).
 pub type Record = Map<String, Value>;
 
+/// The record's file in the state dir (A.4).
+const LOCK_FILE: &str = "lock.json";
 /// Most waiters a box queues; one more is refused at once (A.8).
 const QUEUE_MAX: usize = 64;
 /// TTL given to an auto-lock whose request names no usable TTL (A.6).
@@ -37,18 +44,20 @@ const CORRUPT_COPIES_KEPT: usize = 5;
 /// How often a waiting request checks whether its client went away.
 const WAITER_POLL: Duration = Duration::from_millis(200);
 
-/// Why a lock operation did not succeed; each maps to one HTTP status.
+/// Why a lock operation did not succeed (http.rs gives each its status).
 #[derive(Debug)]
 pub enum LockError {
-    /// 400 with the spec's exact message (A.5, A.8).
+    /// A malformed request, with the spec's exact message (A.5, A.8).
     Invalid(&'static str),
-    /// 404: heartbeat on a free box.
+    /// A heartbeat on a free box.
     NotLocked,
-    /// 409 (acquire) or 403 (heartbeat, unlock): held by someone else.
-    Held { status: u16, record: Record },
-    /// 500: the state could not be read or written.
+    /// An acquire while someone else holds the box: their record.
+    Taken { record: Record },
+    /// A heartbeat or unlock by someone who does not hold the box.
+    NotHolder { record: Record },
+    /// The state could not be read or written.
     Persist(io::Error),
-    /// 503: the daemon is stopping while the request waited in the queue.
+    /// The daemon is stopping while the request waited in the queue.
     ShuttingDown,
     /// The client left while queued; nobody reads this answer.
     Abandoned,
@@ -59,7 +68,9 @@ impl std::fmt::Display for LockError {
         match self {
             LockError::Invalid(msg) => f.write_str(msg),
             LockError::NotLocked => f.write_str("Box is not locked"),
-            LockError::Held { record, .. } => write!(f, "Box is locked by {}", user_text(record)),
+            LockError::Taken { record } | LockError::NotHolder { record } => {
+                write!(f, "Box is locked by {}", user_text(record))
+            }
             LockError::Persist(e) => write!(f, "Could not persist lock state: {e}"),
             LockError::ShuttingDown => {
                 f.write_str("lagerd is shutting down; retry once it is back (lager hello)")
@@ -96,7 +107,8 @@ struct Queue {
 pub struct LockBox {
     dir: PathBuf,
     lock_path: PathBuf,
-    dir_handle: File,
+    /// The state dir, through which `lock.json` is replaced.
+    state_dir: fsutil::Dir,
     flock_handle: File,
     clock: Arc<dyn Clock>,
     queue: Mutex<Queue>,
@@ -110,7 +122,6 @@ pub struct LockBox {
     /// waits behind 0.6 ms writes with 8 contending clients).
     turnstile: Turnstile,
     stopping: AtomicBool,
-    temp_seq: AtomicU64,
 }
 
 /// What identifies one version of `lock.json` without reading it. Our own
@@ -147,11 +158,12 @@ struct Parsed {
 
 #[derive(Clone)]
 enum Disk {
-    /// Missing, or a record without a truthy `locked`.
+    /// Missing, or a record whose `locked` is absent or false.
     Free,
     Held(Record),
-    /// Not a JSON object; the bytes, to report and copy aside.
-    Corrupt(Arc<Vec<u8>>),
+    /// Not a lock record (`parse_record`): the bytes, to report and copy
+    /// aside, and what was wrong with them.
+    Corrupt(Arc<Vec<u8>>, &'static str),
 }
 
 impl LockBox {
@@ -173,8 +185,8 @@ impl LockBox {
             .open(dir.join("lock.json.flock"))?;
         let lock_box = LockBox {
             dir: dir.to_path_buf(),
-            lock_path: dir.join("lock.json"),
-            dir_handle: File::open(dir)?,
+            lock_path: dir.join(LOCK_FILE),
+            state_dir: fsutil::Dir::open(dir)?,
             flock_handle,
             clock,
             queue: Mutex::new(Queue::default()),
@@ -183,7 +195,6 @@ impl LockBox {
             parsed: Mutex::new(None),
             turnstile: Turnstile::default(),
             stopping: AtomicBool::new(false),
-            temp_seq: AtomicU64::new(0),
         };
         {
             let mut queue = lock_box.lock_queue();
@@ -227,10 +238,7 @@ impl LockBox {
             if let Some(Some(record)) = self.peek() {
                 if !user_is(&record, &grant.user) {
                     crate::metrics::lock_refused();
-                    return Err(LockError::Held {
-                        status: 409,
-                        record,
-                    });
+                    return Err(LockError::Taken { record });
                 }
             }
         }
@@ -247,8 +255,7 @@ impl LockBox {
             }
             Some(record) if wait.is_zero() || txn.queue.waiters.len() >= QUEUE_MAX => {
                 crate::metrics::lock_refused();
-                Err(LockError::Held {
-                    status: 409,
+                Err(LockError::Taken {
                     record: record.clone(),
                 })
             }
@@ -289,8 +296,7 @@ impl LockBox {
                 txn.store(&record)?;
                 Ok(Value::Object(record))
             }
-            Some(record) => Err(LockError::Held {
-                status: 403,
+            Some(record) => Err(LockError::NotHolder {
                 record: record.clone(),
             }),
         })
@@ -317,10 +323,7 @@ impl LockBox {
             } else if force {
                 info!("lock of {} force-released by {user}", user_text(&record));
             } else {
-                return Err(LockError::Held {
-                    status: 403,
-                    record,
-                });
+                return Err(LockError::NotHolder { record });
             }
             txn.clear()?;
             Ok(unlocked_body(Some("Box unlocked")))
@@ -366,7 +369,8 @@ impl LockBox {
             .map_or(0.0, |since| (self.clock.now() - since).max(0.0))
     }
 
-    /// Wakes every queued request so it can answer 503 and let the daemon stop.
+    /// Wakes every queued request so it can answer `ShuttingDown` and let
+    /// the daemon stop.
     pub fn shut_down(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.queue_changed.notify_all();
@@ -465,8 +469,8 @@ impl LockBox {
         match self.on_disk() {
             Disk::Free => None,
             Disk::Held(record) => Some(record),
-            Disk::Corrupt(bytes) => {
-                self.keep_corrupt(queue, &bytes);
+            Disk::Corrupt(bytes, why) => {
+                self.keep_corrupt(queue, &bytes, why);
                 None
             }
         }
@@ -481,7 +485,7 @@ impl LockBox {
     /// expired lock to reap, a free lock owed to a waiter, a corrupt file).
     fn peek(&self) -> Option<Option<Record>> {
         match self.on_disk() {
-            Disk::Corrupt(_) => None,
+            Disk::Corrupt(..) => None,
             Disk::Free if self.waiting.load(Ordering::SeqCst) > 0 => None,
             Disk::Free => Some(None),
             Disk::Held(record) if is_expired(&record, self.clock.now()) => None,
@@ -514,10 +518,10 @@ impl LockBox {
         }
         let disk = match stamp.map(|_| fs::read(&self.lock_path)) {
             None => Disk::Free,
-            Some(Ok(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(record)) if is_truthy(record.get("locked")) => Disk::Held(record),
-                Ok(Value::Object(_)) => Disk::Free,
-                Ok(_) | Err(_) => Disk::Corrupt(Arc::new(bytes)),
+            Some(Ok(bytes)) => match parse_record(&bytes) {
+                Ok(Some(record)) => Disk::Held(record),
+                Ok(None) => Disk::Free,
+                Err(why) => Disk::Corrupt(Arc::new(bytes), why),
             },
             Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => Disk::Free,
             Some(Err(e)) => {
@@ -535,7 +539,7 @@ impl LockBox {
     }
 
     /// Logs a corrupt state file and copies it aside, once per content (A.4).
-    fn keep_corrupt(&self, queue: &mut Queue, bytes: &[u8]) {
+    fn keep_corrupt(&self, queue: &mut Queue, bytes: &[u8], why: &str) {
         let hash = fnv1a(bytes);
         if queue.last_corrupt == Some(hash) {
             return;
@@ -550,13 +554,13 @@ impl LockBox {
         };
         match kept {
             Ok(()) => warn!(
-                "{} is not a valid lock record ({} bytes); treating the box as unlocked, copy kept as {}",
+                "{} is not a valid lock record ({why}; {} bytes); treating the box as unlocked, copy kept as {}",
                 self.lock_path.display(),
                 bytes.len(),
                 aside.display()
             ),
             Err(e) => error!(
-                "{} is not a valid lock record and could not be copied aside: {e}",
+                "{} is not a valid lock record ({why}) and could not be copied aside: {e}",
                 self.lock_path.display()
             ),
         }
@@ -587,7 +591,8 @@ impl LockBox {
     }
 
     /// A crash between creating and renaming a temp file leaves it behind;
-    /// under the flock no other writer can own one, so they all go.
+    /// under the flock no other writer can own one, so they all go (also
+    /// `.lock-<pid>-<n>.json`, the name lagerd 0.61.0 gave them).
     fn remove_stale_temp_files(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
@@ -595,7 +600,8 @@ impl LockBox {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with(".lock-") && name.ends_with(".json") {
+            let legacy = name.starts_with(".lock-") && name.ends_with(".json");
+            if legacy || fsutil::is_temp_of(LOCK_FILE, &name) {
                 warn!("removing {name}, left by an interrupted write");
                 let _ = fs::remove_file(entry.path());
             }
@@ -606,33 +612,13 @@ impl LockBox {
     fn write_file(&self, record: &Record) -> io::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         bytes.push(b'\n');
-        let temp = self.dir.join(format!(
-            ".lock-{}-{}.json",
-            std::process::id(),
-            self.temp_seq.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&temp)?;
-            // fchmod: the umask must not make the record unreadable to tools.
-            file.set_permissions(fs::Permissions::from_mode(0o644))?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&temp, &self.lock_path)?;
-            self.dir_handle.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&temp);
-            return written;
-        }
+        self.state_dir
+            .replace(LOCK_FILE, &bytes, Durability::Durable)?;
         // What we just wrote needs no parsing; its stamp is the new inode's.
         if let Ok(meta) = fs::metadata(&self.lock_path) {
             self.remember(Some(FileStamp::of(&meta)), Disk::Held(record.clone()));
         }
-        written
+        Ok(())
     }
 
     fn remove_file(&self) -> io::Result<()> {
@@ -642,7 +628,7 @@ impl LockBox {
             Err(e) => return Err(e),
         }
         self.remember(None, Disk::Free);
-        self.dir_handle.sync_all()
+        self.state_dir.sync()
     }
 
     fn remember(&self, stamp: Option<FileStamp>, disk: Disk) {
@@ -941,29 +927,52 @@ fn is_expired(record: &Record, now: f64) -> bool {
     }
 }
 
-/// Python truthiness of `locked`: a file without a truthy `locked` is no lock.
-fn is_truthy(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
+/// Reads the bytes of `lock.json` (A.3, A.4): `Ok(Some)` a lock,
+/// `Ok(None)` no lock (`locked` absent or `false`), `Err` a corrupt file
+/// with what is wrong. The fields A.3 defines must have its types whenever
+/// present: a file that says `"locked": "yes"` or `"user": 5` was not
+/// written by a lock server and must not be served as one. Unknown keys
+/// and unparseable timestamps are kept (A.3: such a lock never expires).
+pub fn parse_record(bytes: &[u8]) -> Result<Option<Record>, &'static str> {
+    let record = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(record)) => record,
+        Ok(_) => return Err("not a JSON object"),
+        Err(_) => return Err("not JSON"),
+    };
+    let locked = match record.get("locked") {
+        None => false,
+        Some(Value::Bool(locked)) => *locked,
+        Some(_) => return Err("locked is not true or false"),
+    };
+    for key in ["user", "holder_type", "locked_at", "last_heartbeat"] {
+        if record.get(key).is_some_and(|value| !value.is_string()) {
+            return Err(match key {
+                "user" => "user is not a string",
+                "holder_type" => "holder_type is not a string",
+                "locked_at" => "locked_at is not a string",
+                _ => "last_heartbeat is not a string",
+            });
+        }
     }
+    match record.get("ttl_seconds") {
+        None | Some(Value::Null) => {}
+        Some(ttl) if ttl.as_u64().is_some_and(|secs| secs >= 1) => {}
+        Some(_) => return Err("ttl_seconds is not null or an integer of at least 1"),
+    }
+    Ok(locked.then_some(record))
 }
 
 fn user_is(record: &Record, user: &str) -> bool {
     record.get("user").and_then(Value::as_str) == Some(user)
 }
 
-/// The holder for messages: the string itself, or the JSON of a legacy value.
+/// The holder for messages; `parse_record` let only strings through.
 fn user_text(record: &Record) -> String {
-    match record.get("user") {
-        Some(Value::String(user)) => user.clone(),
-        Some(other) => other.to_string(),
-        None => "unknown".to_string(),
-    }
+    record
+        .get("user")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 fn describe(record: &Record) -> String {
@@ -1152,14 +1161,14 @@ mod tests {
             .lock_box
             .acquire(&body(json!({"user": "bob"})), &never())
             .unwrap_err();
-        assert!(matches!(&err, LockError::Held { status: 409, .. }));
+        assert!(matches!(&err, LockError::Taken { .. }));
         assert_eq!(err.to_string(), "Box is locked by alice");
 
         let err = f
             .lock_box
             .release(&body(json!({"user": "bob"})))
             .unwrap_err();
-        assert!(matches!(err, LockError::Held { status: 403, .. }));
+        assert!(matches!(err, LockError::NotHolder { .. }));
         assert_eq!(f.lock_box.status().unwrap()["user"], "alice");
 
         let err = f
@@ -1306,7 +1315,7 @@ mod tests {
         let got = hb("a").unwrap();
         assert_eq!(got["last_heartbeat"], "2026-03-20T13:00:20Z");
         assert!(got.get("previous_user").is_none());
-        assert!(matches!(hb("b"), Err(LockError::Held { status: 403, .. })));
+        assert!(matches!(hb("b"), Err(LockError::NotHolder { .. })));
         // 20 s + 30 s: only a heartbeat kept it alive past the first TTL.
         f.clock.advance(30.0);
         assert_eq!(f.lock_box.status().unwrap()["user"], "a");
@@ -1369,6 +1378,73 @@ mod tests {
         assert_eq!(aside, "{\"locked\": tr");
     }
 
+    /// Issue 12 defect 5: valid JSON with the wrong types was served
+    /// verbatim by `GET /lock` as if it were a lock.
+    #[test]
+    fn a_record_with_wrong_types_is_corrupt() {
+        let f = fixture("wrong-types");
+        let wrong = r#"{"locked":"yes","locked_at":7,"ttl_seconds":"x","user":5}"#;
+        fs::write(f.dir.join("lock.json"), wrong).unwrap();
+        assert_eq!(f.lock_box.status().unwrap(), json!({"locked": false}));
+        assert_eq!(f.lock_box.status().unwrap(), json!({"locked": false}));
+        let aside = fs::read_to_string(f.dir.join("lock.json.corrupt-1774011600")).unwrap();
+        assert_eq!(aside, wrong, "kept aside once, byte for byte");
+        let got = f
+            .lock_box
+            .acquire(&body(json!({"user": "a"})), &never())
+            .unwrap();
+        assert_eq!(got["previous_user"], Value::Null);
+        assert_eq!(on_disk(&f)["user"], "a");
+    }
+
+    #[test]
+    fn records_are_checked_field_by_field() {
+        let held = |text: &str| parse_record(text.as_bytes()).map(|r| r.is_some());
+        for valid in [
+            r#"{"locked": true}"#,
+            r#"{"locked": true, "user": "old", "locked_at": "2020-01-01T00:00:00Z"}"#,
+            r#"{"locked": true, "user": "a", "holder_type": "dashboard:1", "ttl_seconds": null}"#,
+            r#"{"locked": true, "user": "a", "ttl_seconds": 1, "last_heartbeat": "soon"}"#,
+            r#"{"locked": true, "user": "a", "origin": [1, {"x": null}]}"#,
+        ] {
+            assert_eq!(held(valid), Ok(true), "{valid}");
+        }
+        for free in ["{}", r#"{"locked": false}"#, r#"{"user": "a"}"#] {
+            assert_eq!(held(free), Ok(false), "{free}");
+        }
+        let cases = [
+            ("", "not JSON"),
+            ("[]", "not a JSON object"),
+            (r#"{"locked": 1}"#, "locked is not true or false"),
+            (r#"{"locked": null}"#, "locked is not true or false"),
+            (r#"{"locked": true, "user": 5}"#, "user is not a string"),
+            (r#"{"locked": false, "user": null}"#, "user is not a string"),
+            (
+                r#"{"locked": true, "holder_type": 1}"#,
+                "holder_type is not a string",
+            ),
+            (
+                r#"{"locked": true, "locked_at": 7}"#,
+                "locked_at is not a string",
+            ),
+            (
+                r#"{"locked": true, "last_heartbeat": []}"#,
+                "last_heartbeat is not a string",
+            ),
+        ];
+        for (text, why) in cases {
+            assert_eq!(held(text), Err(why), "{text}");
+        }
+        for ttl in [r#""x""#, "0", "-5", "2.5", "true", "[]"] {
+            let text = format!(r#"{{"locked": true, "user": "a", "ttl_seconds": {ttl}}}"#);
+            assert_eq!(
+                held(&text),
+                Err("ttl_seconds is not null or an integer of at least 1"),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn only_five_corrupt_copies_are_kept() {
         let f = fixture("prune");
@@ -1396,10 +1472,7 @@ mod tests {
         let before = fs::read(f.dir.join("lock.json")).unwrap();
         // A directory squatting on the next temp name makes the write fail
         // even for root, which permission bits would not stop.
-        let seq = f.lock_box.temp_seq.load(Ordering::Relaxed);
-        let squatter = f
-            .dir
-            .join(format!(".lock-{}-{seq}.json", std::process::id()));
+        let squatter = f.lock_box.state_dir.peek_temp(LOCK_FILE);
         fs::create_dir(&squatter).unwrap();
         let err = f
             .lock_box
@@ -1423,11 +1496,33 @@ mod tests {
                     .unwrap()
                     .file_name()
                     .to_string_lossy()
-                    .starts_with(".lock-")
+                    .ends_with(".tmp")
             })
             .count();
         assert_eq!(leftovers, 0, "no temp files are left behind");
         assert_eq!(f.lock_box.status().unwrap()["user"], "a");
+    }
+
+    #[test]
+    fn temp_files_of_a_crashed_write_are_removed_at_open() {
+        let f = fixture("stale-temp");
+        f.lock_box
+            .acquire(&body(json!({"user": "a"})), &never())
+            .unwrap();
+        // What a crash between write and rename leaves, named as this
+        // lagerd and as 0.61.0 named it; other files stay.
+        let stale = f.lock_box.state_dir.peek_temp(LOCK_FILE);
+        fs::write(&stale, b"{\"locked\": tr").unwrap();
+        fs::write(f.dir.join(".lock-77-3.json"), b"{").unwrap();
+        fs::write(f.dir.join("saved_nets.json"), b"[]").unwrap();
+        let reopened = LockBox::open(&f.dir, f.clock.clone()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&f.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["lock.json", "lock.json.flock", "saved_nets.json"]);
+        assert_eq!(reopened.status().unwrap()["user"], "a");
     }
 
     #[test]
@@ -1505,7 +1600,7 @@ mod tests {
             .lock_box
             .acquire(&body(json!({"user": "w", "wait_seconds": 1})), &never())
             .unwrap_err();
-        assert!(matches!(&err, LockError::Held { status: 409, .. }), "{err}");
+        assert!(matches!(&err, LockError::Taken { .. }), "{err}");
         assert!(started.elapsed() >= Duration::from_secs(1));
         assert!(f.lock_box.lock_queue().waiters.is_empty());
 
@@ -1570,7 +1665,7 @@ mod tests {
             .lock_box
             .acquire(&body(json!({"user": "late", "wait_seconds": 60})), &never())
             .unwrap_err();
-        assert!(matches!(err, LockError::Held { status: 409, .. }));
+        assert!(matches!(err, LockError::Taken { .. }));
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "refused at once"

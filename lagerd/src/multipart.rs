@@ -218,9 +218,15 @@ mod tests {
             parse(b"--bJUNK\r\n\r\n", "b"),
             Err(MultipartError::BadPartHeaders)
         );
-        // Every truncation of a valid body is either an error or a prefix of it.
+        // A body cut anywhere is an error until its closing delimiter is
+        // in: an upload that lost its end never runs with part of a script.
+        let whole = parse(&good, "b").unwrap();
+        let closed = good.len() - "\r\n".len();
         for cut in 0..good.len() {
-            let _ = parse(&good[..cut], "b");
+            match parse(&good[..cut], "b") {
+                Ok(parts) => assert!(cut >= closed && parts == whole, "cut at {cut}: {parts:?}"),
+                Err(e) => assert!(cut < closed, "cut at {cut}: {e}"),
+            }
         }
         assert_eq!(parse(b"--b--", "b"), Ok(vec![]));
     }

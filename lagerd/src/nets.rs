@@ -25,8 +25,82 @@ const ROLES: &[&str] = &[
     "uart",
 ];
 
-/// A refused change: HTTP status and message.
-pub type Refusal = (u16, String);
+/// Why `POST /nets` changed nothing. The texts are what `lager nets` and
+/// the package's net store show.
+#[derive(Debug)]
+pub enum NetsError {
+    /// `save` or `replace` without a list of nets.
+    NotAList,
+    /// One name twice in one list.
+    Twice(String),
+    /// `rename` without a usable new name.
+    BadNewName,
+    /// `rename` to a name a net already has.
+    NameTaken(String),
+    /// `add` of a name a net already has.
+    Exists(String),
+    /// `rename` or `delete` of a net the file does not hold.
+    NotSaved(String),
+    UnknownAction,
+    /// A net that is not a JSON object.
+    NotAnObject,
+    BadName,
+    UnknownRole(String),
+    /// An instrument lager has no driver for in that role.
+    Unsupported {
+        name: String,
+        role: String,
+        instrument: String,
+    },
+    BadAddress(common::addr::AddressError),
+    /// A `uart` net's port or serial params, with the console module's
+    /// reason (console.md §1).
+    BadConsole(String),
+    /// `pin` as given, when it is no channel number.
+    BadPin(Value),
+    /// `saved_nets.json` could not be written; the old one stands.
+    Save(std::io::Error),
+}
+
+impl std::fmt::Display for NetsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetsError::NotAList => f.write_str("nets must be a list of net objects"),
+            NetsError::Twice(name) => write!(f, "Net '{name}' is in the list twice"),
+            NetsError::BadNewName => f.write_str("new_name is required and may not contain spaces"),
+            NetsError::NameTaken(name) => {
+                write!(f, "Net '{name}' already exists; pick another name")
+            }
+            NetsError::Exists(name) => write!(
+                f,
+                "Net '{name}' already exists; delete it first (lager nets delete {name})"
+            ),
+            NetsError::NotSaved(name) => write!(f, "Net '{name}' not found in the saved nets"),
+            NetsError::UnknownAction => {
+                f.write_str("action must be one of add, delete, save, replace, rename, delete_all")
+            }
+            NetsError::NotAnObject => f.write_str("net must be an object"),
+            NetsError::BadName => f.write_str("net name is required and may not contain spaces"),
+            NetsError::UnknownRole(role) => {
+                write!(f, "unknown role '{role}'; one of: {}", ROLES.join(", "))
+            }
+            NetsError::Unsupported {
+                name,
+                role,
+                instrument,
+            } => write!(
+                f,
+                "Unsupported instrument '{instrument}' for {role} net '{name}'."
+            ),
+            NetsError::BadAddress(e) => e.fmt(f),
+            NetsError::BadConsole(why) => f.write_str(why),
+            NetsError::BadPin(pin) => {
+                write!(f, "pin must be a channel number of 1 or more, not {pin}")
+            }
+            NetsError::Save(e) => write!(f, "Could not save the nets: {e}"),
+        }
+    }
+}
 
 /// Largest `saved_nets.json` read: thousands of nets; a larger file is
 /// treated as unreadable (the last good list is kept).
@@ -63,7 +137,7 @@ impl Nets {
     /// "name", "role"?}`, and for the `lager` package's net store (scripts.md
     /// §2): `save` (add or replace by name, `nets: [...]`), `replace` (the
     /// whole saved list), `rename` (`name`, `new_name`), `delete_all`.
-    pub fn change(&self, body: &Map<String, Value>) -> Result<String, Refusal> {
+    pub fn change(&self, body: &Map<String, Value>) -> Result<String, NetsError> {
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut saved = self.saved();
         let text = |key: &str| {
@@ -73,9 +147,9 @@ impl Nets {
                 .to_string()
         };
         // Every net of a list is checked before anything is written.
-        let listed = || -> Result<Vec<Value>, Refusal> {
+        let listed = || -> Result<Vec<Value>, NetsError> {
             let Some(Value::Array(nets)) = body.get("nets") else {
-                return Err((400, "nets must be a list of net objects".to_string()));
+                return Err(NetsError::NotAList);
             };
             let nets = nets
                 .iter()
@@ -84,7 +158,7 @@ impl Nets {
             let mut names: Vec<&str> = nets.iter().filter_map(|n| n["name"].as_str()).collect();
             names.sort_unstable();
             if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
-                return Err((400, format!("Net '{}' is in the list twice", twice[0])));
+                return Err(NetsError::Twice(twice[0].to_string()));
             }
             Ok(nets)
         };
@@ -110,26 +184,20 @@ impl Nets {
             Some("rename") => {
                 let (old, new) = (text("name"), text("new_name"));
                 if new.is_empty() || new.contains(char::is_whitespace) {
-                    return Err((
-                        400,
-                        "new_name is required and may not contain spaces".into(),
-                    ));
+                    return Err(NetsError::BadNewName);
                 }
                 if self
                     .list()
                     .iter()
                     .any(|n| n.get("name").and_then(Value::as_str) == Some(new.as_str()))
                 {
-                    return Err((
-                        400,
-                        format!("Net '{new}' already exists; pick another name"),
-                    ));
+                    return Err(NetsError::NameTaken(new));
                 }
                 let Some(net) = saved
                     .iter_mut()
                     .find(|n| n.get("name").and_then(Value::as_str) == Some(old.as_str()))
                 else {
-                    return Err((404, format!("Net '{old}' not found in the saved nets")));
+                    return Err(NetsError::NotSaved(old));
                 };
                 net["name"] = json!(new);
                 format!("Renamed net '{old}' to '{new}'")
@@ -142,7 +210,7 @@ impl Nets {
                     .iter()
                     .any(|n| n.get("name").and_then(Value::as_str) == Some(name.as_str()))
                 {
-                    return Err((400, format!("Net '{name}' already exists; delete it first (lager nets delete {name})")));
+                    return Err(NetsError::Exists(name));
                 }
                 saved.push(net);
                 format!("Added net '{name}'")
@@ -156,17 +224,11 @@ impl Nets {
                         || role.is_some_and(|r| n.get("role").and_then(Value::as_str) != Some(r))
                 });
                 if saved.len() == before {
-                    return Err((404, format!("Net '{name}' not found in the saved nets")));
+                    return Err(NetsError::NotSaved(name));
                 }
                 format!("Deleted net '{name}'")
             }
-            _ => {
-                return Err((
-                    400,
-                    "action must be one of add, delete, save, replace, rename, delete_all"
-                        .to_string(),
-                ))
-            }
+            _ => return Err(NetsError::UnknownAction),
         };
         let bytes = serde_json::to_vec_pretty(&Value::Array(saved)).unwrap_or_default();
         fsutil::replace(
@@ -174,7 +236,7 @@ impl Nets {
             &bytes,
             Durability::Durable,
         )
-        .map_err(|e| (500, format!("Could not save the nets: {e}")))?;
+        .map_err(NetsError::Save)?;
         Ok(message)
     }
 
@@ -217,10 +279,9 @@ impl Nets {
 
 /// A net to add: known role, a driver for supply/battery instruments, a
 /// parseable address (stored in canonical form), `pin` 1 by default.
-fn validate(net: Option<&Value>) -> Result<Value, Refusal> {
-    let bad = |why: String| Err((400, why));
+fn validate(net: Option<&Value>) -> Result<Value, NetsError> {
     let Some(Value::Object(net)) = net else {
-        return bad("net must be an object".into());
+        return Err(NetsError::NotAnObject);
     };
     let text = |key: &str| {
         net.get(key)
@@ -230,17 +291,14 @@ fn validate(net: Option<&Value>) -> Result<Value, Refusal> {
     };
     let (name, role, instrument) = (text("name"), text("role"), text("instrument"));
     if name.is_empty() || name.contains(char::is_whitespace) {
-        return bad("net name is required and may not contain spaces".into());
+        return Err(NetsError::BadName);
     }
     if !ROLES.contains(&role) {
-        return bad(format!(
-            "unknown role '{role}'; one of: {}",
-            ROLES.join(", ")
-        ));
+        return Err(NetsError::UnknownRole(role.to_string()));
     }
     // A console names a serial port, not a VISA instrument (console.md §1).
     if role == "uart" {
-        return crate::console::params::validate_net(name, net).map_err(|e| (400, e));
+        return crate::console::params::validate_net(name, net).map_err(NetsError::BadConsole);
     }
     let lowered = instrument.to_ascii_lowercase();
     let supported = match role {
@@ -251,19 +309,17 @@ fn validate(net: Option<&Value>) -> Result<Value, Refusal> {
         _ => !instrument.is_empty(),
     };
     if !supported {
-        return bad(format!(
-            "Unsupported instrument '{instrument}' for {role} net '{name}'."
-        ));
+        return Err(NetsError::Unsupported {
+            name: name.to_string(),
+            role: role.to_string(),
+            instrument: instrument.to_string(),
+        });
     }
-    let address = Address::parse(text("address")).map_err(|e| (400, e.to_string()))?;
+    let address = Address::parse(text("address")).map_err(NetsError::BadAddress)?;
     let pin = match net.get("pin") {
         None | Some(Value::Null) => json!(1),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|p| p >= 1) => json!(n),
-        Some(other) => {
-            return bad(format!(
-                "pin must be a channel number of 1 or more, not {other}"
-            ))
-        }
+        Some(other) => return Err(NetsError::BadPin(other.clone())),
     };
     Ok(
         json!({"name": name, "role": role, "instrument": instrument, "address": address.canonical(), "pin": pin}),
@@ -293,8 +349,8 @@ mod tests {
         let (nets, dir) = nets("crud", None);
         let keithley = json!({"name": "bat", "role": "battery", "instrument": "Keithley_2281S", "address": "USB0::0x05E6::0x2281::1::INSTR"});
         assert_eq!(
-            nets.change(&add(keithley.clone())),
-            Ok("Added net 'bat'".into())
+            nets.change(&add(keithley.clone())).unwrap(),
+            "Added net 'bat'"
         );
         let saved = nets.list();
         assert_eq!(
@@ -302,9 +358,8 @@ mod tests {
             "stored canonical"
         );
         assert_eq!(saved[0]["pin"], 1);
-        assert_eq!(
-            nets.change(&add(keithley)).unwrap_err().0,
-            400,
+        assert!(
+            matches!(nets.change(&add(keithley)), Err(NetsError::Exists(name)) if name == "bat"),
             "names are unique"
         );
         let cases = [
@@ -330,11 +385,8 @@ mod tests {
             ),
         ];
         for (net, error) in cases {
-            let (status, message) = nets.change(&add(net.clone())).unwrap_err();
-            assert!(
-                status == 400 && message.starts_with(error),
-                "{net} -> {message}"
-            );
+            let message = nets.change(&add(net.clone())).unwrap_err().to_string();
+            assert!(message.starts_with(error), "{net} -> {message}");
         }
         let delete = |name: &str| {
             nets.change(
@@ -343,8 +395,8 @@ mod tests {
                     .unwrap(),
             )
         };
-        assert_eq!(delete("ghost").unwrap_err().0, 404);
-        assert_eq!(delete("bat"), Ok("Deleted net 'bat'".into()));
+        assert!(matches!(delete("ghost"), Err(NetsError::NotSaved(name)) if name == "ghost"));
+        assert_eq!(delete("bat").unwrap(), "Deleted net 'bat'");
         assert!(nets.list().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -377,39 +429,38 @@ mod tests {
         );
         assert_eq!(nets.list().len(), 4, "the simulated nets are listed too");
         // One bad net refuses the whole list.
-        let (status, error) = change(
+        let error = change(
             json!({"action": "replace", "nets": [net("c", "battery"), net("d", "toaster")]}),
         )
         .unwrap_err();
         assert!(
-            status == 400 && error.starts_with("unknown role 'toaster'"),
+            matches!(&error, NetsError::UnknownRole(role) if role == "toaster"),
             "{error}"
         );
         assert_eq!(nets.saved().len(), 2);
         assert_eq!(
             change(json!({"action": "save", "nets": [net("x", "battery"), net("x", "battery")]}))
-                .unwrap_err(),
-            (400, "Net 'x' is in the list twice".into())
-        );
-        assert_eq!(
-            change(json!({"action": "rename", "name": "a", "new_name": "supply1"}))
                 .unwrap_err()
-                .0,
-            400,
+                .to_string(),
+            "Net 'x' is in the list twice"
+        );
+        assert!(
+            matches!(
+                change(json!({"action": "rename", "name": "a", "new_name": "supply1"})),
+                Err(NetsError::NameTaken(_))
+            ),
             "a simulated net's name is taken"
         );
-        assert_eq!(
-            change(json!({"action": "rename", "name": "ghost", "new_name": "g2"}))
-                .unwrap_err()
-                .0,
-            404
-        );
+        assert!(matches!(
+            change(json!({"action": "rename", "name": "ghost", "new_name": "g2"})),
+            Err(NetsError::NotSaved(_))
+        ));
         change(json!({"action": "rename", "name": "a", "new_name": "vbus"})).unwrap();
-        assert_eq!(
-            change(json!({"action": "delete", "name": "vbus", "role": "battery"}))
-                .unwrap_err()
-                .0,
-            404,
+        assert!(
+            matches!(
+                change(json!({"action": "delete", "name": "vbus", "role": "battery"})),
+                Err(NetsError::NotSaved(_))
+            ),
             "the role must match when given"
         );
         change(json!({"action": "delete", "name": "vbus", "role": "power-supply"})).unwrap();
@@ -426,9 +477,8 @@ mod tests {
         let (nets, dir) = nets("sim", Some("TCPIP0::127.0.0.1::5025::SOCKET"));
         assert_eq!(nets.list().len(), 2);
         let taken = json!({"name": "supply1", "role": "power-supply", "instrument": "Keithley_2281S", "address": "TCPIP0::h::1::SOCKET"});
-        assert_eq!(
-            nets.change(&add(taken)).unwrap_err().0,
-            400,
+        assert!(
+            matches!(nets.change(&add(taken)), Err(NetsError::Exists(_))),
             "the simulated name is taken"
         );
         let other = json!({"name": "eload1", "role": "eload", "instrument": "Rigol_DL3021", "address": "TCPIP0::h::1::SOCKET"});

@@ -243,6 +243,16 @@ impl Client {
         client
     }
 
+    /// A client whose peer has already left, for driving a `Service` in
+    /// process (the `router` fuzz target): a queued request gives up at
+    /// once and a stream ends after its first write, as for a real client
+    /// that disconnected.
+    pub fn gone_already() -> Client {
+        let client = Client::open(-1, Arc::new(AtomicBool::new(false)));
+        client.state().socket = Socket::Closed;
+        client
+    }
+
     fn state(&self) -> MutexGuard<'_, PeerState> {
         self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

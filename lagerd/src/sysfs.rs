@@ -75,14 +75,7 @@ impl UsbDevice {
 /// in name order (the older system walked in unstable glob order).
 pub fn enumerate(sys_root: &Path) -> Vec<UsbDevice> {
     let base = sys_root.join("bus/usb/devices");
-    let Ok(entries) = fs::read_dir(&base) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
+    let names = sorted_names(&base);
     names
         .iter()
         .filter(|name| !name.contains(':'))
@@ -179,7 +172,16 @@ pub struct UsbTty {
 /// no `device` link (virtual consoles, ptys) or no USB ancestor (a SoC
 /// UART) is not one.
 pub fn usb_ttys(sys_root: &Path) -> Vec<UsbTty> {
-    let Ok(entries) = fs::read_dir(sys_root.join("class/tty")) else {
+    sorted_names(&sys_root.join("class/tty"))
+        .iter()
+        .filter_map(|name| usb_tty(sys_root, name))
+        .collect()
+}
+
+/// The entries of `dir` in name order (none if it cannot be read), so
+/// every listing is stable where the older system walked in glob order.
+fn sorted_names(dir: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
@@ -188,9 +190,6 @@ pub fn usb_ttys(sys_root: &Path) -> Vec<UsbTty> {
         .collect();
     names.sort();
     names
-        .iter()
-        .filter_map(|name| usb_tty(sys_root, name))
-        .collect()
 }
 
 /// The USB facts of tty `name`, walking up from its sysfs directory to the

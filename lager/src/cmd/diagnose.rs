@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use common::diagnose::{classify, holder_labels, Bucket, Classification, Context, Tone};
+use common::truthy::field as truthy;
 use serde_json::{json, Value};
 
 use crate::args::DiagnoseOpts;
@@ -223,17 +224,6 @@ fn shown(body: &Value, key: &str) -> String {
         Some(Value::String(s)) if s.is_empty() => "—".to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
-    }
-}
-
-fn truthy(body: &Value, key: &str) -> bool {
-    match body.get(key) {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
     }
 }
 

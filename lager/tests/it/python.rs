@@ -321,19 +321,33 @@ fn the_box_timeout_exits_124() {
 
 const SLEEPER: &str = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n";
 
+/// runner.md §5.6: a signal to `lager python` sends exactly one `POST
+/// /python/kill` with signal 15 for this run, the job dies of it (143,
+/// not the SIGKILL of a job that outlived the kill's grace), and the lock
+/// is released.
 fn signal_stops_the_job_and_releases(signo: i32, tag: &str) {
     let b = RunnerBox::start();
-    let cli = cli_for(tag, b.port());
-    script(&cli, "t.py", SLEEPER);
+    let proxy = Proxy::start(b.addr);
+    let cli = cli_for(tag, proxy.port);
+    script(
+        &cli,
+        "t.py",
+        "import os, time\nprint('ID', os.environ['LAGER_PROCESS_ID'], flush=True)\nprint('ready', flush=True)\ntime.sleep(60)\n",
+    );
     let mut running = Running::start(&cli, &["python", "t.py", "--box", "b"], &[]);
     running.wait_for("ready");
+    let id = running
+        .seen
+        .lines()
+        .find_map(|l| l.strip_prefix("ID "))
+        .expect("the run's id")
+        .to_string();
     assert_eq!(b.lock()["user"], "tester");
     running.signal(signo);
     let run = running.finish(Duration::from_secs(20));
-    assert!(
-        run.code == 143 || run.code == 137,
-        "killed job exits 143 (or 137); got {}; stderr {}",
-        run.code,
+    assert_eq!(
+        run.code, 143,
+        "the job died of the kill's SIGTERM; stderr {}",
         run.stderr
     );
     assert!(
@@ -342,6 +356,14 @@ fn signal_stops_the_job_and_releases(signo: i32, tag: &str) {
         "{}",
         run.stdout
     );
+    let kills = proxy.requests("POST /python/kill ");
+    assert_eq!(kills.len(), 1, "one kill request: {kills:?}");
+    let body = kills[0]
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| serde_json::from_str::<Value>(body.trim()))
+        .expect("a body")
+        .expect("JSON");
+    assert_eq!(body, json!({"lager_process_id": id, "signal": 15}));
     b.assert_unlocked();
 }
 
@@ -406,26 +428,35 @@ fn killing_lagerd_mid_run_is_a_lost_connection() {
     );
 }
 
-/// A TCP proxy in front of lagerd that can cut its `POST /python`
-/// connections, so the lock routes stay reachable after the cut.
-struct CuttingProxy {
+/// What the CLI sent on one connection, as the proxy forwarded it.
+type Recording = Arc<Mutex<Vec<u8>>>;
+
+/// A TCP proxy in front of lagerd that keeps a copy of every byte the
+/// CLI sends (so a test can count its requests) and can cut its `POST
+/// /python` connections, so the lock routes stay reachable after the cut.
+struct Proxy {
     port: u16,
     runs: Arc<Mutex<Vec<TcpStream>>>,
+    /// What the CLI sent, one entry per connection.
+    sent: Arc<Mutex<Vec<Recording>>>,
 }
 
-impl CuttingProxy {
-    fn start(upstream: SocketAddr) -> CuttingProxy {
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let runs: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let shared = Arc::clone(&runs);
+        let sent: Arc<Mutex<Vec<Recording>>> = Arc::default();
+        let (shared_runs, shared_sent) = (Arc::clone(&runs), Arc::clone(&sent));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(upstream) else {
                     continue;
                 };
-                let shared = Arc::clone(&shared);
+                let runs = Arc::clone(&shared_runs);
+                let copy: Recording = Arc::default();
+                shared_sent.lock().expect("sent").push(Arc::clone(&copy));
                 std::thread::spawn(move || {
                     let mut first = [0u8; 13];
                     let mut from_client = client.try_clone().expect("clone");
@@ -433,12 +464,12 @@ impl CuttingProxy {
                         return;
                     };
                     if &first == b"POST /python " {
-                        shared
-                            .lock()
+                        runs.lock()
                             .expect("runs")
                             .push(client.try_clone().expect("clone"));
                     }
                     let mut to_server = server.try_clone().expect("clone");
+                    copy.lock().expect("copy").extend_from_slice(&first);
                     if to_server.write_all(&first).is_err() {
                         return;
                     }
@@ -448,13 +479,19 @@ impl CuttingProxy {
                         let _ = std::io::copy(&mut server_reader, &mut client_writer);
                         let _ = client_writer.shutdown(Shutdown::Both);
                     });
-                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let mut block = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut block) {
+                        copy.lock().expect("copy").extend_from_slice(&block[..n]);
+                        if to_server.write_all(&block[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = to_server.shutdown(Shutdown::Both);
                     let _ = back.join();
                 });
             }
         });
-        CuttingProxy { port, runs }
+        Proxy { port, runs, sent }
     }
 
     fn cut_runs(&self) {
@@ -462,12 +499,33 @@ impl CuttingProxy {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
+
+    /// Every request the CLI sent whose request line starts with `line`
+    /// (e.g. `POST /python/kill `), head and all that followed it on its
+    /// connection up to the next request line.
+    fn requests(&self, line: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for copy in self.sent.lock().expect("sent").iter() {
+            let text = String::from_utf8_lossy(&copy.lock().expect("copy")).into_owned();
+            let starts: Vec<usize> = text
+                .match_indices("HTTP/1.1\r\n")
+                .map(|(at, _)| text[..at].rfind('\n').map_or(0, |newline| newline + 1))
+                .collect();
+            for (i, &start) in starts.iter().enumerate() {
+                let end = starts.get(i + 1).copied().unwrap_or(text.len());
+                if text[start..].starts_with(line) {
+                    found.push(text[start..end].to_string());
+                }
+            }
+        }
+        found
+    }
 }
 
 #[test]
 fn a_lost_connection_releases_the_lock_and_exits_255() {
     let b = RunnerBox::start();
-    let proxy = CuttingProxy::start(b.addr);
+    let proxy = Proxy::start(b.addr);
     let cli = cli_for("py-cut", proxy.port);
     script(&cli, "t.py", SLEEPER);
     let mut running = Running::start(&cli, &["python", "t.py", "--box", "b"], &[]);

@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use log::{info, warn};
 use serde_json::json;
 
+use super::params::PortSpec;
 use super::port::{self, OpenError, Port, Roots};
 use super::{held_by, now_us, timestamp, Console, State};
 
@@ -57,76 +58,16 @@ impl Capture {
         // Whether readers were told it is gone; the next open says `back`.
         let mut announced_gone = false;
         while !self.console.stopping() {
-            let Some(found) = port::find(&spec, &self.roots) else {
-                self.not_open(
-                    &mut log,
-                    &mut announced_gone,
-                    State::Gone {
-                        since_us: now_us(),
-                        reason: "not present".into(),
-                    },
-                );
-                self.pause(LOOK_EVERY);
-                continue;
-            };
-            let holders = port::holders(&found.node, &self.roots);
-            if !holders.is_empty() {
-                self.not_open(
-                    &mut log,
-                    &mut announced_gone,
-                    State::Held {
-                        path: found.node.clone(),
-                        holders,
-                        since_us: now_us(),
-                    },
-                );
-                self.pause(RETRY_EVERY);
-                continue;
-            }
-            let opened = match Port::open(&found.node, &self.console.params) {
-                Ok(port) => port,
-                Err(OpenError::Missing) => {
-                    self.not_open(
-                        &mut log,
-                        &mut announced_gone,
-                        State::Gone {
-                            since_us: now_us(),
-                            reason: "not present".into(),
-                        },
-                    );
-                    self.pause(LOOK_EVERY);
-                    continue;
-                }
-                Err(OpenError::Busy) => {
-                    let holders = port::holders(&found.node, &self.roots);
-                    self.not_open(
-                        &mut log,
-                        &mut announced_gone,
-                        State::Held {
-                            path: found.node.clone(),
-                            holders,
-                            since_us: now_us(),
-                        },
-                    );
-                    self.pause(RETRY_EVERY);
-                    continue;
-                }
-                Err(error) => {
-                    self.not_open(
-                        &mut log,
-                        &mut announced_gone,
-                        State::Failed {
-                            path: Some(found.node.clone()),
-                            error: error.to_string(),
-                            since_us: now_us(),
-                        },
-                    );
-                    self.pause(RETRY_EVERY);
+            let (node, opened) = match self.open(&spec) {
+                Ok(open) => open,
+                Err((state, wait)) => {
+                    self.not_open(&mut log, &mut announced_gone, state);
+                    self.pause(wait);
                     continue;
                 }
             };
             let port = Arc::new(opened);
-            self.opened(&mut log, &mut announced_gone, &found.node, port.clone());
+            self.opened(&mut log, &mut announced_gone, &node, port.clone());
             let ended = self.read(&port, &mut log);
             drop(port);
             match ended {
@@ -136,7 +77,7 @@ impl Capture {
                     info!(
                         "console {}: {} gone ({reason})",
                         self.console.name,
-                        found.node.display()
+                        node.display()
                     );
                     self.not_open(
                         &mut log,
@@ -153,6 +94,55 @@ impl Capture {
         inner.port = None;
         drop(inner);
         self.console.changed.notify_all();
+    }
+
+    /// The port, found and opened; or, when it cannot be, the state to
+    /// record and how long to wait before looking again: missing ports are
+    /// looked for often, held or failing ones (a /proc scan each) less.
+    fn open(&self, spec: &PortSpec) -> Result<(PathBuf, Port), (State, Duration)> {
+        let gone = || {
+            let reason = "not present".into();
+            (
+                State::Gone {
+                    since_us: now_us(),
+                    reason,
+                },
+                LOOK_EVERY,
+            )
+        };
+        let held = |path: &Path, holders| {
+            let path = path.to_path_buf();
+            (
+                State::Held {
+                    path,
+                    holders,
+                    since_us: now_us(),
+                },
+                RETRY_EVERY,
+            )
+        };
+        let node = port::find(spec, &self.roots).ok_or_else(gone)?.node;
+        let holders = port::holders(&node, &self.roots);
+        if !holders.is_empty() {
+            return Err(held(&node, holders));
+        }
+        match Port::open(&node, &self.console.params) {
+            Ok(port) => Ok((node, port)),
+            Err(OpenError::Missing) => Err(gone()),
+            Err(OpenError::Busy) => Err(held(&node, port::holders(&node, &self.roots))),
+            Err(error) => {
+                let error = error.to_string();
+                let path = Some(node);
+                Err((
+                    State::Failed {
+                        path,
+                        error,
+                        since_us: now_us(),
+                    },
+                    RETRY_EVERY,
+                ))
+            }
+        }
     }
 
     /// Sleeps up to `wait`, waking at once when the console is stopped.

@@ -7,95 +7,17 @@ use common::actions::Key;
 use serde_json::{json, Value};
 
 use super::actions::{number, Action, BatteryModel, BUILTIN_MODELS, LIMITS_2281S as LIMITS};
-use super::session::{Function, Session, SessionError};
-
-/// Why a valid command failed at the instrument (HTTP 502).
-#[derive(Debug)]
-pub enum DriverError {
-    Session(SessionError),
-    /// The instrument's error queue reported `code,"message"`.
-    Refused {
-        command: String,
-        error: String,
-    },
-    /// It would not change to the entry function the role needs.
-    Function(&'static str),
-    /// The request does not fit the instrument's present state (HTTP 400,
-    /// nothing written): the whole message.
-    Invalid(String),
-}
-
-impl std::fmt::Display for DriverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DriverError::Session(e) => e.fmt(f),
-            DriverError::Refused { command, error } => {
-                write!(f, "the instrument refused {command}: {error}")
-            }
-            DriverError::Function(what) => f.write_str(what),
-            DriverError::Invalid(text) => f.write_str(text),
-        }
-    }
-}
-
-impl From<SessionError> for DriverError {
-    fn from(e: SessionError) -> DriverError {
-        DriverError::Session(e)
-    }
-}
-
-/// A command's answer: the message and, when cheap, the state.
-pub struct Outcome {
-    pub message: String,
-    pub state: Option<Value>,
-}
-
-impl Outcome {
-    /// A message with the values read or written (§10.2: every reply
-    /// carries `state` when it is cheap).
-    pub fn with(message: String, state: Value) -> Outcome {
-        Outcome {
-            message,
-            state: Some(state),
-        }
-    }
-
-    /// A read's answer: `<label>: <reply><unit>`, and the value under
-    /// `key` (null when the reply is not a number).
-    pub fn read(label: &str, reply: &str, unit: &str, key: &str) -> Outcome {
-        Outcome::with(
-            format!("{label}: {reply}{unit}"),
-            json!({ key: reading(reply) }),
-        )
-    }
-}
-
-/// The `limits` action: a model's (or channel's) ceilings, from the driver's
-/// own table, without asking the instrument.
-pub(super) fn limits_outcome(limits: super::actions::Limits) -> Outcome {
-    let (volts, amps) = (limits.volts.1, limits.amps.1);
-    Outcome::with(
-        format!("Limits: {}V, {}A", number(volts), number(amps)),
-        json!({ "voltage_max": volts, "current_max": amps }),
-    )
-}
+use super::scpi::{checked, float, reading, DriverError, Outcome};
+use super::session::{Function, Session};
 
 /// Runs `action` on the instrument behind `session`.
 pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverError> {
-    let done = |message: String| {
-        Ok(Outcome {
-            message,
-            state: None,
-        })
-    };
+    let done = |message: &str| Ok(Outcome::said(message));
     match action {
         Action::Voltage(Some(v)) => {
             ensure(session, Function::PowerSupply)?;
             checked(session, &format!(":SOUR1:VOLT {}", number(*v)))?;
-            Ok(Outcome::with(
-                format!("Voltage set to {}V", number(*v)),
-                json!({ "voltage_set": v }),
-            ))
+            Ok(Outcome::set("Voltage", *v, "V", "voltage_set"))
         }
         Action::Voltage(None) => {
             let on = session.query(":OUTP?")? == "1";
@@ -105,17 +27,14 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         Action::Current(Some(a)) => {
             ensure(session, Function::PowerSupply)?;
             checked(session, &format!(":SOUR1:CURR {}", number(*a)))?;
-            Ok(Outcome::with(
-                format!("Current limit set to {}A", number(*a)),
-                json!({ "current_set": a }),
-            ))
+            Ok(Outcome::set("Current limit", *a, "A", "current_set"))
         }
         Action::Current(None) => {
             let on = session.query(":OUTP?")? == "1";
             let a = session.query(if on { ":MEAS:CURR?" } else { ":SOUR1:CURR?" })?;
             Ok(Outcome::read("Current", &a, "A", "current"))
         }
-        Action::Limits => Ok(limits_outcome(LIMITS)),
+        Action::Limits => Ok(Outcome::limits(LIMITS)),
         Action::Ovp(Some(v)) => {
             ensure(session, Function::PowerSupply)?;
             let setpoint = float(&session.query(":SOUR1:VOLT?")?);
@@ -127,10 +46,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
                 )));
             }
             checked(session, &format!(":SOUR1:VOLT:PROT {}", number(*v)))?;
-            Ok(Outcome::with(
-                format!("OVP set to {}V", number(*v)),
-                json!({ "ovp_limit": v }),
-            ))
+            Ok(Outcome::set("OVP", *v, "V", "ovp_limit"))
         }
         Action::Ovp(None) => {
             let v = session.query(":SOUR1:VOLT:PROT?")?;
@@ -139,10 +55,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         Action::Ocp(Some(a)) => {
             ensure(session, Function::PowerSupply)?;
             checked(session, &format!(":SOUR1:CURR:PROT {}", number(*a)))?;
-            Ok(Outcome::with(
-                format!("OCP set to {}A", number(*a)),
-                json!({ "ocp_limit": a }),
-            ))
+            Ok(Outcome::set("OCP", *a, "A", "ocp_limit"))
         }
         Action::Ocp(None) => {
             let a = session.query(":SOUR1:CURR:PROT?")?;
@@ -153,7 +66,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
             session.write(":OUTP:PROT:CLE")?;
             checked(session, ":OUTP ON")?;
             match session.query(":OUTP:PROT:TRIP?")?.as_str() {
-                "NONE" if session.query(":OUTP?")? == "1" => done("Output enabled".into()),
+                "NONE" if session.query(":OUTP?")? == "1" => done("Output enabled"),
                 trip => Err(DriverError::Refused {
                     command: ":OUTP ON".into(),
                     error: format!("protection tripped ({trip})"),
@@ -162,21 +75,15 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
         }
         Action::Disable => {
             session.write(":OUTP OFF")?;
-            done("Output disabled".into())
+            done("Output disabled")
         }
         Action::ClearProtection => {
             for command in [":OUTP:PROT:CLE", "*CLS"] {
                 session.write(command)?;
             }
-            done("Protection cleared".into())
+            done("Protection cleared")
         }
-        Action::SupplyState => {
-            let state = supply_state(session)?;
-            Ok(Outcome {
-                message: supply_message(&state),
-                state: Some(state),
-            })
-        }
+        Action::SupplyState => Ok(Outcome::supply_state(supply_state(session)?)),
         Action::Soc(soc) => battery_setting(session, &SOC, *soc),
         Action::Voc(voc) => battery_setting(session, &VOC, *voc),
         Action::Capacity(ah) => battery_setting(session, &CAPACITY, *ah),
@@ -191,25 +98,26 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
                     ":BATT:SIM:METH STAT"
                 },
             )?;
-            done(format!(
-                "Mode set to {}",
-                if *dynamic { "dynamic" } else { "static" }
-            ))
+            done(if *dynamic {
+                "Mode set to dynamic"
+            } else {
+                "Mode set to static"
+            })
         }
         Action::BatteryOn => {
             ensure(session, Function::Battery)?;
             checked(session, ":BATT:OUTP ON")?;
-            done("Battery output enabled".into())
+            done("Battery output enabled")
         }
         Action::BatteryOff => {
             ensure(session, Function::Battery)?;
             checked(session, ":BATT:OUTP OFF")?;
-            done("Battery output disabled".into())
+            done("Battery output disabled")
         }
         Action::Protected { ovp, ocp, then } => protected(session, *ovp, *ocp, then),
         Action::SupplyMode => {
             ensure(session, Function::PowerSupply)?;
-            done("Power supply mode".into())
+            done("Power supply mode")
         }
         Action::BatteryMode => {
             ensure(session, Function::Battery)?;
@@ -224,7 +132,7 @@ pub fn run(session: &mut Session, action: &Action) -> Result<Outcome, DriverErro
             ] {
                 session.write(command)?;
             }
-            done("Battery simulator mode, output off, protections cleared".into())
+            done("Battery simulator mode, output off, protections cleared")
         }
         Action::VoltFull(v) => battery_setting(session, &VOLT_FULL, *v),
         Action::VoltEmpty(v) => battery_setting(session, &VOLT_EMPTY, *v),
@@ -332,21 +240,6 @@ fn function_of(reply: &str) -> Option<Function> {
     }
 }
 
-/// A setting followed by the error queue: a refused value is an error here,
-/// not a silent no-op. Every SCPI driver's setter uses it.
-pub(super) fn checked(session: &mut Session, command: &str) -> Result<(), DriverError> {
-    session.write(command)?;
-    let error = session.query(":SYST:ERR?")?;
-    if error.starts_with('0') {
-        return Ok(());
-    }
-    let _ = session.write("*CLS");
-    Err(DriverError::Refused {
-        command: command.to_string(),
-        error,
-    })
-}
-
 /// Battery parameters can only change with the battery output off (704):
 /// it is turned off around `write` and restored.
 fn with_battery_off(
@@ -373,54 +266,31 @@ struct BatterySetting {
     unit: &'static str,
 }
 
-const SOC: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:SOC",
-    key: "soc",
-    what: "SOC",
-    unit: "%",
-};
-const VOC: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:VOC",
-    key: "voc",
-    what: "VOC",
-    unit: "V",
-};
-const CAPACITY: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:CAP:LIM",
-    key: "capacity",
-    what: "Capacity",
-    unit: "Ah",
-};
-const CURRENT_LIMIT: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:CURR:LIM",
-    key: "current_limit",
-    what: "Current limit",
-    unit: "A",
-};
-const VOLT_FULL: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:VOC:FULL",
-    key: "volt_full",
-    what: "Full voltage",
-    unit: "V",
-};
-const VOLT_EMPTY: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:VOC:EMPT",
-    key: "volt_empty",
-    what: "Empty voltage",
-    unit: "V",
-};
-const BATTERY_OVP: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:TVOL:PROT",
-    key: "ovp_limit",
-    what: "OVP",
-    unit: "V",
-};
-const BATTERY_OCP: BatterySetting = BatterySetting {
-    header: ":BATT:SIM:CURR:PROT",
-    key: "ocp_limit",
-    what: "OCP",
-    unit: "A",
-};
+const fn setting(
+    header: &'static str,
+    key: &'static str,
+    what: &'static str,
+    unit: &'static str,
+) -> BatterySetting {
+    BatterySetting {
+        header,
+        key,
+        what,
+        unit,
+    }
+}
+
+// header, state key, message name, unit
+const SOC: BatterySetting = setting(":BATT:SIM:SOC", "soc", "SOC", "%");
+const VOC: BatterySetting = setting(":BATT:SIM:VOC", "voc", "VOC", "V");
+const CAPACITY: BatterySetting = setting(":BATT:SIM:CAP:LIM", "capacity", "Capacity", "Ah");
+const CURRENT_LIMIT: BatterySetting =
+    setting(":BATT:SIM:CURR:LIM", "current_limit", "Current limit", "A");
+const VOLT_FULL: BatterySetting = setting(":BATT:SIM:VOC:FULL", "volt_full", "Full voltage", "V");
+const VOLT_EMPTY: BatterySetting =
+    setting(":BATT:SIM:VOC:EMPT", "volt_empty", "Empty voltage", "V");
+const BATTERY_OVP: BatterySetting = setting(":BATT:SIM:TVOL:PROT", "ovp_limit", "OVP", "V");
+const BATTERY_OCP: BatterySetting = setting(":BATT:SIM:CURR:PROT", "ocp_limit", "OCP", "A");
 
 /// Writes one parameter (output off around it) and answers with the value
 /// under its state key, as §10.2 asks of setters.
@@ -433,10 +303,7 @@ fn battery_setting(
     with_battery_off(session, |session| {
         checked(session, &format!("{} {}", setting.header, number(value)))
     })?;
-    Ok(Outcome {
-        message: format!("{} set to {}{}", setting.what, number(value), setting.unit),
-        state: Some(json!({ setting.key: value })),
-    })
+    Ok(Outcome::set(setting.what, value, setting.unit, setting.key))
 }
 
 /// One battery-simulator setting read back: `soc`, `voc`, ... without a
@@ -645,30 +512,6 @@ fn supply_state(session: &mut Session) -> Result<Value, DriverError> {
     }))
 }
 
-/// The `state` action's message for any supply, from its state object;
-/// a field that could not be read shows as `n/a` (§7).
-pub(super) fn supply_message(state: &Value) -> String {
-    let field = |key: &str| match &state[key] {
-        Value::Null => "n/a".to_string(),
-        value => value.to_string(),
-    };
-    format!(
-        "Channel {}: {}, Set: {}V/{}A, Measured: {}V/{}A, OCP: {}A, OVP: {}V",
-        field("channel"),
-        if state["enabled"] == true {
-            "ON"
-        } else {
-            "OFF"
-        },
-        field("voltage_set"),
-        field("current_set"),
-        field("voltage"),
-        field("current"),
-        field("ocp_limit"),
-        field("ovp_limit")
-    )
-}
-
 fn battery_state(session: &mut Session) -> Result<Value, DriverError> {
     session.query("*IDN?")?;
     let mut q =
@@ -703,43 +546,12 @@ fn battery_state(session: &mut Session) -> Result<Value, DriverError> {
     Ok(state)
 }
 
-/// A reading for a state object: the first comma field as a number, units
-/// stripped (§6.2); `None` (JSON null) when the reply is not a number, so a
-/// failed field never reads as 0 (scripts.md §2).
-pub(super) fn reading(reply: &str) -> Option<f64> {
-    let first = reply.split(',').next().unwrap_or("");
-    first
-        .trim()
-        .trim_end_matches(['V', 'A', 'W', 's', '%', 'Ω'])
-        .trim()
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite())
-}
-
-/// The first comma field as a number, units stripped (§6.2); 0 if none.
-fn float(reply: &str) -> f64 {
-    let first = reply.split(',').next().unwrap_or("");
-    first
-        .trim()
-        .trim_end_matches(['V', 'A', 'W', 's', '%', 'Ω'])
-        .trim()
-        .parse()
-        .unwrap_or(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn replies_parse_leniently() {
-        assert_eq!(float("5.000V"), 5.0);
-        assert_eq!(float("3.7,other"), 3.7);
-        assert_eq!(float("garbage"), 0.0);
-        assert_eq!(reading("5.000V"), Some(5.0));
-        assert_eq!(reading("garbage"), None);
-        assert_eq!(reading("nan"), None);
+    fn entry_functions_are_read_leniently() {
         assert_eq!(function_of("POW"), Some(Function::PowerSupply));
         assert_eq!(function_of("\"BATT\""), Some(Function::Battery));
         assert_eq!(function_of("???"), None);

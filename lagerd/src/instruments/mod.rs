@@ -1,13 +1,14 @@
 //! Instruments: the transport boundary (`transport.rs`) where hardware, or
 //! the simulator (`crate::sim`), plugs in; one shared session per address
-//! (`session.rs`); drivers over a session (`keithley.rs`, `rigol.rs`),
-//! which receive validated `actions.rs`; and the
+//! (`session.rs`); drivers over a session (`keithley.rs`, `rigol.rs`, with
+//! what they share in `scpi.rs`), which receive validated `actions.rs`; and the
 //! supply/battery commands that nets resolve to. Nothing above the
 //! transport knows whether an instrument is simulated.
 
 pub mod actions;
 pub mod keithley;
 pub mod rigol;
+pub mod scpi;
 pub mod serial;
 pub mod session;
 pub mod transport;
@@ -23,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use crate::nets::Nets;
 use actions::{Action, Limits};
-use keithley::DriverError;
+use scpi::{DriverError, Outcome};
 use session::Sessions;
 
 /// `POST /supply/command` and `/battery/command` (instruments.md §7, §10),
@@ -88,11 +89,7 @@ impl Driver {
         matches!(self, Driver::Keithley2281S) && function.is_some_and(|f| f != wanted)
     }
 
-    fn run(
-        self,
-        session: &mut session::Session,
-        action: &Action,
-    ) -> Result<keithley::Outcome, DriverError> {
+    fn run(self, session: &mut session::Session, action: &Action) -> Result<Outcome, DriverError> {
         if let Action::Reading { state, field } = action {
             let value = self
                 .run(session, state)?
@@ -106,10 +103,7 @@ impl Driver {
                 other => other.to_string(),
             };
             let message = format!("{}: {shown}{}", field.label, field.unit);
-            return Ok(keithley::Outcome::with(
-                message,
-                json!({ field.key: value }),
-            ));
+            return Ok(Outcome::with(message, json!({ field.key: value })));
         }
         match self {
             Driver::Keithley2281S => keithley::run(session, action),
@@ -126,14 +120,111 @@ fn role_name(battery: bool) -> &'static str {
     }
 }
 
-/// A command's HTTP status and JSON body.
-pub type Answer = (u16, Value);
+/// Why a supply or battery command (or a monitor) was not carried out.
+/// The texts are instruments.md §7 and §10's, which clients match.
+#[derive(Debug)]
+pub enum CommandError {
+    /// The body lacks `netname` or `action`.
+    Incomplete,
+    /// No net of that name (§10.5).
+    UnknownNet(String),
+    /// The net has the other role (§3).
+    WrongRole {
+        net: String,
+        actual: String,
+        wanted: &'static str,
+    },
+    /// A pin that is no channel of the instrument.
+    BadChannel { net: String, pin: u64 },
+    /// No driver for the net's instrument in this role.
+    Unsupported {
+        net: String,
+        instrument: String,
+        role: &'static str,
+    },
+    BadAddress {
+        net: String,
+        error: common::addr::AddressError,
+    },
+    /// A monitor's `interval` beyond what it may be.
+    BadInterval {
+        given: String,
+        error: common::bounded::OutOfRange,
+    },
+    /// The action or its values, refused before anything was sent.
+    Action(actions::ActionError),
+    /// A watch of the other role holds the instrument (§7).
+    InUse(Conflict),
+    /// The instrument (or its session) failed the command.
+    Driver { address: String, error: DriverError },
+}
 
-fn failure(status: u16, error: impl std::fmt::Display) -> Answer {
-    (
-        status,
-        json!({"success": false, "error": error.to_string()}),
-    )
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::Incomplete => f.write_str("netname and action are required"),
+            CommandError::UnknownNet(net) => {
+                write!(f, "Net '{net}' not found. Create it with 'lager nets add'.")
+            }
+            CommandError::WrongRole {
+                net,
+                actual,
+                wanted,
+            } => write!(f, "Net '{net}' is a '{actual}' net, not '{wanted}'."),
+            CommandError::BadChannel { net, pin } => {
+                write!(f, "Invalid channel pin '{pin}' for net '{net}'.")
+            }
+            CommandError::Unsupported {
+                net,
+                instrument,
+                role,
+            } => write!(
+                f,
+                "Unsupported instrument '{instrument}' for {role} net '{net}'."
+            ),
+            CommandError::BadAddress { net, error } => {
+                write!(f, "Net '{net}' has a bad address: {error}")
+            }
+            CommandError::BadInterval { given, error } => {
+                write!(f, "interval {given} is out of range: {error}")
+            }
+            CommandError::Action(e) => e.fmt(f),
+            CommandError::InUse(conflict) => conflict.fmt(f),
+            // A refusal that fits no state of the instrument is its own text.
+            CommandError::Driver {
+                error: error @ DriverError::Invalid(_),
+                ..
+            } => error.fmt(f),
+            CommandError::Driver { address, error } => write!(f, "{error} ({address})"),
+        }
+    }
+}
+
+/// §7's cross-role conflict: `net` wants the instrument that a watch of
+/// `watched` holds in the other role.
+#[derive(Debug)]
+pub struct Conflict {
+    net: String,
+    watched: String,
+    /// The role the instrument is in.
+    other_role: &'static str,
+    /// Who runs that watch.
+    holder: String,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Conflict {
+            net,
+            watched,
+            other_role,
+            holder,
+        } = self;
+        write!(
+            f,
+            "'{net}' is on the same Keithley 2281S as '{watched}', which is currently in use as a {other_role}. The 2281S supports one role at a time — close the {other_role} session first. (A watch of '{watched}' by {holder} holds it: stop that watch with Ctrl+C where it runs.)"
+        )
+    }
 }
 
 impl Instruments {
@@ -147,24 +238,22 @@ impl Instruments {
 
     /// The net `name` if it exists, has `battery`'s role and an instrument
     /// with a driver (a Keithley 2281S, or a Rigol DP800 channel).
-    fn resolve(&self, name: &str, battery: bool) -> Result<Target, Answer> {
+    fn resolve(&self, name: &str, battery: bool) -> Result<Target, CommandError> {
         let role = role_name(battery);
         let nets = self.nets.list();
         let Some(net) = nets
             .iter()
             .find(|n| n.get("name").and_then(Value::as_str) == Some(name))
         else {
-            return Err(failure(
-                404,
-                format!("Net '{name}' not found. Create it with 'lager nets add'."),
-            ));
+            return Err(CommandError::UnknownNet(name.to_string()));
         };
         let actual = net.get("role").and_then(Value::as_str).unwrap_or("unknown");
         if actual != role {
-            return Err(failure(
-                400,
-                format!("Net '{name}' is a '{actual}' net, not '{role}'."),
-            ));
+            return Err(CommandError::WrongRole {
+                net: name.to_string(),
+                actual: actual.to_string(),
+                wanted: role,
+            });
         }
         let instrument = net
             .get("instrument")
@@ -181,17 +270,18 @@ impl Instruments {
             {
                 Some(channel) => Driver::RigolDp800 { channel },
                 None => {
-                    return Err(failure(
-                        400,
-                        format!("Invalid channel pin '{pin}' for net '{name}'."),
-                    ))
+                    return Err(CommandError::BadChannel {
+                        net: name.to_string(),
+                        pin,
+                    })
                 }
             }
         } else {
-            return Err(failure(
-                400,
-                format!("Unsupported instrument '{instrument}' for {role} net '{name}'."),
-            ));
+            return Err(CommandError::Unsupported {
+                net: name.to_string(),
+                instrument: instrument.to_string(),
+                role,
+            });
         };
         match Address::parse(
             net.get("address")
@@ -203,12 +293,15 @@ impl Instruments {
                 address,
                 driver,
             }),
-            Err(e) => Err(failure(400, format!("Net '{name}' has a bad address: {e}"))),
+            Err(error) => Err(CommandError::BadAddress {
+                net: name.to_string(),
+                error,
+            }),
         }
     }
 
     /// §7: a monitor of the other role on the same instrument blocks it.
-    fn conflict(monitors: &[Monitor], target: &Target, battery: bool) -> Option<String> {
+    fn conflict(monitors: &[Monitor], target: &Target, battery: bool) -> Option<Conflict> {
         let key = target.address.canonical();
         // A watcher that just left (`--count` reached, Ctrl-C) has not been
         // noticed by its stream yet; it holds nothing.
@@ -217,11 +310,12 @@ impl Instruments {
                 && m.battery != battery
                 && !m.client_gone.as_ref().is_some_and(|gone| gone())
         })?;
-        let other_role = role_name(other.battery);
-        Some(format!(
-            "'{}' is on the same Keithley 2281S as '{}', which is currently in use as a {other_role}. The 2281S supports one role at a time — close the {other_role} session first. (A watch of '{}' by {} holds it: stop that watch with Ctrl+C where it runs.)",
-            target.name, other.net, other.net, other.holder
-        ))
+        Some(Conflict {
+            net: target.name.clone(),
+            watched: other.net.clone(),
+            other_role: role_name(other.battery),
+            holder: other.holder.clone(),
+        })
     }
 
     /// `GET /supply|battery/monitor?netname=N&interval=S` (§7, §10): after
@@ -238,7 +332,7 @@ impl Instruments {
         interval: Option<&str>,
         holder: String,
         observe: bool,
-    ) -> Result<MonitorStream, Answer> {
+    ) -> Result<MonitorStream, CommandError> {
         let target = self.resolve(name, battery)?;
         let interval = monitor_interval(interval)?;
         let id = if observe {
@@ -249,7 +343,7 @@ impl Instruments {
             // Checked and registered under one lock: two opposite watches
             // started together cannot both pass (the older system's race).
             if let Some(conflict) = Self::conflict(&monitors, &target, battery) {
-                return Err(failure(409, conflict));
+                return Err(CommandError::InUse(conflict));
             }
             let id = monitors.iter().map(|m| m.id + 1).max().unwrap_or(0);
             monitors.push(Monitor {
@@ -318,22 +412,25 @@ impl Instruments {
         common::actions::mutates(role, body)
     }
 
-    pub fn command(&self, battery: bool, body: &Map<String, Value>) -> Answer {
+    /// Runs one command on the net's instrument; its answer has the state
+    /// it reported, with the net's name in it.
+    pub fn command(
+        &self,
+        battery: bool,
+        body: &Map<String, Value>,
+    ) -> Result<Outcome, CommandError> {
         let (Some(name), Some(action)) = (
             body.get("netname").and_then(Value::as_str),
             body.get("action").and_then(Value::as_str),
         ) else {
-            return failure(400, "netname and action are required");
+            return Err(CommandError::Incomplete);
         };
         let params = body
             .get("params")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let target = match self.resolve(name, battery) {
-            Ok(target) => target,
-            Err(answer) => return answer,
-        };
+        let target = self.resolve(name, battery)?;
         // Checked under the registry lock, like registration, so a watch
         // that ends meanwhile is never asked about after it unregistered.
         let conflict = Self::conflict(
@@ -342,31 +439,23 @@ impl Instruments {
             battery,
         );
         if let Some(conflict) = conflict {
-            return (200, json!({"success": false, "error": conflict}));
+            return Err(CommandError::InUse(conflict));
         }
         let (address, driver) = (target.address, target.driver);
-        let parsed = match actions::parse(battery, action, &params, &driver.limits()) {
-            Ok(parsed) => parsed,
-            Err(e) => return failure(400, e),
-        };
+        let parsed = actions::parse(battery, action, &params, &driver.limits())
+            .map_err(CommandError::Action)?;
         let outcome: Result<_, DriverError> = self
             .sessions
             .run(&address, move |session| driver.run(session, &parsed));
         crate::metrics::instrument_command(name, command_outcome(&outcome));
-        match outcome {
-            Ok(done) => {
-                let mut reply = json!({"success": true, "action": action, "message": done.message});
-                if let Some(mut state) = done.state {
-                    if let Value::Object(map) = &mut state {
-                        map.insert("netname".into(), json!(name));
-                    }
-                    reply["state"] = state;
-                }
-                (200, reply)
-            }
-            Err(DriverError::Invalid(text)) => failure(400, text),
-            Err(e) => failure(502, format!("{e} ({})", address.canonical())),
+        let mut done = outcome.map_err(|error| CommandError::Driver {
+            address: address.canonical(),
+            error,
+        })?;
+        if let Some(Value::Object(state)) = &mut done.state {
+            state.insert("netname".into(), json!(name));
         }
+        Ok(done)
     }
 }
 
@@ -390,8 +479,8 @@ fn command_outcome<T>(outcome: &Result<T, DriverError>) -> crate::metrics::Comma
 }
 
 /// A monitor's `interval` (§7.1: default 1.0, garbage 1.0, at least 0.1);
-/// a number above the hour, or not finite, is refused with 400.
-fn monitor_interval(given: Option<&str>) -> Result<Duration, Answer> {
+/// a number above the hour, or not finite, is refused (`BadInterval`).
+fn monitor_interval(given: Option<&str>) -> Result<Duration, CommandError> {
     let Some(text) = given else {
         return Ok(Duration::from_secs(1));
     };
@@ -400,7 +489,10 @@ fn monitor_interval(given: Option<&str>) -> Result<Duration, Answer> {
     };
     MONITOR_INTERVAL
         .secs(value.max(MONITOR_INTERVAL.min))
-        .map_err(|e| failure(400, format!("interval {text} is out of range: {e}")))
+        .map_err(|error| CommandError::BadInterval {
+            given: text.to_string(),
+            error,
+        })
 }
 
 /// A live monitor's stream (`Body::Stream`): one JSON object per line.

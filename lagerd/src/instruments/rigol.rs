@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use super::actions::{number, Action, Limits};
-use super::keithley::{checked, limits_outcome, reading, supply_message, DriverError, Outcome};
+use super::scpi::{checked, reading, DriverError, Outcome};
 use super::session::Session;
 
 /// DP832 channels: 1 and 2 are 30 V/3 A, 3 is 5 V/3 A.
@@ -26,12 +26,7 @@ pub fn limits(channel: u8) -> Limits {
 /// Runs a supply `action` on `channel`.
 pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcome, DriverError> {
     let ch = format!("CH{channel}");
-    let done = |message: String| {
-        Ok(Outcome {
-            message,
-            state: None,
-        })
-    };
+    let done = |message: String| Ok(Outcome::said(message));
     match action {
         Action::Voltage(Some(v)) => {
             let (_, amps) = setpoints(session, &ch)?;
@@ -39,10 +34,7 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 session,
                 &format!(":APPL {ch},{},{}", number(*v), number(amps)),
             )?;
-            Ok(Outcome::with(
-                format!("Voltage set to {}V", number(*v)),
-                json!({ "voltage_set": v }),
-            ))
+            Ok(Outcome::set("Voltage", *v, "V", "voltage_set"))
         }
         Action::Current(Some(a)) => {
             let (volts, _) = setpoints(session, &ch)?;
@@ -50,10 +42,7 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 session,
                 &format!(":APPL {ch},{},{}", number(volts), number(*a)),
             )?;
-            Ok(Outcome::with(
-                format!("Current limit set to {}A", number(*a)),
-                json!({ "current_set": a }),
-            ))
+            Ok(Outcome::set("Current limit", *a, "A", "current_set"))
         }
         Action::Voltage(None) | Action::Current(None) => {
             let volts = matches!(action, Action::Voltage(_));
@@ -72,7 +61,7 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
                 Outcome::read("Current", &text, "A", "current")
             })
         }
-        Action::Limits => Ok(limits_outcome(limits(channel))),
+        Action::Limits => Ok(Outcome::limits(limits(channel))),
         Action::Ovp(Some(v)) | Action::Ocp(Some(v)) => {
             let kind = if matches!(action, Action::Ovp(_)) {
                 "OVP"
@@ -81,19 +70,11 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
             };
             checked(session, &format!(":OUTP:{kind}:VAL {ch},{}", number(*v)))?;
             checked(session, &format!(":OUTP:{kind} {ch},ON"))?;
-            let key = if kind == "OVP" {
-                "ovp_limit"
+            Ok(if kind == "OVP" {
+                Outcome::set(kind, *v, "V", "ovp_limit")
             } else {
-                "ocp_limit"
-            };
-            Ok(Outcome::with(
-                format!(
-                    "{kind} set to {}{}",
-                    number(*v),
-                    if kind == "OVP" { "V" } else { "A" }
-                ),
-                json!({ key: v }),
-            ))
+                Outcome::set(kind, *v, "A", "ocp_limit")
+            })
         }
         Action::Ovp(None) => {
             let v = session.query(&format!(":OUTP:OVP:VAL? {ch}"))?;
@@ -126,14 +107,7 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
             session.write(&format!(":OUTP:OCP:CLEAR {ch}"))?;
             done(format!("Channel {channel} protection cleared"))
         }
-        Action::SupplyState => {
-            let state = state(session, channel)?;
-            let message = supply_message(&state);
-            Ok(Outcome {
-                message,
-                state: Some(state),
-            })
-        }
+        Action::SupplyState => Ok(Outcome::supply_state(state(session, channel)?)),
         // Protections first: the DP800 checks OVP against the output, not
         // the setpoint, so setting them before the value never trips.
         Action::Protected { ovp, ocp, then } => {
@@ -164,14 +138,18 @@ pub fn run(session: &mut Session, channel: u8, action: &Action) -> Result<Outcom
 /// `(volts, amps)` set on the channel, from `:APPL? CHn` (`CH1:30V/3A,5.000,1.000`).
 fn setpoints(session: &mut Session, ch: &str) -> Result<(f64, f64), DriverError> {
     let reply = session.query(&format!(":APPL? {ch}"))?;
-    let mut fields = reply.split(',').skip(1).map(|f| f.trim().parse::<f64>());
-    match (fields.next(), fields.next()) {
-        (Some(Ok(volts)), Some(Ok(amps))) => Ok((volts, amps)),
-        _ => Err(DriverError::Refused {
-            command: format!(":APPL? {ch}"),
-            error: format!("unexpected reply {reply:?}"),
-        }),
-    }
+    setpoints_of(&reply).ok_or_else(|| DriverError::Refused {
+        command: format!(":APPL? {ch}"),
+        error: format!("unexpected reply {reply:?}"),
+    })
+}
+
+/// The volts and amps fields of an `:APPL?` reply, both finite numbers:
+/// they are written back with the other one changed, and `nan` is no
+/// setpoint (found by the `scpi_replies` fuzz target).
+fn setpoints_of(reply: &str) -> Option<(f64, f64)> {
+    let mut fields = reply.split(',').skip(1).map(reading);
+    Some((fields.next()??, fields.next()??))
 }
 
 fn state(session: &mut Session, channel: u8) -> Result<Value, DriverError> {
@@ -222,5 +200,13 @@ mod tests {
         assert_eq!(limits(1).volts, (0.0, 30.0));
         assert_eq!(limits(3).volts, (0.0, 5.0));
         assert_eq!(limits(2).amps, (0.0, 3.0));
+    }
+
+    #[test]
+    fn setpoints_are_finite_numbers() {
+        assert_eq!(setpoints_of("CH1:30V/3A,5.000,1.000"), Some((5.0, 1.0)));
+        for reply in ["CH1:30V/3A,nan,1", "CH1,1,inf", "CH1,5", "5.0,1.0"] {
+            assert_eq!(setpoints_of(reply), None, "{reply}");
+        }
     }
 }

@@ -193,7 +193,7 @@ impl TcpTransport {
             .next()
             .ok_or_else(|| io_error(io::Error::other(format!("{host} has no address"))))?;
         let stream = TcpStream::connect_timeout(&target, timeout)
-            .map_err(|e| classify(address, timeout, false, e))?;
+            .map_err(|e| connect_failed(address, timeout, e))?;
         stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
         stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
         stream.set_nodelay(true).map_err(io_error)?;
@@ -247,6 +247,15 @@ impl TcpTransport {
 /// Socket errors as the USB stack would report them (instruments.md §10.8):
 /// refused is ENODEV (nothing listens), a reset or hang-up before the first
 /// answer (`opening`) is EBUSY, one after it ENODEV.
+/// Why a connect failed. A refusal is nothing listening (ENODEV). A reset
+/// is an instrument that accepted the connection and reset it at once
+/// (EBUSY, §10.8), which is also how it shows when the reset lands before
+/// `connect` returns: seen under load, where it was reported as a device
+/// that went away and never retried.
+fn connect_failed(address: &str, timeout: Duration, error: io::Error) -> TransportError {
+    classify(address, timeout, true, error)
+}
+
 fn classify(address: &str, timeout: Duration, opening: bool, error: io::Error) -> TransportError {
     let address = address.to_string();
     match error.kind() {
@@ -281,6 +290,24 @@ mod tests {
     use std::net::TcpListener;
 
     const ADDR: &str = "TCPIP0::127.0.0.1::1::SOCKET";
+
+    #[test]
+    fn a_reset_during_connect_is_a_busy_instrument_not_a_gone_one() {
+        let t = Duration::from_secs(1);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(
+            connect_failed(ADDR, t, reset),
+            TransportError::Busy {
+                cause: BusyCause::ResetOnOpen,
+                ..
+            }
+        ));
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            connect_failed(ADDR, t, refused),
+            TransportError::Refused { .. }
+        ));
+    }
 
     #[test]
     fn queries_a_socket_instrument() {

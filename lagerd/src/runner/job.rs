@@ -579,8 +579,9 @@ impl DetachedMeta {
     }
 }
 
-/// Splits chunks into `<fileno> <len> <payload>` frames of at most 1 KiB.
-fn encode_frames(chunks: &[(u8, Vec<u8>)], frames: &mut Vec<u8>) {
+/// Splits chunks into `<fileno> <len> <payload>` frames of at most 1 KiB;
+/// public for the `cli_frames` fuzz target, which parses them with `lager`.
+pub fn encode_frames(chunks: &[(u8, Vec<u8>)], frames: &mut Vec<u8>) {
     for (fileno, data) in chunks {
         for piece in data.chunks(FRAME_MAX) {
             let _ = write!(frames, "{fileno} {} ", piece.len());

@@ -42,21 +42,16 @@ fn read_record(path: &Path) -> io::Result<Vec<u8>> {
 /// `lager_process_id` of a management body: `Some(id)` or `None` (`null`).
 fn process_id(body: &Map<String, Value>, required: bool) -> Result<Option<String>, RunError> {
     match body.get("lager_process_id") {
-        None if required => Err(RunError::BadRequest("lager_process_id is required".into())),
+        None if required => Err(RunError::NoProcessId),
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) if is_uuid(id) => Ok(Some(id.clone())),
-        Some(Value::String(id)) => Err(RunError::Unprocessable(format!(
-            "Invalid process UUID: {id}"
-        ))),
-        Some(other) => Err(RunError::Unprocessable(format!(
-            "Invalid process UUID: {other}"
-        ))),
+        Some(Value::String(id)) => Err(RunError::BadProcessId(id.clone())),
+        Some(other) => Err(RunError::BadProcessId(other.to_string())),
     }
 }
 
 fn required_id(body: &Map<String, Value>) -> Result<String, RunError> {
-    process_id(body, true)?
-        .ok_or_else(|| RunError::BadRequest("lager_process_id is required".into()))
+    process_id(body, true)?.ok_or(RunError::NoProcessId)
 }
 
 impl Runner {
@@ -71,7 +66,7 @@ impl Runner {
                 // [0, NSIG), and NSIG is SIGRTMAX + 1.
                 .filter(|n| (0..=i64::from(libc::SIGRTMAX())).contains(n))
                 .map(|n| n as i32)
-                .ok_or_else(|| RunError::Unprocessable(format!("Invalid signal: {value}")))?,
+                .ok_or_else(|| RunError::BadSignal(value.clone()))?,
         };
         let _reaping = self.quiesce.enter();
         self.board.mark_killed(id.as_deref());
@@ -165,12 +160,12 @@ impl Runner {
         let _ = fs::remove_dir_all(run_dir);
     }
 
-    /// `POST /python/attach`: checks the run exists (422 otherwise).
+    /// `POST /python/attach`: checks the run exists (`NoSuchRun` otherwise).
     pub fn attach_target(&self, body: &Map<String, Value>) -> Result<PathBuf, RunError> {
         let id = required_id(body)?;
         let dir = self.config.run_dir.join(&id);
         if !dir.is_dir() {
-            return Err(RunError::Unprocessable(format!("Process not found: {id}")));
+            return Err(RunError::NoSuchRun(id));
         }
         Ok(dir)
     }
@@ -379,15 +374,11 @@ mod tests {
             None
         );
         let err = process_id(&body(json!({})), true).unwrap_err();
-        assert_eq!(
-            (err.status(), err.to_string().as_str()),
-            (400, "lager_process_id is required")
-        );
+        assert!(matches!(err, RunError::NoProcessId), "{err}");
+        assert_eq!(err.to_string(), "lager_process_id is required");
         let err = process_id(&body(json!({"lager_process_id": "../etc"})), true).unwrap_err();
-        assert_eq!(
-            (err.status(), err.to_string().as_str()),
-            (422, "Invalid process UUID: ../etc")
-        );
+        assert!(matches!(err, RunError::BadProcessId(_)), "{err}");
+        assert_eq!(err.to_string(), "Invalid process UUID: ../etc");
     }
 
     #[test]

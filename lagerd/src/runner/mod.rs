@@ -25,6 +25,7 @@ use log::{info, warn};
 use serde_json::Value;
 
 use common::runid::is_uuid;
+use common::truthy;
 
 use crate::multipart::Part;
 use crate::scriptenv::ScriptEnv;
@@ -70,35 +71,55 @@ impl RunnerConfig {
     }
 }
 
-/// Why a runner request failed; the status and message of runner.md §3.4, §4.
+/// Why a runner request failed. `Display` is runner.md §3.4 and §4's
+/// message, which the Python client prints after `Details:`.
 #[derive(Debug)]
 pub enum RunError {
-    /// 400
-    BadRequest(String),
-    /// 422
-    Unprocessable(String),
-    /// 500
-    Internal(String),
-    /// 503: `--max-jobs` jobs are running already.
+    /// The upload is not the multipart form runner.md §1 describes.
+    Upload(crate::multipart::MultipartError),
+    /// A management body that is not a JSON object (§4).
+    InvalidJson,
+    /// `timeout` that is not a whole number of seconds.
+    BadTimeout,
+    /// A management request without `lager_process_id`.
+    NoProcessId,
+    /// A `lager_process_id` that is no UUID, as given.
+    BadProcessId(String),
+    /// A kill `signal` outside [0, NSIG), as given.
+    BadSignal(Value),
+    /// No run dir for this id: never run, or already killed.
+    NoSuchRun(String),
+    /// Neither a script nor a module was uploaded.
+    NoPayload,
+    /// A module without `main.py` at its top.
+    NoMain,
+    /// A module zip that cannot be unpacked safely.
+    Archive(archive::ArchiveError),
+    /// pip failed on the module's `requirements.txt`.
+    Requirements(crate::scriptenv::wheels::WheelError),
+    /// `--max-jobs` jobs are running already.
     Full { max: usize },
-}
-
-impl RunError {
-    pub fn status(&self) -> u16 {
-        match self {
-            RunError::BadRequest(_) => 400,
-            RunError::Unprocessable(_) => 422,
-            RunError::Internal(_) => 500,
-            RunError::Full { .. } => 503,
-        }
-    }
+    /// The box could not prepare or start the job.
+    Io(io::Error),
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RunError::BadRequest(msg) | RunError::Unprocessable(msg) => f.write_str(msg),
-            RunError::Internal(msg) => write!(f, "Internal server error: {msg}"),
+            RunError::Upload(why) => write!(f, "Failed to parse request: {why}"),
+            RunError::InvalidJson => f.write_str("Invalid JSON"),
+            RunError::BadTimeout => f.write_str("timeout must be an integer"),
+            RunError::NoProcessId => f.write_str("lager_process_id is required"),
+            RunError::BadProcessId(id) => write!(f, "Invalid process UUID: {id}"),
+            RunError::BadSignal(value) => write!(f, "Invalid signal: {value}"),
+            RunError::NoSuchRun(id) => write!(f, "Process not found: {id}"),
+            RunError::NoPayload => f.write_str("Could not find module folder"),
+            RunError::NoMain => f.write_str("Could not find main.py in module"),
+            RunError::Archive(archive::ArchiveError::Io(e)) | RunError::Io(e) => {
+                write!(f, "Internal server error: {e}")
+            }
+            RunError::Archive(e) => e.fmt(f),
+            RunError::Requirements(e) => write!(f, "Pip install failed: {e}"),
             RunError::Full { max } => write!(
                 f,
                 "lagerd is already running {max} jobs, its limit (--max-jobs {max}, attached and detached runs together): wait for one to finish, stop a detached one with lager python --kill ID (or --kill-all), or raise --max-jobs in /etc/lager/lagerd.conf"
@@ -109,7 +130,7 @@ impl std::fmt::Display for RunError {
 
 impl From<io::Error> for RunError {
     fn from(e: io::Error) -> RunError {
-        RunError::Internal(e.to_string())
+        RunError::Io(e)
     }
 }
 
@@ -147,8 +168,8 @@ impl<'a> RunRequest<'a> {
         };
         for part in parts {
             match part.name.as_str() {
-                "stdout_is_stderr" => request.stdout_is_stderr = truthy(part.data),
-                "detach" => request.detach = truthy(part.data),
+                "stdout_is_stderr" => request.stdout_is_stderr = truthy::form(part.data),
+                "detach" => request.detach = truthy::form(part.data),
                 "args" => request.args.push(text(part.data)),
                 "env" => {
                     let pair = text(part.data);
@@ -160,7 +181,7 @@ impl<'a> RunRequest<'a> {
                     let secs = text(part.data)
                         .trim()
                         .parse()
-                        .map_err(|_| RunError::BadRequest("timeout must be an integer".into()))?;
+                        .map_err(|_| RunError::BadTimeout)?;
                     request.timeout_secs = Some(secs);
                 }
                 "script" => request.payload = Some(Payload::Script(part.data)),
@@ -178,12 +199,6 @@ impl<'a> RunRequest<'a> {
         }
         Ok(request)
     }
-}
-
-/// "A truthy string": `true`, `1`, `yes`, `on`, any case.
-fn truthy(data: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(data).trim().to_ascii_lowercase();
-    matches!(text.as_str(), "true" | "1" | "yes" | "on")
 }
 
 /// Jobs being reaped hold new runs back (runner.md §2, the quiesce gate).
@@ -354,10 +369,7 @@ impl Runner {
 
     /// Prepares the job's dir and spawns it (runner.md §2).
     pub fn start(&self, request: RunRequest<'_>, client_ip: &str) -> Result<Started, RunError> {
-        let payload = request
-            .payload
-            .as_ref()
-            .ok_or_else(|| RunError::Unprocessable("Could not find module folder".into()))?;
+        let payload = request.payload.as_ref().ok_or(RunError::NoPayload)?;
         // Before anything is unpacked or installed: a full box says so at once.
         let slot = self.slots.take()?;
         let (id, env) = with_process_id(&request.env);
@@ -478,15 +490,10 @@ impl Runner {
                 Ok(path)
             }
             Payload::Module(bytes) => {
-                archive::extract(bytes, work_dir).map_err(|e| match e {
-                    archive::ArchiveError::Io(e) => RunError::Internal(e.to_string()),
-                    other => RunError::Unprocessable(other.to_string()),
-                })?;
+                archive::extract(bytes, work_dir).map_err(RunError::Archive)?;
                 let main = work_dir.join("main.py");
                 if !main.is_file() {
-                    return Err(RunError::Unprocessable(
-                        "Could not find main.py in module".into(),
-                    ));
+                    return Err(RunError::NoMain);
                 }
                 if work_dir.join("requirements.txt").is_file() {
                     self.pip_install(work_dir)?;
@@ -501,7 +508,7 @@ impl Runner {
     fn pip_install(&self, work_dir: &Path) -> Result<(), RunError> {
         self.script_env
             .install_requirements(work_dir)
-            .map_err(|e| RunError::Unprocessable(format!("Pip install failed: {e}")))
+            .map_err(RunError::Requirements)
     }
 
     /// Gives the job its token (`callers.rs`) and where lagerd is: a file
@@ -691,20 +698,8 @@ mod tests {
         let err = RunRequest::from_parts(&[part("timeout", b"soon")])
             .err()
             .unwrap();
-        assert_eq!(
-            (err.status(), err.to_string().as_str()),
-            (400, "timeout must be an integer")
-        );
-    }
-
-    #[test]
-    fn truthy_strings() {
-        for yes in [&b"true"[..], b"True", b"1", b"YES", b"on"] {
-            assert!(truthy(yes));
-        }
-        for no in [&b"false"[..], b"False", b"0", b"", b"maybe"] {
-            assert!(!truthy(no));
-        }
+        assert!(matches!(err, RunError::BadTimeout), "{err}");
+        assert_eq!(err.to_string(), "timeout must be an integer");
     }
 
     #[test]

@@ -50,25 +50,14 @@ impl Installed {
 /// Why a change to the site directory did not happen.
 #[derive(Debug)]
 pub enum WheelError {
-    /// The upload is not a set of wheels (HTTP 400).
+    /// The upload is not a set of wheels.
     BadUpload(String),
-    /// `--uninstall` of a package that is not there (HTTP 404).
+    /// `--uninstall` of a package that is not there.
     NotInstalled(String),
-    /// pip failed (HTTP 422): the wheel it failed on, and its last lines.
+    /// pip failed: the wheel it failed on, and its last lines.
     Pip { what: String, output: String },
-    /// The state dir could not be written (HTTP 500).
+    /// The state dir could not be written.
     Io(io::Error),
-}
-
-impl WheelError {
-    pub fn status(&self) -> u16 {
-        match self {
-            WheelError::BadUpload(_) => 400,
-            WheelError::NotInstalled(_) => 404,
-            WheelError::Pip { .. } => 422,
-            WheelError::Io(_) => 500,
-        }
-    }
 }
 
 impl std::fmt::Display for WheelError {

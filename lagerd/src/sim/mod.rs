@@ -667,7 +667,10 @@ struct Shared {
     /// The last `LOG_MAX` commands received, in order, for tests that
     /// check ordering.
     log: Mutex<VecDeque<String>>,
-    sessions: Mutex<Vec<TcpStream>>,
+    /// The sessions still open, by number, for `drop` to reset; each
+    /// removes itself when its peer closes, or every reopen would keep a
+    /// descriptor for good.
+    sessions: Mutex<Vec<(usize, TcpStream)>>,
     /// The instrument's listener; `None` while unplugged. The control
     /// thread closes and reopens it, so a fault is in place before its
     /// `OK` is sent.
@@ -744,15 +747,16 @@ fn accept_loop(shared: Arc<Shared>) {
             Ok((stream, _)) if busy() => reset(stream),
             Ok((stream, _)) => {
                 let _ = stream.set_nonblocking(false);
-                shared.connections.fetch_add(1, Ordering::SeqCst);
+                let number = shared.connections.fetch_add(1, Ordering::SeqCst);
                 if let Ok(clone) = stream.try_clone() {
-                    lock(&shared.sessions).push(clone);
+                    lock(&shared.sessions).push((number, clone));
                 }
                 let session_shared = shared.clone();
                 let _ = thread::Builder::new()
                     .name("sim-session".into())
                     .spawn(move || {
                         let _ = instrument_session(stream, &session_shared);
+                        lock(&session_shared.sessions).retain(|(n, _)| *n != number);
                     });
             }
             // Non-blocking, so a fault never waits for the next connection.
@@ -910,7 +914,7 @@ fn control_session(stream: TcpStream, shared: &Shared) {
             ("drop", _) => {
                 // Closed before the reply: from here on opens are refused.
                 lock(&shared.listener).take();
-                for session in lock(&shared.sessions).drain(..) {
+                for (_, session) in lock(&shared.sessions).drain(..) {
                     let _ = session.shutdown(Shutdown::Both);
                     reset(session);
                 }

@@ -219,27 +219,16 @@ fn setup(ep0: &mut File, request: &[u8], device: &Mutex<Device>) {
                 let in_progress = !device.stream.is_empty() || !device.partial.is_empty();
                 device.stream.clear();
                 device.partial.clear();
-                let state = if in_progress {
-                    status::SUCCESS
-                } else {
-                    status::TRANSFER_NOT_IN_PROGRESS
-                };
-                Some(vec![state, value as u8])
-            }
-            request::CHECK_ABORT_BULK_OUT_STATUS => {
-                Some(vec![status::SUCCESS, 0, 0, 0, 0, 0, 0, 0])
+                Some(abort(in_progress, status::TRANSFER_NOT_IN_PROGRESS, value))
             }
             request::INITIATE_ABORT_BULK_IN => {
                 let pending = !device.reply.is_empty();
                 device.reply.clear();
-                let state = if pending {
-                    status::SUCCESS
-                } else {
-                    status::FAILED
-                };
-                Some(vec![state, value as u8])
+                Some(abort(pending, status::FAILED, value))
             }
-            request::CHECK_ABORT_BULK_IN_STATUS => Some(vec![status::SUCCESS, 0, 0, 0, 0, 0, 0, 0]),
+            request::CHECK_ABORT_BULK_OUT_STATUS | request::CHECK_ABORT_BULK_IN_STATUS => {
+                Some(vec![status::SUCCESS, 0, 0, 0, 0, 0, 0, 0])
+            }
             request::INITIATE_CLEAR => {
                 device.clear();
                 Some(vec![status::SUCCESS])
@@ -262,6 +251,17 @@ fn setup(ep0: &mut File, request: &[u8], device: &Mutex<Device>) {
             unsafe { libc::read(ep0.as_raw_fd(), none.as_mut_ptr().cast(), 0) };
         }
     }
+}
+
+/// An INITIATE_ABORT_* answer (USBTMC 1.0 §4.2.1.2, §4.2.1.4): SUCCESS
+/// and the bTag when there was a transfer to abort, else `nothing`.
+fn abort(had_transfer: bool, nothing: u8, value: u16) -> Vec<u8> {
+    let state = if had_transfer {
+        status::SUCCESS
+    } else {
+        nothing
+    };
+    vec![state, value as u8]
 }
 
 /// The bulk pipes: commands in on ep1, replies out on ep2. While the

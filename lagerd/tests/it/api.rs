@@ -202,54 +202,6 @@ fn http10_clients_and_keep_alive_both_work() {
 }
 
 #[test]
-fn token_mode_guards_every_mutating_request() {
-    let dir = TempDir::new("token");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "  s3cret\n").unwrap();
-    let state = dir.path().join("state");
-    let token_arg = token_file.to_str().unwrap();
-    let daemon = Daemon::start(&lagerd(), &state, &["--token-file", token_arg]);
-    let addr = daemon.addr();
-
-    let refused = request(addr, "POST", "/lock", Some(r#"{"user":"a"}"#));
-    assert_eq!(
-        (refused.status, refused.text().as_str()),
-        (401, r#"{"error":"Authorization required"}"#)
-    );
-    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
-    let wrong = format!("POST /lock HTTP/1.1\r\nHost: lagerd\r\nAuthorization: Bearer nope\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{}", r#"{"user":"a"}"#);
-    assert_eq!(raw_request(addr, wrong.as_bytes()).unwrap().status, 401);
-    let right = wrong.replace("Bearer nope", "Bearer s3cret");
-    assert_eq!(raw_request(addr, right.as_bytes()).unwrap().status, 200);
-    assert_eq!(
-        request(addr, "GET", "/lock", None).status,
-        200,
-        "GETs stay open"
-    );
-    assert_eq!(request(addr, "GET", "/status", None).status, 200);
-
-    // An empty token file is a configuration error: exit 2, naming the file.
-    std::fs::write(&token_file, "\n").unwrap();
-    let out = std::process::Command::new(lagerd())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--token-file",
-            token_arg,
-            "--state-dir",
-        ])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(token_arg) && stderr.contains("empty"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn a_taken_port_is_a_clear_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

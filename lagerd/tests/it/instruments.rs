@@ -725,3 +725,33 @@ fn issue12_a_monitor_whose_stream_never_runs_leaves_no_registration() {
         "{reply}"
     );
 }
+
+/// Found by the `router` fuzz target: the simulator kept a copy of every
+/// instrument connection it ever accepted (for its `drop` fault), so each
+/// session reopen (`/cache/clear_all`, a garbled reply, a timeout) cost
+/// `lagerd --sim` a descriptor for good, until it ran out ("Too many open
+/// files") and could not even write `lock.json`.
+#[test]
+fn issue12_reopened_simulator_sessions_leave_no_descriptors_behind() {
+    let b = Bench::start("sim-fds", &[]);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", b.daemon.pid()))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(b.supply("state", None).0, 200);
+    let before = fds();
+    for _ in 0..60 {
+        let reply = request(b.daemon.addr(), "POST", "/cache/clear_all", Some("{}"));
+        assert_eq!(reply.status, 200);
+        assert_eq!(b.supply("state", None).0, 200, "the session reopens");
+    }
+    // Closed sessions are noticed by the simulator's own threads: wait for
+    // them, as a user would, rather than count the instant after.
+    let settled = lager_testsupport::wait_until(Duration::from_secs(5), || fds() < before + 10);
+    assert!(
+        settled,
+        "{before} descriptors before, {} after 60 reopens",
+        fds()
+    );
+}

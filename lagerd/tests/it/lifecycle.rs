@@ -162,3 +162,33 @@ fn a_garbage_state_file_at_start_is_kept_aside_and_the_box_starts_unlocked() {
     let reply = lager_testsupport::request(daemon.addr(), "POST", "/lock", Some(r#"{"user":"b"}"#));
     assert_eq!(reply.status, 200);
 }
+
+/// Issue 12 defect 5: valid JSON with the wrong types was served verbatim
+/// by `GET /lock` after a restart, as if it were somebody's lock.
+#[test]
+fn a_state_file_with_wrong_types_is_corrupt_at_start() {
+    let dir = lager_testsupport::TempDir::new("wrong-types-start");
+    let wrong = r#"{"locked":"yes","locked_at":7,"ttl_seconds":"x","user":5}"#;
+    std::fs::write(dir.path().join("lock.json"), wrong).unwrap();
+    let daemon = Daemon::start(&lagerd(), dir.path(), &[]);
+    for _ in 0..2 {
+        let reply = lager_testsupport::request(daemon.addr(), "GET", "/lock", None);
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (200, r#"{"locked":false}"#)
+        );
+    }
+    let kept: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("lock.json.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "kept aside once: {kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(&kept[0])).unwrap(),
+        wrong
+    );
+    let reply = lager_testsupport::request(daemon.addr(), "POST", "/lock", Some(r#"{"user":"b"}"#));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().contains(r#""previous_user":null"#));
+}

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use lager_testsupport::{request, Daemon, TempDir};
+use lager_testsupport::{raw_request, request, Daemon, TempDir};
 use lagerd::http::{Effect, Route, ROUTES};
 use serde_json::{json, Value};
 
@@ -254,5 +254,58 @@ fn issue12_every_route_that_changes_state_or_touches_hardware_needs_the_token() 
     assert!(
         lager_testsupport::wait_until(Duration::from_secs(10), || work.join("script-ran").exists()),
         "the authorized script ran"
+    );
+}
+
+/// A.9a's refusal as an old client sees it (the exact body and header),
+/// and the token file's own rules: surrounding white space is not part of
+/// the token, and an empty file stops lagerd from starting. Which routes
+/// need the token is the test above, over the whole route table.
+#[test]
+fn the_token_file_is_read_trimmed_and_a_refusal_is_the_a9a_401() {
+    let dir = TempDir::new("token");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "  s3cret\n").unwrap();
+    let state = dir.path().join("state");
+    let token_arg = token_file.to_str().unwrap();
+    let daemon = Daemon::start(&lagerd(), &state, &["--token-file", token_arg]);
+    let addr = daemon.addr();
+
+    let refused = request(addr, "POST", "/lock", Some(r#"{"user":"a"}"#));
+    assert_eq!(
+        (refused.status, refused.text().as_str()),
+        (401, r#"{"error":"Authorization required"}"#)
+    );
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    let wrong = format!("POST /lock HTTP/1.1\r\nHost: lagerd\r\nAuthorization: Bearer nope\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{}", r#"{"user":"a"}"#);
+    assert_eq!(raw_request(addr, wrong.as_bytes()).unwrap().status, 401);
+    // The file's white space is not part of the token.
+    let right = wrong.replace("Bearer nope", "Bearer s3cret");
+    assert_eq!(raw_request(addr, right.as_bytes()).unwrap().status, 200);
+    assert_eq!(
+        request(addr, "GET", "/lock", None).status,
+        200,
+        "GETs stay open"
+    );
+    assert_eq!(request(addr, "GET", "/status", None).status, 200);
+
+    // An empty token file is a configuration error: exit 2, naming the file.
+    std::fs::write(&token_file, "\n").unwrap();
+    let out = std::process::Command::new(lagerd())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            token_arg,
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(token_arg) && stderr.contains("empty"),
+        "{stderr}"
     );
 }

@@ -16,7 +16,7 @@
 
 pub mod frames;
 mod manage;
-pub(crate) mod multipart;
+pub mod multipart;
 pub mod package;
 mod render;
 
