@@ -1170,7 +1170,7 @@ fn run_status(error: &RunError) -> u16 {
         | RunError::NoPayload
         | RunError::NoMain
         | RunError::Requirements(_) => 422,
-        RunError::Archive(ArchiveError::Io(_)) | RunError::Io(_) => 500,
+        RunError::Archive(ArchiveError::Io(_)) | RunError::Io(_) | RunError::NoPython { .. } => 500,
         RunError::Archive(_) => 422,
         RunError::Full { .. } => 503,
     }

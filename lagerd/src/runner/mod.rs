@@ -99,6 +99,8 @@ pub enum RunError {
     Requirements(crate::scriptenv::wheels::WheelError),
     /// `--max-jobs` jobs are running already.
     Full { max: usize },
+    /// The box's python could not be started (`LAGERD_PYTHON`).
+    NoPython { python: String, error: io::Error },
     /// The box could not prepare or start the job.
     Io(io::Error),
 }
@@ -120,6 +122,10 @@ impl std::fmt::Display for RunError {
             }
             RunError::Archive(e) => e.fmt(f),
             RunError::Requirements(e) => write!(f, "Pip install failed: {e}"),
+            RunError::NoPython { python, error } => write!(
+                f,
+                "lagerd could not start the box's python {python}: {error}; install python3 on the box, or set LAGERD_PYTHON to it in /etc/lager/lagerd.conf and restart lagerd"
+            ),
             RunError::Full { max } => write!(
                 f,
                 "lagerd is already running {max} jobs, its limit (--max-jobs {max}, attached and detached runs together): wait for one to finish, stop a detached one with lager python --kill ID (or --kill-all), or raise --max-jobs in /etc/lager/lagerd.conf"
@@ -433,8 +439,21 @@ impl Runner {
                     Ok(())
                 });
             }
-            let mut job =
-                Job::spawn(command, request.stdout_is_stderr, &id, work_dir, None)?.holding(slot);
+            let job = Job::spawn(
+                command,
+                request.stdout_is_stderr,
+                &id,
+                work_dir.clone(),
+                None,
+            );
+            let mut job = match job {
+                Ok(job) => job.holding(slot),
+                Err(e) => {
+                    // Nothing ran: no run dir for --reattach to follow.
+                    let _ = fs::remove_dir_all(&run_dir);
+                    return Err(self.not_started(e, &work_dir));
+                }
+            };
             job.hold(caller);
             let pid = job.pid();
             job.track(self.board.add(&id, pid, true));
@@ -463,12 +482,34 @@ impl Runner {
             }
             secs => Some(Duration::from_secs(secs)),
         };
-        let mut job =
-            Job::spawn(command, request.stdout_is_stderr, &id, work_dir, timeout)?.holding(slot);
+        let job = Job::spawn(
+            command,
+            request.stdout_is_stderr,
+            &id,
+            work_dir.clone(),
+            timeout,
+        );
+        let mut job = match job {
+            Ok(job) => job.holding(slot),
+            Err(e) => return Err(self.not_started(e, &work_dir)),
+        };
         job.hold(caller);
         info!("run {id}: started as pid {}", job.pid());
         job.track(self.board.add(&id, job.pid(), false));
         Ok(Started::Attached(job))
+    }
+
+    /// A job that could not be spawned leaves nothing behind, and says
+    /// which python was missing rather than only the OS's words.
+    fn not_started(&self, error: io::Error, work_dir: &Path) -> RunError {
+        let _ = fs::remove_dir_all(work_dir);
+        match error.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => RunError::NoPython {
+                python: self.config.python.clone(),
+                error,
+            },
+            _ => RunError::Io(error),
+        }
     }
 
     fn make_work_dir(&self, id: &str) -> Result<PathBuf, RunError> {

@@ -888,3 +888,44 @@ fn issue12_a_killed_detached_run_is_reaped_and_recorded_when_kill_returns() {
     );
     drop(child);
 }
+
+/// Found by the `router` fuzz target: a box whose python is missing
+/// answered `No such file or directory` without saying what was missing,
+/// and left the job's work dir (and, detached, an empty run dir that
+/// `--reattach` would follow forever) behind.
+#[test]
+fn issue12_a_missing_python_is_named_and_leaves_no_dirs_behind() {
+    let dir = TempDir::new("nopython");
+    let (tmp, runs) = (dir.path().join("tmp"), dir.path().join("runs"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let daemon = Daemon::start_with_env(
+        &lagerd(),
+        &dir.path().join("state"),
+        &["127.0.0.1:0"],
+        &[],
+        &[
+            ("LAGERD_RUN_DIR", runs.to_str().unwrap()),
+            ("LAGERD_PYTHON", "/nonexistent/lager/python3"),
+            ("TMPDIR", tmp.to_str().unwrap()),
+        ],
+    );
+    let r = Runner { daemon, dir };
+    let env = format!("LAGER_PROCESS_ID={ID}");
+    for detach in [&b"0"[..], b"1"] {
+        let reply = r.post_python(&[
+            ("detach", detach),
+            ("env", env.as_bytes()),
+            ("script", b"print(1)\n"),
+        ]);
+        let text = reply.text();
+        assert_eq!(reply.status, 500, "{text}");
+        assert!(
+            text.contains("/nonexistent/lager/python3") && text.contains("LAGERD_PYTHON"),
+            "names the python and what to set: {text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+        assert!(left.is_empty(), "work dirs left: {left:?}");
+        let runs_left = std::fs::read_dir(&runs).map_or(0, |d| d.count());
+        assert_eq!(runs_left, 0, "run dirs left under {}", runs.display());
+    }
+}
