@@ -524,7 +524,6 @@ pub fn engage(
     display: &str,
     holder: &str,
     settings: &LockSettings,
-    label: &str,
 ) -> Result<Acquisition, CliError> {
     crate::signals::install(on_signal);
     // Armed before the wait: a grant may race a signal (B.4 step 4).
@@ -550,21 +549,15 @@ pub fn engage(
             return Err(e);
         }
     };
-    arm(&mut slot, client, holder, settings, label, &acquisition);
+    arm(&mut slot, client, holder, settings, &acquisition);
     Ok(acquisition)
 }
 
 /// Arms the guard for a lock taken by [`crate::pick`] (`--box any:…`),
 /// exactly as if [`engage`] had acquired it: heartbeat, release at exit.
-pub fn adopt(
-    client: &Client,
-    holder: &str,
-    settings: &LockSettings,
-    label: &str,
-    acquisition: &Acquisition,
-) {
+pub fn adopt(client: &Client, holder: &str, settings: &LockSettings, acquisition: &Acquisition) {
     crate::signals::install(on_signal);
-    arm(&mut guard(), client, holder, settings, label, acquisition);
+    arm(&mut guard(), client, holder, settings, acquisition);
 }
 
 fn arm(
@@ -572,7 +565,6 @@ fn arm(
     client: &Client,
     holder: &str,
     settings: &LockSettings,
-    label: &str,
     acquisition: &Acquisition,
 ) {
     let record_ttl = acquisition
@@ -597,7 +589,7 @@ fn arm(
             holder,
             settings.heartbeat,
             Some(ttl),
-            label,
+            "lock heartbeat",
             sink,
         )
     });

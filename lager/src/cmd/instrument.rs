@@ -228,13 +228,7 @@ pub fn hold_box(target: &Target, client: &Client, identity: &Identity) -> Result
     if settings.disabled {
         return Ok(identity.holder.clone());
     }
-    let acquisition = autolock::engage(
-        client,
-        &target.display,
-        &identity.holder,
-        &settings,
-        "lock heartbeat",
-    )?;
+    let acquisition = autolock::engage(client, &target.display, &identity.holder, &settings)?;
     // A.10: name the lock's stored user, which may be a wider scope than
     // our holder when we adopted our own lock.
     let stored = match acquisition.state {

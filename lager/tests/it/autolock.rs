@@ -206,8 +206,7 @@ fn guard_releases_what_it_took_once_and_keeps_adopted_locks() {
         heartbeat: Duration::from_secs(60),
         holder_type: "ephemeral",
     };
-    let got =
-        autolock::engage(&c, "b1", "alice", &settings, "test lock heartbeat").expect("engage");
+    let got = autolock::engage(&c, "b1", "alice", &settings).expect("engage");
     assert_eq!(got.state, AcquireState::Acquired);
     assert_eq!(daemon.lock()["user"], "alice");
     autolock::release();
@@ -219,8 +218,7 @@ fn guard_releases_what_it_took_once_and_keeps_adopted_locks() {
     assert_eq!(daemon.lock()["user"], "alice");
 
     // An adopted lock (already ours) is never released.
-    let got =
-        autolock::engage(&c, "b1", "alice", &settings, "test lock heartbeat").expect("engage");
+    let got = autolock::engage(&c, "b1", "alice", &settings).expect("engage");
     assert_eq!(got.state, AcquireState::AlreadyOurs);
     autolock::release();
     assert_eq!(daemon.lock()["user"], "alice");
@@ -236,7 +234,7 @@ fn guard_releases_what_it_took_once_and_keeps_adopted_locks() {
         ttl_secs: None,
         ..settings
     };
-    autolock::engage(&c, "b1", "alice", &detached, "test").expect("engage");
+    autolock::engage(&c, "b1", "alice", &detached).expect("engage");
     autolock::keep();
     autolock::release();
     let lock: Value = daemon.lock();
@@ -269,7 +267,7 @@ fn signal_child() {
     lager::signals::install(autolock::on_signal);
     println!("engaging");
     let c = Client::new("127.0.0.1", port, None);
-    let got = autolock::engage(&c, "b1", "child", &settings, "test").expect("engage");
+    let got = autolock::engage(&c, "b1", "child", &settings).expect("engage");
     println!("engaged {:?}", got.state);
     std::thread::sleep(Duration::from_secs(60));
 }

@@ -363,13 +363,7 @@ pub(crate) fn reserve(
             _ => "not reserved (--force)".into(),
         });
     }
-    let acquisition = autolock::engage(
-        client,
-        &target.display,
-        &identity.holder,
-        &settings,
-        "lock heartbeat",
-    )?;
+    let acquisition = autolock::engage(client, &target.display, &identity.holder, &settings)?;
     Ok(match acquisition.state {
         AcquireState::Acquired => format!("locked as {}", identity.holder),
         AcquireState::AlreadyOurs => format!("already held by {}", identity.holder),

@@ -264,7 +264,6 @@ fn pick_box(
         &picked.target.lock_client(),
         &identity.holder,
         &lock_settings,
-        "lock heartbeat",
         &acquisition,
     );
     Ok((picked.target, acquisition))
@@ -361,7 +360,6 @@ pub fn run(opts: PythonOpts) -> Result<ExitCode, CliError> {
                 &target.display,
                 &identity.holder,
                 &lock_settings,
-                "lock heartbeat",
             )?,
         };
         if opts.detach && acquisition.state == AcquireState::Acquired {
