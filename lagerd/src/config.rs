@@ -10,7 +10,8 @@ use common::bounded::{OutOfRange, Range};
 use crate::server::Limits;
 
 /// lagerd: the lager box daemon. Serves box locks, status, the script
-/// runner, instruments and diagnose on every --listen address.
+/// runner, instruments, serial consoles, diagnose, /metrics and a status
+/// page (/) on every --listen address.
 #[derive(FromArgs)]
 #[argh(
     note = "`lagerd python-path [--state-dir DIR]` prints the PYTHONPATH that gives a box\n\
