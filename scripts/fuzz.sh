@@ -94,9 +94,11 @@ for target in "${targets[@]}"; do
   ASAN_OPTIONS="$asan" nice cargo fuzz run "$target" "$scratch/$target" "$corpus" -- "${flags[@]}" \
     >"$log" 2>&1 || status=$?
   # libFuzzer's last words: "Done N runs in S second(s)" and the final stats.
+  # A crash before the first stats line leaves these empty, and must still
+  # reach the report below (grep finding nothing is not the script's end).
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   secs=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$log" | tail -1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+  cov=$({ grep -o 'cov: [0-9]*' "$log" || true; } | tail -1 | cut -d' ' -f2)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
   verdict=ok
   if [ "$status" -ne 0 ]; then
