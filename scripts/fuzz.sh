@@ -59,7 +59,14 @@ if [ "$ci" -eq 1 ]; then
 fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/lager-fuzz.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+# The targets' own state dirs (lock files, archives, the router's state):
+# on tmpfs when there is one, and this run's alone, so a second fuzz.sh
+# (another checkout, CI beside a long run) never removes them mid-run.
+state_base=/dev/shm
+[ -d "$state_base" ] || state_base="${TMPDIR:-/tmp}"
+LAGER_FUZZ_SCRATCH=$(mktemp -d "$state_base/lager-fuzz-state.XXXXXX")
+export LAGER_FUZZ_SCRATCH
+trap 'rm -rf "$scratch" "$LAGER_FUZZ_SCRATCH"' EXIT
 echo "fuzz.sh: building ${#targets[@]} targets with AddressSanitizer ($(cargo fuzz --version))"
 build_started=$(date +%s)
 if ! cargo fuzz build >"$scratch/build.log" 2>&1; then
@@ -111,7 +118,7 @@ for target in "${targets[@]}"; do
   fi
   rows+=("$(printf '%-16s %12s %6s %8s %6s %8s  %s' "$target" "${runs:-?}" "${secs:-?}" \
     "$(( ${runs:-0} / (${secs:-0} > 0 ? ${secs:-1} : 1) ))" "${cov:-?}" "${rss:-?}" "$verdict")")
-  rm -rf /dev/shm/lager-fuzz-"$target"-* "${TMPDIR:-/tmp}"/lager-fuzz-"$target"-* 2>/dev/null || true
+  rm -rf "${LAGER_FUZZ_SCRATCH:?}"/lager-fuzz-"$target"-* 2>/dev/null || true
   if [ "$update" -eq 1 ] && [ "$status" -eq 0 ]; then
     cp -n "$scratch/$target"/* "$corpus"/ 2>/dev/null || true
     ASAN_OPTIONS="$asan" cargo fuzz cmin "$target" "$corpus" -- "${extra[@]}" >"$log.cmin" 2>&1 ||

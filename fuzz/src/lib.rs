@@ -7,14 +7,16 @@
 use std::fs;
 use std::path::PathBuf;
 
-/// A fresh, empty dir for this process's runs of `target`, under
-/// `/dev/shm` when it is there (`scripts/fuzz.sh` removes them afterwards).
+/// A fresh, empty dir for this process's runs of `target`: under
+/// `LAGER_FUZZ_SCRATCH` when set (`scripts/fuzz.sh` sets it to a dir of
+/// its own and removes that, so two runs never clean up each other's
+/// state), else under `/dev/shm` when it is there.
 pub fn scratch_dir(target: &str) -> PathBuf {
     let shm = PathBuf::from("/dev/shm");
-    let base = if shm.is_dir() {
-        shm
-    } else {
-        std::env::temp_dir()
+    let base = match std::env::var_os("LAGER_FUZZ_SCRATCH") {
+        Some(dir) => PathBuf::from(dir),
+        None if shm.is_dir() => shm,
+        None => std::env::temp_dir(),
     };
     let dir = base.join(format!("lager-fuzz-{target}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
