@@ -23,6 +23,7 @@
 
 mod body;
 pub mod framing;
+mod slice;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -467,7 +468,10 @@ impl Server {
         let poller_shared = shared.clone();
         let poller = thread::Builder::new()
             .name("http-poller".into())
-            .spawn(move || Poller::new(poller_shared, listeners, wake_read).run())?;
+            .spawn(move || {
+                slice::request_short();
+                Poller::new(poller_shared, listeners, wake_read).run()
+            })?;
         Ok(Server {
             shared,
             poller: Some(poller),

@@ -9,8 +9,11 @@
 //! as fast as they can. Rounds alternate between "no scraper" and "a
 //! scraper every --scrape-ms on its own keep-alive connection", so the
 //! machine's drift (other people's builds on a shared machine) falls on
-//! both sides alike; throughput is compared over the summed rounds, and
-//! every scrape's latency (first byte written to last byte read) is kept.
+//! both sides alike; throughput is compared over the summed rounds and,
+//! because a shared VM's speed can jump by half between two rounds, as the
+//! median of each round pair's drop (the quiet and scraped halves of one
+//! round ran back to back); every scrape's latency (first byte written to
+//! last byte read) is kept.
 //!
 //! `--baseline-lagerd` runs the no-scraper rounds against another build
 //! too (the commit before /metrics), interleaved the same way, so the
@@ -145,10 +148,25 @@ fn run(args: Args) -> Result<(), BenchError> {
     let quiet_rate = rate(&quiet);
     let scraped_rate = rate(&scraped);
     let drop_pct = (quiet_rate - scraped_rate) / quiet_rate * 100.0;
+    let mut paired: Vec<f64> = quiet
+        .iter()
+        .zip(&scraped)
+        .map(|(q, s)| {
+            (rate(std::slice::from_ref(q)) - rate(std::slice::from_ref(s)))
+                / rate(std::slice::from_ref(q))
+                * 100.0
+        })
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    let paired_median = match paired.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => paired[n / 2],
+        n => (paired[n / 2 - 1] + paired[n / 2]) / 2.0,
+    };
     let scrapes = Latencies::new(scraped.iter().flat_map(|r| r.scrapes.clone()).collect());
     let bytes = scraped.iter().map(|r| r.scrape_bytes).max().unwrap_or(0);
     eprintln!(
-        "scrapebench: GET /lock {quiet_rate:.0} req/s quiet, {scraped_rate:.0} req/s scraped ({drop_pct:+.1}% drop)"
+        "scrapebench: GET /lock {quiet_rate:.0} req/s quiet, {scraped_rate:.0} req/s scraped ({drop_pct:+.1}% drop; median of the round pairs {paired_median:+.1}%)"
     );
     eprintln!(
         "scrapebench: /metrics ({bytes} bytes) {}",
@@ -157,6 +175,10 @@ fn run(args: Args) -> Result<(), BenchError> {
     metric("scrape.lock_rps_quiet", format!("{quiet_rate:.0}"));
     metric("scrape.lock_rps_scraped", format!("{scraped_rate:.0}"));
     metric("scrape.lock_rps_drop_pct", format!("{drop_pct:.2}"));
+    metric(
+        "scrape.lock_rps_drop_pct_paired_median",
+        format!("{paired_median:.2}"),
+    );
     metric("scrape.metrics_bytes", bytes);
     scrapes.emit("scrape.latency");
     if !base.is_empty() {
