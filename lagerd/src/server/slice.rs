@@ -8,9 +8,9 @@
 //! 6.12's EEVDF scheduler lets a task ask for a shorter slice
 //! (`sched_attr.sched_runtime` under `SCHED_OTHER`, no privilege needed),
 //! and a task with a shorter slice preempts on wake-up. Workers keep the
-//! default: giving them short slices too cost the lock path a fifth of its
-//! throughput, as they then preempted their own clients. Older kernels
-//! ignore the field; any failure leaves the thread as it was.
+//! default: giving them short slices too cost the lock path about a fifth
+//! of its throughput in `scrapebench`. Older kernels ignore the field; any
+//! failure leaves the thread as it was.
 
 /// The slice asked for: the kernel's smallest is 100 µs.
 const SLICE_NS: u64 = 100_000;
