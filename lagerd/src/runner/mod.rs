@@ -124,7 +124,7 @@ impl std::fmt::Display for RunError {
             RunError::Requirements(e) => write!(f, "Pip install failed: {e}"),
             RunError::NoPython { python, error } => write!(
                 f,
-                "lagerd could not start the box's python {python}: {error}; install python3 on the box, or set LAGERD_PYTHON to it in /etc/lager/lagerd.conf and restart lagerd"
+                "Internal server error: lagerd could not start the box's python {python}: {error}; install python3 on the box, or set LAGERD_PYTHON to it in /etc/lager/lagerd.conf and restart lagerd"
             ),
             RunError::Full { max } => write!(
                 f,

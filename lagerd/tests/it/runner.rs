@@ -919,6 +919,11 @@ fn issue12_a_missing_python_is_named_and_leaves_no_dirs_behind() {
         ]);
         let text = reply.text();
         assert_eq!(reply.status, 500, "{text}");
+        // runner.md §3.4: a 500 is `Internal server error: <e>`.
+        assert!(
+            text.contains(r#""error":"Internal server error: "#),
+            "the spec's 500 shape: {text}"
+        );
         assert!(
             text.contains("/nonexistent/lager/python3") && text.contains("LAGERD_PYTHON"),
             "names the python and what to set: {text}"
