@@ -152,9 +152,8 @@ fn run(args: Args) -> Result<(), BenchError> {
         .iter()
         .zip(&scraped)
         .map(|(q, s)| {
-            (rate(std::slice::from_ref(q)) - rate(std::slice::from_ref(s)))
-                / rate(std::slice::from_ref(q))
-                * 100.0
+            let (q, s) = (rate(std::slice::from_ref(q)), rate(std::slice::from_ref(s)));
+            (q - s) / q * 100.0
         })
         .collect();
     paired.sort_by(f64::total_cmp);
